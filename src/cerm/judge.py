@@ -1,0 +1,470 @@
+"""The CE-RM judge: criteria once per query, then one evaluation turn per response.
+
+``Judge`` only orchestrates: it renders prompts, consults the caches, sends batches to a backend and
+parses. It does not load data, compute benchmark metrics or serve HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from cerm.backends.base import Backend
+from cerm.cache import CriteriaCache, CriteriaRecord, JudgmentCache, Store, content_key, criteria_from_record
+from cerm.parsing import ParserMode, parse_criteria, parse_judgment
+from cerm.prompts import PROMPT_VERSION, criteria_messages, evaluation_messages, render_query
+from cerm.types import (
+    BestOfNResult,
+    Comparison,
+    Criteria,
+    Generation,
+    Judgment,
+    ParseStatus,
+    Query,
+    SamplingParams,
+    ScoredItem,
+    TiePolicy,
+    mean_std,
+)
+
+logger = logging.getLogger(__name__)
+
+# a prompt must leave at least this many tokens for the evaluation, or it is "too long" [R]
+MIN_EVAL_TOKENS = 512
+TOO_LONG = "too_long"
+_RETRYABLE = {ParseStatus.EMPTY, ParseStatus.NO_BOX, ParseStatus.UNPARSEABLE, ParseStatus.OUT_OF_RANGE,
+              ParseStatus.TRUNCATED}
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """How the judge decodes and aggregates. Defaults follow the protocol: greedy, 4096/8192 tokens."""
+
+    criteria_max_new_tokens: int = 4096
+    eval_max_new_tokens: int = 8192
+    samples: int = 1  # k evaluations per response; k > 1 samples them (test-time scaling)
+    criteria_samples: int = 1  # k_c criteria sets per query; k_c > 1 samples them
+    sample_temperature: float = 0.7
+    sample_top_p: float = 0.95
+    unified_criteria: bool = True  # False = the paper's "w/o unified criteria" ablation
+    parser: ParserMode = "hardened"
+    retries: int = 0  # re-sample a failed evaluation up to this many extra times (off for greedy runs)
+    retry_temperature: float = 0.7
+    seed: int = 0
+    overlong: Literal["error", "truncate"] = "error"
+    tie_break_samples: int = 4  # evaluations per tied response under tie_policy="mean"
+    cache_judgments: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("criteria_max_new_tokens", "eval_max_new_tokens", "samples", "criteria_samples",
+                     "tie_break_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} ({getattr(self, name)}) must be >= 1.")
+        if self.retries < 0:
+            raise ValueError(f"retries ({self.retries}) must be >= 0.")
+        if self.retries and self.retry_temperature <= 0:
+            raise ValueError("retries re-sample, so retry_temperature must be > 0; set retries=0 for greedy-only.")
+        if (self.samples > 1 or self.criteria_samples > 1) and self.sample_temperature <= 0:
+            raise ValueError("samples > 1 needs sample_temperature > 0, or every sample is the same greedy text.")
+        if self.parser not in ("hardened", "reference"):
+            raise ValueError(f"parser {self.parser!r} must be 'hardened' or 'reference'.")
+        if self.overlong not in ("error", "truncate"):
+            raise ValueError(f"overlong {self.overlong!r} must be 'error' or 'truncate'.")
+
+    def criteria_params(self, sample_index: int) -> SamplingParams:
+        if self.criteria_samples == 1:
+            return SamplingParams(0.0, 1.0, self.criteria_max_new_tokens, None)
+        return SamplingParams(self.sample_temperature, self.sample_top_p, self.criteria_max_new_tokens,
+                              self.seed + sample_index)
+
+    def eval_params(self, sample_index: int, attempt: int = 0) -> SamplingParams:
+        if attempt:
+            return SamplingParams(self.retry_temperature, self.sample_top_p, self.eval_max_new_tokens,
+                                  self.seed + 1000 * attempt + sample_index)
+        if self.samples == 1:
+            return SamplingParams(0.0, 1.0, self.eval_max_new_tokens, None)
+        return SamplingParams(self.sample_temperature, self.sample_top_p, self.eval_max_new_tokens,
+                              self.seed + sample_index)
+
+
+@dataclass
+class JudgeStats:
+    """Running counters; ``parse_failure_rate`` is over every evaluation sample produced."""
+
+    criteria_generated: int = 0
+    criteria_cache_hits: int = 0
+    evaluations_generated: int = 0
+    judgment_cache_hits: int = 0
+    retries: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    tokens_out: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, **deltas: int) -> None:
+        with self._lock:
+            for name, value in deltas.items():
+                setattr(self, name, getattr(self, name) + value)
+
+    def count_status(self, status: ParseStatus) -> None:
+        with self._lock:
+            self.statuses[status.value] += 1
+
+    @property
+    def parse_failure_rate(self) -> float:
+        total = sum(self.statuses.values())
+        return 0.0 if total == 0 else 1 - self.statuses.get("ok", 0) / total
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "criteria_generated": self.criteria_generated, "criteria_cache_hits": self.criteria_cache_hits,
+            "evaluations_generated": self.evaluations_generated, "judgment_cache_hits": self.judgment_cache_hits,
+            "retries": self.retries, "tokens_out": self.tokens_out, "statuses": dict(self.statuses),
+            "parse_failure_rate": self.parse_failure_rate,
+        }
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One criteria generation: query, sample index, and the response index in the ablation."""
+
+    query_text: str
+    sample_index: int
+    response_index: int | None
+
+
+class Judge:
+    """Criteria-first pointwise judge over any ``Backend``.
+
+    Args:
+        backend: the model.
+        config: decoding and aggregation settings.
+        store: SQLite store for the criteria and judgment caches; in-memory when omitted.
+    """
+
+    def __init__(self, backend: Backend, config: JudgeConfig | None = None, store: Store | None = None) -> None:
+        self.backend = backend
+        self.config = config or JudgeConfig()
+        self.store = store if store is not None else Store(None)
+        self.criteria_cache = CriteriaCache(self.store)
+        self.judgment_cache = JudgmentCache(self.store)
+        self.stats = JudgeStats()
+
+    # ---- criteria -------------------------------------------------------------------------------
+    def criteria_key(self, query: Query, sample_index: int = 0, response_index: int | None = None) -> str:
+        return self._criteria_key(_Slot(render_query(query), sample_index, response_index))
+
+    def _criteria_key(self, slot: _Slot) -> str:
+        decoding = self.config.criteria_params(slot.sample_index)
+        return content_key(kind="criteria", model=self.backend.model_id, prompt_version=PROMPT_VERSION,
+                           decoding=decoding.__dict__, query=slot.query_text, sample_index=slot.sample_index,
+                           response_index=slot.response_index)
+
+    def criteria(self, query: Query, *, sample_index: int = 0) -> Criteria:
+        """The criteria for ``query``: from the cache, or generated once and cached."""
+        return self._resolve_criteria([_Slot(_checked_query(query), sample_index, None)])[0]
+
+    def set_criteria(self, query: Query, text: str, *, sample_index: int = 0) -> Criteria:
+        """Store user-written (or edited) criteria so that every later call for ``query`` uses them."""
+        slot = _Slot(_checked_query(query), sample_index, None)
+        key = self._criteria_key(slot)
+        self.criteria_cache.put(CriteriaRecord(
+            key=key, model=self.backend.model_id, prompt_version=PROMPT_VERSION,
+            decoding=self.config.criteria_params(sample_index).__dict__, query=slot.query_text,
+            sample_index=sample_index, text=text, is_edited=True))
+        return replace(self._from_record(self.criteria_cache.get(key)), source="user")  # type: ignore[arg-type]
+
+    def _from_record(self, record: CriteriaRecord) -> Criteria:
+        parsed = parse_criteria(record.text)
+        return criteria_from_record(record, parsed.items, parsed.warning)
+
+    def _resolve_criteria(self, slots: list[_Slot]) -> list[Criteria]:
+        keys = [self._criteria_key(s) for s in slots]
+        found: dict[str, Criteria] = {}
+        missing: dict[str, _Slot] = {}
+        for key, slot in zip(keys, slots):
+            if key in found or key in missing:
+                continue
+            record = self.criteria_cache.get(key)
+            if record is not None:
+                found[key] = self._from_record(record)
+                self.stats.add(criteria_cache_hits=1)
+            else:
+                missing[key] = slot
+        by_sample: dict[int, list[str]] = {}
+        for key, slot in missing.items():
+            by_sample.setdefault(slot.sample_index, []).append(key)
+        for sample_index, group in by_sample.items():
+            params = self.config.criteria_params(sample_index)
+            prompts = [criteria_messages(missing[k].query_text) for k in group]
+            gens = self._generate_checked(prompts, params, [self._too_long(p) for p in prompts])
+            for key, gen in zip(group, gens):
+                found[key] = self._store_criteria(key, missing[key], params, gen)
+        return [found[k] for k in keys]
+
+    def _store_criteria(self, key: str, slot: _Slot, params: SamplingParams, gen: Generation) -> Criteria:
+        self.stats.add(criteria_generated=1, tokens_out=gen.tokens_out)
+        parsed = parse_criteria(gen.text)
+        if parsed.warning and gen.finish_reason != "error":
+            logger.warning("criteria %s: %s (display only; scoring continues)", key[:12], parsed.warning)
+        criteria = Criteria(text=gen.text, items=parsed.items, key=key, source="generated",
+                            parse_warning=parsed.warning, finish_reason=gen.finish_reason,
+                            tokens_in=gen.tokens_in, tokens_out=gen.tokens_out, seconds=gen.seconds)
+        if gen.finish_reason == "error":
+            # never cache a failure: the next call retries the generation
+            return replace(criteria, parse_warning=gen.error or "criteria generation failed")
+        self.criteria_cache.put(CriteriaRecord(
+            key=key, model=self.backend.model_id, prompt_version=PROMPT_VERSION, decoding=params.__dict__,
+            query=slot.query_text, sample_index=slot.sample_index, text=gen.text,
+            finish_reason=gen.finish_reason, tokens_in=gen.tokens_in, tokens_out=gen.tokens_out,
+            seconds=gen.seconds))
+        return criteria
+
+    # ---- scoring --------------------------------------------------------------------------------
+    def score(self, query: Query, responses: Sequence[str], *, criteria: Criteria | str | None = None
+              ) -> list[Judgment]:
+        """Judge each response against one shared criteria set; one ``Judgment`` per response."""
+        return list(self.score_batch([(query, responses)], criteria=[criteria])[0].judgments)
+
+    def score_batch(self, items: Sequence[tuple[Query, Sequence[str]]], *,
+                    criteria: Sequence[Criteria | str | None] | None = None) -> list[ScoredItem]:
+        """Judge many (query, responses) items in as few backend calls as possible.
+
+        Items with the same query share one criteria generation (also across items). Every evaluation
+        sample of one sampling setting goes to the backend as one batch.
+        """
+        cfg = self.config
+        supplied = list(criteria) if criteria is not None else [None] * len(items)
+        if len(supplied) != len(items):
+            raise ValueError(f"criteria has {len(supplied)} entries but items has {len(items)}.")
+        query_texts = [_checked_query(q) for q, _ in items]
+        for i, (_, responses) in enumerate(items):
+            if isinstance(responses, str) or not all(isinstance(r, str) for r in responses):
+                raise TypeError(f"item {i}: responses must be a list of strings.")
+        # 1. criteria: every slot, deduplicated by key, generated in one batch per sample index
+        item_criteria: list[list[list[Criteria]]] = []  # [item][response][criteria sample]
+        slots: list[_Slot] = []
+        for qt, (_, responses), user in zip(query_texts, items, supplied):
+            if user is None:
+                for r in range(len(responses)):
+                    for c in range(cfg.criteria_samples):
+                        slots.append(_Slot(qt, c, None if cfg.unified_criteria else r))
+        resolved = iter(self._resolve_criteria(slots))
+        for qt, (_, responses), user in zip(query_texts, items, supplied):
+            if user is not None:
+                fixed = user if isinstance(user, Criteria) else _user_criteria(user)
+                item_criteria.append([[fixed] for _ in responses])
+            else:
+                item_criteria.append([[next(resolved) for _ in range(cfg.criteria_samples)] for _ in responses])
+        # 2. evaluations
+        tasks = [(i, r, crit, s) for i, (_, responses) in enumerate(items) for r in range(len(responses))
+                 for crit in item_criteria[i][r] for s in range(cfg.samples)]
+        results = self._evaluate([(query_texts[i], crit, items[i][1][r], s) for i, r, crit, s in tasks])
+        grouped: dict[tuple[int, int], list[Judgment]] = {}
+        for (i, r, _, _), j in zip(tasks, results):
+            grouped.setdefault((i, r), []).append(j)
+        out = []
+        for i, (_, responses) in enumerate(items):
+            used = {c.key or c.text: c for per_r in item_criteria[i] for c in per_r}
+            out.append(ScoredItem(tuple(used.values()),
+                                  tuple(_aggregate(grouped[(i, r)]) for r in range(len(responses)))))
+        return out
+
+    def _evaluate(self, tasks: list[tuple[str, Criteria, str, int]]) -> list[Judgment]:
+        cfg = self.config
+        results: list[Judgment | None] = [None] * len(tasks)
+        keys: list[str] = []
+        pending: dict[int, list[int]] = {}  # sample index -> task indices to generate
+        for t, (qt, crit, response, s) in enumerate(tasks):
+            key = content_key(kind="judgment", model=self.backend.model_id, prompt_version=PROMPT_VERSION,
+                              parser=cfg.parser, decoding=cfg.eval_params(s).__dict__, retries=cfg.retries,
+                              overlong=cfg.overlong,
+                              query=qt, criteria=crit.text, response=response, sample_index=s)
+            keys.append(key)
+            if crit.finish_reason == "error":
+                results[t] = Judgment(None, _failed_status(crit.parse_warning), criteria_key=crit.key,
+                                      error=crit.parse_warning)
+                continue
+            cached = self.judgment_cache.get(key) if cfg.cache_judgments else None
+            if cached is not None:
+                self.stats.add(judgment_cache_hits=1)
+                results[t] = cached
+            else:
+                pending.setdefault(s, []).append(t)
+        for s, idxs in pending.items():
+            for t, judgment in zip(idxs, self._generate_evaluations([tasks[t] for t in idxs], s)):
+                results[t] = judgment
+                if cfg.cache_judgments and judgment.status is not ParseStatus.BACKEND_ERROR:
+                    self.judgment_cache.put(keys[t], judgment)
+        return results  # type: ignore[return-value]
+
+    def _generate_evaluations(self, tasks: list[tuple[str, Criteria, str, int]], s: int) -> list[Judgment]:
+        prompts, truncated, too_long = [], [], []
+        for qt, crit, response, _ in tasks:
+            messages, was_cut, is_too_long = self._fit(qt, crit.text, response)
+            prompts.append(messages)
+            truncated.append(was_cut)
+            too_long.append(is_too_long)
+        gens = self._generate_checked(prompts, self.config.eval_params(s), too_long)
+        judgments = [self._judgment(g, crit.key, cut) for g, (_, crit, _, _), cut in zip(gens, tasks, truncated)]
+        for attempt in range(1, self.config.retries + 1):
+            redo = [t for t, j in enumerate(judgments) if j.status in _RETRYABLE]
+            if not redo:
+                break
+            self.stats.add(retries=len(redo))
+            regen = self._generate_checked([prompts[t] for t in redo], self.config.eval_params(s, attempt),
+                                           [too_long[t] for t in redo])
+            for t, g in zip(redo, regen):
+                j = self._judgment(g, tasks[t][1].key, truncated[t])
+                judgments[t] = replace(j, attempts=attempt + 1, tokens_out=j.tokens_out + judgments[t].tokens_out,
+                                       seconds=j.seconds + judgments[t].seconds)
+        for j in judgments:
+            self.stats.count_status(j.status)
+        return judgments
+
+    def _judgment(self, gen: Generation, criteria_key: str, is_cut: bool) -> Judgment:
+        self.stats.add(evaluations_generated=1, tokens_out=gen.tokens_out)
+        if gen.finish_reason == "error":
+            status = _failed_status(gen.error)
+            return Judgment(None, status, text=gen.text, criteria_key=criteria_key, error=gen.error,
+                            tokens_in=gen.tokens_in, seconds=gen.seconds)
+        p = parse_judgment(gen.text, gen.finish_reason, self.config.parser)
+        return Judgment(p.score, p.status, p.criterion_scores, p.other_points_score, p.is_off_grid, gen.text,
+                        criteria_key, gen.tokens_in, gen.tokens_out, gen.seconds,
+                        is_response_truncated=is_cut)
+
+    # ---- context-length policy ------------------------------------------------------------------
+    def _fit(self, query_text: str, criteria_text: str, response: str) -> tuple[list, bool, bool]:
+        """Evaluation messages for one response under the context policy [R].
+
+        Returns (messages, was_cut, is_too_long). With overlong="error" a prompt that leaves fewer than
+        ``MIN_EVAL_TOKENS`` free is too long (an explicit ``too_long`` status); with "truncate" the response
+        is cut from the end until it fits and the judgment says so (``is_response_truncated``).
+        """
+        messages = evaluation_messages(query_text, criteria_text, response)
+        limit = self._prompt_limit()
+        n = self.backend.count_tokens(messages) if limit is not None else None
+        if limit is None or n is None or n <= limit:
+            return messages, False, False
+        if self.config.overlong == "error":
+            return messages, False, True
+        base = self.backend.count_tokens(evaluation_messages(query_text, criteria_text, "")) or 0
+        if base > limit:
+            return messages, False, True
+        keep = len(response)
+        while keep > 0 and n > limit:
+            # shrink in proportion to the overshoot, by at least 5% per step
+            keep = min(int(keep * (limit - base) / max(n - base, 1)), int(keep * 0.95))
+            messages = evaluation_messages(query_text, criteria_text, response[:keep])
+            n = self.backend.count_tokens(messages) or 0
+        return messages, True, False
+
+    def _prompt_limit(self) -> int | None:
+        ctx = self.backend.context_length
+        return None if ctx is None else ctx - min(self.config.eval_max_new_tokens, MIN_EVAL_TOKENS)
+
+    def _too_long(self, messages: list) -> bool:
+        limit = self._prompt_limit()
+        if limit is None:
+            return False
+        n = self.backend.count_tokens(messages)
+        return n is not None and n > limit
+
+    def _generate_checked(self, prompts: list, params: SamplingParams, too_long: list[bool]) -> list[Generation]:
+        """Send the prompts that fit; the others get an explicit too-long failure, never a silent cut."""
+        error = f"{TOO_LONG}: the prompt exceeds the model context ({self.backend.context_length} tokens)"
+        out: list[Generation | None] = [Generation("", "error", error=error) if t else None for t in too_long]
+        send = [i for i, t in enumerate(too_long) if not t]
+        if send:
+            for i, g in zip(send, self.backend.generate([prompts[i] for i in send], params)):
+                out[i] = g
+        return out  # type: ignore[return-value]
+
+    # ---- decisions ------------------------------------------------------------------------------
+    def compare(self, query: Query, a: str, b: str) -> Comparison:
+        """Judge ``a`` and ``b`` under one criteria set; a strict ``>`` decides, equal scores tie."""
+        item = self.score_batch([(query, [a, b])])[0]
+        ja, jb = item.judgments
+        if ja.score is None or jb.score is None:
+            winner = None
+        else:
+            winner = "a" if ja.score > jb.score else "b" if jb.score > ja.score else "tie"
+        return Comparison(winner, ja, jb, item.criteria[0])  # type: ignore[arg-type]
+
+    def best_of_n(self, query: Query, responses: Sequence[str], *, tie_policy: TiePolicy = "none"
+                  ) -> BestOfNResult:
+        """Pick the best response. Ties at the top follow ``tie_policy``:
+        "none" picks nothing, "first" the lowest index, "random" a seeded draw, "mean" re-judges the tied
+        responses with ``tie_break_samples`` sampled evaluations and takes the best mean."""
+        if not responses:
+            raise ValueError("best_of_n needs at least one response.")
+        item = self.score_batch([(query, responses)])[0]
+        judgments = item.judgments
+        valid = [(j.score, i) for i, j in enumerate(judgments) if j.score is not None]
+        if not valid:
+            return BestOfNResult(None, judgments, item.criteria[0], (), tie_policy)
+        top = max(s for s, _ in valid)
+        tied = tuple(i for s, i in valid if s == top)
+        if len(tied) == 1:
+            return BestOfNResult(tied[0], judgments, item.criteria[0], tied, tie_policy)
+        if tie_policy == "none":
+            index = None
+        elif tie_policy == "first":
+            index = tied[0]
+        elif tie_policy == "random":
+            index = random.Random(content_key(seed=self.config.seed, query=render_query(query))).choice(tied)
+        elif tie_policy == "mean":
+            index = self._break_by_mean(query, [responses[i] for i in tied], item.criteria[0], tied)
+        else:
+            raise ValueError(f"tie_policy {tie_policy!r} must be one of none, first, random, mean.")
+        return BestOfNResult(index, judgments, item.criteria[0], tied, tie_policy)
+
+    def _break_by_mean(self, query: Query, responses: list[str], criteria: Criteria, tied: tuple[int, ...]
+                       ) -> int | None:
+        sampler = Judge(self.backend, replace(self.config, samples=self.config.tie_break_samples,
+                                              sample_temperature=self.config.sample_temperature or 0.7),
+                        self.store)
+        sampler.stats = self.stats
+        means = [j.score for j in sampler.score(query, responses, criteria=criteria)]
+        valid = [(m, i) for m, i in zip(means, tied) if m is not None]
+        if not valid:
+            return None
+        best = max(m for m, _ in valid)
+        return next(i for m, i in valid if m == best)
+
+
+def _checked_query(query: Query) -> str:
+    text = render_query(query)
+    if not text.strip():
+        raise ValueError("query is empty; give the user's question or instruction.")
+    return text
+
+
+def _user_criteria(text: str) -> Criteria:
+    parsed = parse_criteria(text)
+    return Criteria(text=text, items=parsed.items, key=content_key(kind="user-criteria", text=text),
+                    source="user", parse_warning=parsed.warning)
+
+
+def _failed_status(error: str | None) -> ParseStatus:
+    return ParseStatus.TOO_LONG if error and error.startswith(TOO_LONG) else ParseStatus.BACKEND_ERROR
+
+
+def _aggregate(samples: list[Judgment]) -> Judgment:
+    """One judgment per response: the sample itself, or the mean and spread of the valid samples."""
+    if len(samples) == 1:
+        return samples[0]
+    valid = [j.score for j in samples if j.score is not None]
+    first = next((j for j in samples if j.score is not None), samples[0])
+    common = dict(tokens_in=sum(j.tokens_in for j in samples), tokens_out=sum(j.tokens_out for j in samples),
+                  seconds=sum(j.seconds for j in samples), attempts=sum(j.attempts for j in samples),
+                  samples=tuple(samples))
+    if not valid:
+        return replace(first, **common)
+    mean, std = mean_std(valid)
+    return replace(first, score=mean, status=ParseStatus.OK, score_std=std,
+                   is_off_grid=(mean * 2) != int(mean * 2), **common)

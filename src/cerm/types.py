@@ -1,0 +1,193 @@
+"""Typed values that cross module boundaries: messages, decoding settings, criteria, judgments."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Literal, TypedDict
+
+
+class Message(TypedDict):
+    """An OpenAI-style chat message."""
+
+    role: str
+    content: str
+
+
+Query = str | list[Message]
+"""A query is a plain string or a chat history whose last message is the user's turn."""
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding settings for one backend call. ``temperature == 0`` means greedy."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 4096
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature ({self.temperature}) must be >= 0; use 0 for greedy decoding.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p ({self.top_p}) must be in (0, 1].")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens ({self.max_new_tokens}) must be >= 1.")
+
+    @property
+    def is_greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+FinishReason = Literal["stop", "length", "error"]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One backend output. ``finish_reason == "length"`` means the token limit cut it off."""
+
+    text: str
+    finish_reason: FinishReason = "stop"
+    tokens_in: int = 0
+    tokens_out: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    # which reply field held the text (OpenAI servers with a reasoning parser fill reasoning_content)
+    source_field: str = "content"
+
+
+class ParseStatus(str, Enum):
+    """Outcome of reading an overall score from an evaluation turn."""
+
+    OK = "ok"
+    EMPTY = "empty"  # the model (or server) returned no text at all
+    NO_BOX = "no_box"  # no \boxed{} anywhere
+    UNPARSEABLE = "unparseable"  # the last box holds something that is not a number
+    OUT_OF_RANGE = "out_of_range"  # a number outside 0..10
+    TRUNCATED = "truncated"  # generation hit max_new_tokens
+    BACKEND_ERROR = "backend_error"  # the backend failed (timeout, HTTP error) after its retries
+    TOO_LONG = "too_long"  # the prompt does not fit the model context (overlong="error")
+
+    @property
+    def is_ok(self) -> bool:
+        return self is ParseStatus.OK
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One evaluation criterion: a concise term and its description."""
+
+    term: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """The criteria turn for one query: the raw generation (fed back verbatim) plus parsed items.
+
+    ``items`` is for display only; scoring never depends on it. ``parse_warning`` is set when the list
+    between the markers could not be read.
+    """
+
+    text: str
+    items: tuple[Criterion, ...] = ()
+    key: str = ""
+    source: Literal["generated", "cache", "user"] = "generated"
+    parse_warning: str | None = None
+    finish_reason: FinishReason = "stop"
+    tokens_in: int = 0
+    tokens_out: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Judgment:
+    """The judge's verdict on one response under one criteria set.
+
+    ``score`` is the overall 0-10 score, or ``None`` when it could not be read; ``status`` says why.
+    With test-time scaling (k samples) ``samples`` holds each sampled judgment, ``score`` is the mean of
+    the valid ones and ``score_std`` their spread.
+    """
+
+    score: float | None
+    status: ParseStatus
+    criterion_scores: tuple[float, ...] = ()
+    other_points_score: float | None = None
+    is_off_grid: bool = False
+    text: str = ""
+    criteria_key: str = ""
+    tokens_in: int = 0
+    tokens_out: int = 0
+    seconds: float = 0.0
+    attempts: int = 1
+    error: str | None = None
+    is_response_truncated: bool = False  # overlong="truncate" cut the response to fit the context
+    score_std: float | None = None
+    samples: tuple[Judgment, ...] = field(default=(), repr=False)
+
+    @property
+    def is_valid(self) -> bool:
+        return self.score is not None
+
+    @property
+    def reward(self) -> float | None:
+        """Score normalised to [0, 1] (protocol §6); None when the score is missing."""
+        return None if self.score is None else self.score / 10.0
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    """All judgments for one query: the criteria used (one per criteria sample; one per response in the
+    "w/o unified criteria" ablation) and one judgment per response, in input order."""
+
+    criteria: tuple[Criteria, ...]
+    judgments: tuple[Judgment, ...]
+
+    @property
+    def scores(self) -> list[float | None]:
+        return [j.score for j in self.judgments]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Outcome of judging two responses to one query under one criteria set."""
+
+    winner: Literal["a", "b", "tie"] | None  # None: at least one score is missing
+    judgment_a: Judgment
+    judgment_b: Judgment
+    criteria: Criteria
+
+    @property
+    def is_tie(self) -> bool:
+        return self.winner == "tie"
+
+
+TiePolicy = Literal["none", "first", "random", "mean"]
+
+
+@dataclass(frozen=True)
+class BestOfNResult:
+    """Best-of-N selection. ``index`` is None when no response has a valid score, or on a tie under
+    ``tie_policy="none"``; ``tied`` lists every index that shares the top score."""
+
+    index: int | None
+    judgments: tuple[Judgment, ...]
+    criteria: Criteria
+    tied: tuple[int, ...]
+    tie_policy: TiePolicy
+
+    @property
+    def is_tie(self) -> bool:
+        return len(self.tied) > 1
+
+    @property
+    def scores(self) -> list[float | None]:
+        return [j.score for j in self.judgments]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and population standard deviation of a non-empty list."""
+    m = sum(values) / len(values)
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
