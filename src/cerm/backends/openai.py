@@ -1,0 +1,304 @@
+"""Any OpenAI-compatible chat-completions server (vLLM, SGLang, llama.cpp server, hosted APIs) over httpx.
+
+Requests run on one private event loop in a background thread, whichever thread or loop calls us. That
+loop owns the HTTP client, the concurrency bound and the per-server in-flight counts, so the bound holds for
+the whole backend even when TRL's async reward functions, FastAPI handlers and plain threads share it, and
+the sync ``generate`` works inside a running event loop without ``asyncio.run`` (prometheus-eval#69).
+
+A pool of several base URLs is how users scale past one machine: each request goes to the server with the
+fewest requests in flight, a retry goes to another server when the pool has one, and a server that refuses
+connections sits out for a while (balancing and failover rules are our choice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import httpx
+
+from cerm.judge import TOO_LONG
+from cerm.types import FinishReason, Generation, Message, SamplingParams
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# vLLM renamed reasoning_content to reasoning (vllm-project/vllm#27752) and later dropped the old name
+# (#33402); SGLang, DeepSeek and most hosted APIs still use reasoning_content, so read both.
+TEXT_FIELDS = ("content", "reasoning_content", "reasoning")
+# 408/409/429 and every 5xx are transient on vLLM, SGLang and hosted APIs; other 4xx will fail again (our choice)
+RETRY_STATUS = {408, 409, 429}
+# vLLM ("maximum context length is ...") and SGLang ("longer than the model's context length") reject an
+# over-long prompt with a 400 that says this
+CONTEXT_ERROR_MARKER = "context length"
+
+
+class _Retryable(Exception):
+    """A failed try that may succeed later; ``retry_after_s`` is the server's Retry-After, if any.
+    ``is_down`` marks a server that could not be reached at all."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None, is_down: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.is_down = is_down
+
+
+class _Fatal(Exception):
+    """A failed try that will fail again (bad request, auth, unknown route, malformed reply)."""
+
+
+@dataclass(frozen=True)
+class _Reply:
+    text: str
+    source_field: str
+    finish_reason: FinishReason
+    tokens_in: int
+    tokens_out: int
+
+
+class OpenAIBackend:
+    """Chat completions from one or more OpenAI-compatible servers.
+
+    Args:
+        model: the model name the server serves (sent as ``model``).
+        base_urls: API roots including the version prefix, as in the OpenAI SDK: ``http://host:8000/v1``.
+            Requests go to ``{base_url}/chat/completions``. Several URLs form a load-balanced pool.
+        api_key: sent as ``Authorization: Bearer``; None sends no header (local servers).
+        concurrency_limit: requests in flight for the whole backend, across the pool. Raise it with the
+            pool size so every server stays busy.
+        timeout_s: limit on one HTTP request, start to finish.
+        max_retries: extra tries after a 408/409/429/5xx reply, a timeout or a connection error.
+        backoff_base_s: first retry delay; it doubles per try, capped at ``backoff_max_s``, with jitter.
+        backoff_max_s: longest wait between tries, also the cap on a server's ``Retry-After``.
+        send_chat_template_kwargs: send ``chat_template_kwargs={"enable_thinking": false}`` (protocol: thinking
+            off). A vLLM/SGLang extension; turn it off for hosted APIs that reject unknown fields.
+        extra_body: extra JSON fields merged into every request (they override ours).
+        seed: seeds the retry jitter only.
+    """
+
+    context_length: int | None = None
+
+    def __init__(self, model: str, base_urls: list[str] | str, api_key: str | None = None,
+                 concurrency_limit: int = 16, timeout_s: float = 600.0, max_retries: int = 4,
+                 backoff_base_s: float = 1.0, backoff_max_s: float = 30.0, send_chat_template_kwargs: bool = True,
+                 extra_body: dict[str, Any] | None = None, seed: int = 0) -> None:
+        urls = [base_urls] if isinstance(base_urls, str) else list(base_urls or [])
+        if not urls or not all(isinstance(u, str) and u.startswith(("http://", "https://")) for u in urls):
+            raise ValueError(f"base_urls ({base_urls!r}) must be one or more http(s) URLs such as "
+                             "'http://localhost:8000/v1'.")
+        if concurrency_limit < 1:
+            raise ValueError(f"concurrency_limit ({concurrency_limit}) must be >= 1.")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s ({timeout_s}) must be > 0.")
+        if max_retries < 0:
+            raise ValueError(f"max_retries ({max_retries}) must be >= 0.")
+        self.model = model
+        # the served name, as the hf and vllm backends key caches by model id: a vLLM server and vLLM
+        # in-process share cached criteria and judgments
+        self.model_id = model
+        self.base_urls = [u.rstrip("/") for u in urls]
+        self.concurrency_limit = concurrency_limit
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.send_chat_template_kwargs = send_chat_template_kwargs
+        self.extra_body = dict(extra_body or {})
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._rng = random.Random(seed)
+        self._in_flight = dict.fromkeys(self.base_urls, 0)
+        self._down_until = dict.fromkeys(self.base_urls, 0.0)  # monotonic time a dead server is skipped until
+        self._turn = 0  # rotates ties between equally loaded servers
+        self._closed = False
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="cerm-openai", daemon=True)
+        self._thread.start()
+        # created on the private loop: asyncio primitives and httpx pools belong to the loop that made them
+        self._semaphore, self._client = self._submit(self._make_client()).result()
+
+    # ---- public API -----------------------------------------------------------------------------
+    def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
+        """Blocking batch call; safe from any thread, including one running an event loop."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("OpenAIBackend.generate was called from its own loop; await agenerate instead.")
+        return self._submit(self._generate_all(prompts, params)).result()
+
+    async def agenerate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
+        """The same batch call for async callers; the work runs on the backend's own loop."""
+        return await asyncio.wrap_future(self._submit(self._generate_all(prompts, params)))
+
+    def count_tokens(self, messages: list[Message]) -> int | None:
+        """Always None: the server's tokenizer is not available here (the server rejects overlong prompts)."""
+        return None
+
+    def close(self) -> None:
+        """Close the HTTP client and stop the background loop; later calls raise."""
+        if self._closed:
+            return
+        self._closed = True
+        asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> OpenAIBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- event-loop side ------------------------------------------------------------------------
+    def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        if self._closed:
+            coro.close()
+            raise RuntimeError("OpenAIBackend is closed; build a new one.")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    async def _make_client(self) -> tuple[asyncio.Semaphore, httpx.AsyncClient]:
+        limits = httpx.Limits(max_connections=self.concurrency_limit,
+                              max_keepalive_connections=self.concurrency_limit)
+        return asyncio.Semaphore(self.concurrency_limit), httpx.AsyncClient(
+            headers=self._headers, limits=limits, timeout=httpx.Timeout(self.timeout_s))
+
+    async def _generate_all(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
+        body = self._body(params)
+        return list(await asyncio.gather(*(self._generate_one(m, body) for m in prompts)))
+
+    def _body(self, params: SamplingParams) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "temperature": params.temperature, "top_p": params.top_p,
+                                "max_tokens": params.max_new_tokens}
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if self.send_chat_template_kwargs:
+            body["chat_template_kwargs"] = {"enable_thinking": False}
+        return body | self.extra_body
+
+    def _pick_url(self, avoid: str | None) -> str:
+        """The least-loaded reachable server, preferring one other than ``avoid`` (the one that just failed).
+
+        A server that refused a connection sits out for ``backoff_max_s``; then one request probes it again.
+        """
+        now = time.monotonic()
+        up = [u for u in self.base_urls if self._down_until[u] <= now] or self.base_urls
+        candidates = [u for u in up if u != avoid] or up
+        self._turn += 1
+        order = candidates[self._turn % len(candidates):] + candidates[:self._turn % len(candidates)]
+        return min(order, key=self._in_flight.__getitem__)
+
+    async def _generate_one(self, messages: list[Message], body: dict[str, Any]) -> Generation:
+        start = time.perf_counter()
+        failed_url: str | None = None
+        error, retry_after_s = "", None
+        for attempt in range(self.max_retries + 1):
+            async with self._semaphore:
+                url = self._pick_url(failed_url)
+                self._in_flight[url] += 1
+                try:
+                    reply = await self._post(url, body | {"messages": messages})
+                except _Retryable as e:
+                    error, retry_after_s = f"{e} [{url}]", e.retry_after_s
+                    if e.is_down and len(self.base_urls) > 1:
+                        self._down_until[url] = time.monotonic() + self.backoff_max_s
+                except _Fatal as e:
+                    logger.error("request to %s failed: %s", url, e)
+                    # the message leads with the cause: the judge reads a "too_long" prefix as its own status
+                    return Generation("", "error", seconds=time.perf_counter() - start, error=f"{e} [{url}]")
+                else:
+                    return Generation(reply.text, reply.finish_reason, reply.tokens_in, reply.tokens_out,
+                                      time.perf_counter() - start, source_field=reply.source_field)
+                finally:
+                    self._in_flight[url] -= 1
+            failed_url = url
+            if attempt == self.max_retries:
+                break
+            # the slot is released while waiting, so a throttled request does not block healthy ones
+            delay_s = self._backoff_s(attempt, retry_after_s)
+            logger.warning("try %d/%d failed (%s); retrying in %.2f s", attempt + 1, self.max_retries + 1,
+                           error, delay_s)
+            await asyncio.sleep(delay_s)
+        logger.error("giving up after %d tries: %s", self.max_retries + 1, error)
+        return Generation("", "error", seconds=time.perf_counter() - start,
+                          error=f"failed after {self.max_retries + 1} tries: {error}")
+
+    def _backoff_s(self, attempt: int, retry_after_s: float | None) -> float:
+        if retry_after_s is not None:
+            return min(max(retry_after_s, 0.0), self.backoff_max_s)
+        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2**attempt)
+        return ceiling * (0.5 + self._rng.random() / 2)  # jitter spreads out retries that failed together
+
+    async def _post(self, url: str, payload: dict[str, Any]) -> _Reply:
+        try:
+            # wait_for bounds the whole request; httpx's own timeout only bounds each read/write
+            response = await asyncio.wait_for(self._client.post(f"{url}/chat/completions", json=payload),
+                                              self.timeout_s)
+        except (asyncio.TimeoutError, httpx.TimeoutException) as e:
+            raise _Retryable(f"timed out after {self.timeout_s:g} s") from e
+        except httpx.TransportError as e:
+            raise _Retryable(f"connection error: {type(e).__name__}: {e}", is_down=True) from e
+        status = response.status_code
+        if status != 200:
+            detail = f"HTTP {status}: {response.text[:300]}"
+            if status in RETRY_STATUS or status >= 500:
+                raise _Retryable(detail, parse_retry_after(response.headers.get("retry-after")))
+            if status == 400 and CONTEXT_ERROR_MARKER in response.text.lower():
+                # the judge reads this prefix as the explicit too_long status
+                raise _Fatal(f"{TOO_LONG}: {detail}")
+            if status == 404:
+                detail += " (base URLs include the API prefix, e.g. http://host:8000/v1; check the model name)"
+            raise _Fatal(detail)
+        try:
+            return read_reply(response.json())
+        except ValueError as e:
+            raise _Fatal(f"malformed reply: {e}") from e
+
+
+def read_reply(data: Any) -> _Reply:
+    """Text, the field that held it, finish reason and token counts from a chat-completions reply.
+
+    An empty reply stays empty (the judge marks it ``empty``): no text is ever invented.
+
+    Raises:
+        ValueError: the reply has no ``choices[0].message``.
+    """
+    try:
+        choice = data["choices"][0]
+        message = choice["message"]
+    except (KeyError, IndexError, TypeError) as e:
+        raise ValueError(f"no choices[0].message in {str(data)[:200]!r}") from e
+    text, source_field = "", "content"
+    for name in TEXT_FIELDS:
+        value = message.get(name)
+        if isinstance(value, str) and value.strip():
+            text, source_field = value, name
+            break
+    finish_reason: FinishReason = "length" if choice.get("finish_reason") == "length" else "stop"
+    usage = data.get("usage") or {}
+    return _Reply(text, source_field, finish_reason, int(usage.get("prompt_tokens") or 0),
+                  int(usage.get("completion_tokens") or 0))
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent or bad."""
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return (when - datetime.now(timezone.utc)).total_seconds()

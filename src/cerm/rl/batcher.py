@@ -1,0 +1,187 @@
+"""Dynamic batching in front of a blocking ``Judge``: one worker thread, a bounded queue.
+
+Callers ``submit`` a request (one or more ``(query, responses)`` items) and get a
+``concurrent.futures.Future``. The worker takes the oldest request, keeps collecting for up to
+``window_s`` (or until ``max_batch_size`` responses), then calls ``judge.score_batch`` once for the
+merged batch. ``score_batch`` deduplicates criteria by query, so requests for the same prompt that
+arrive in one window share one criteria generation, and all evaluations go to the backend as one
+batch (which is what a batching engine such as hf or vLLM needs to be fast).
+
+The judge is only ever called from the worker thread, so the event loop of a server stays free and
+the judge needs no locking of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from cerm.judge import Judge
+from cerm.types import Criteria, Query, ScoredItem
+
+logger = logging.getLogger(__name__)
+
+
+class BatchItem(NamedTuple):
+    """One query with the responses to judge against its criteria (user-written criteria optional)."""
+
+    query: Query
+    responses: Sequence[str]
+    criteria: Criteria | str | None = None
+
+
+@dataclass(frozen=True)
+class BatcherConfig:
+    """Batching limits. ``max_batch_size=1`` judges one request at a time (the comparison baseline)."""
+
+    max_batch_size: int = 64  # responses per judge call; one larger request still goes alone
+    window_s: float = 0.005
+    max_queue: int = 1024  # requests waiting; beyond it ``submit`` raises QueueFull
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size ({self.max_batch_size}) must be >= 1.")
+        if self.window_s < 0:
+            raise ValueError(f"window_s ({self.window_s}) must be >= 0.")
+        if self.max_queue < 1:
+            raise ValueError(f"max_queue ({self.max_queue}) must be >= 1.")
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """What one judge call did, for metrics."""
+
+    requests: int
+    responses: int
+    seconds: float
+    scored: tuple[ScoredItem, ...]
+    error: str | None = None
+
+
+class QueueFull(RuntimeError):
+    """The queue holds ``max_queue`` requests; the caller should retry later (HTTP 429)."""
+
+
+class BatcherClosed(RuntimeError):
+    """The batcher is shutting down and takes no new work (HTTP 503)."""
+
+
+@dataclass
+class _Request:
+    items: list[BatchItem]
+    future: Future
+    size: int
+
+
+_STOP = object()
+
+
+class DynamicBatcher:
+    """Merge concurrent judge requests into few ``score_batch`` calls on one worker thread.
+
+    Args:
+        judge: the judge; only the worker thread calls it.
+        config: batch size, window and queue bound.
+        on_batch: called on the worker thread after every judge call (metrics).
+    """
+
+    def __init__(self, judge: Judge, config: BatcherConfig | None = None,
+                 on_batch: Callable[[BatchReport], None] | None = None) -> None:
+        self.judge = judge
+        self.config = config or BatcherConfig()
+        self.on_batch = on_batch
+        self._queue: queue.Queue = queue.Queue(maxsize=self.config.max_queue)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cerm-batcher", daemon=True)
+        self._thread.start()
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, items: Sequence[BatchItem]) -> Future:
+        """Queue one request; the future resolves to one ``ScoredItem`` per item, in order.
+
+        Raises:
+            QueueFull: ``max_queue`` requests are already waiting.
+            BatcherClosed: ``close`` was called.
+        """
+        if self._closed.is_set():
+            raise BatcherClosed("the reward server is shutting down; retry on another replica.")
+        request = _Request(list(items), Future(), sum(len(i.responses) for i in items))
+        try:
+            self._queue.put_nowait(request)
+        except queue.Full:
+            raise QueueFull(f"{self.config.max_queue} requests are already waiting") from None
+        return request.future
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Stop taking work, finish every queued request, then stop the worker."""
+        if not self._closed.is_set():
+            self._closed.set()
+            self._queue.put(_STOP)  # after every queued request: they are drained first
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            logger.warning("batcher still busy after %.1f s; abandoning its queue", timeout_s)
+
+    # ---- worker ---------------------------------------------------------------------------------
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            size = first.size
+            deadline = time.monotonic() + self.config.window_s
+            while size < self.config.max_batch_size:
+                try:
+                    # what is already queued joins at once; otherwise wait out the window
+                    nxt = self._queue.get_nowait() if time.monotonic() >= deadline else \
+                        self._queue.get(timeout=deadline - time.monotonic())
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                if size + nxt.size > self.config.max_batch_size:
+                    self._judge(batch)
+                    batch, size = [], 0
+                batch.append(nxt)
+                size += nxt.size
+            if batch:
+                self._judge(batch)
+
+    def _judge(self, batch: list[_Request]) -> None:
+        # a client that gave up (timeout, disconnect) cancelled its future: skip its work
+        live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        items = [item for r in live for item in r.items]
+        start = time.perf_counter()
+        try:
+            scored = self.judge.score_batch([(i.query, i.responses) for i in items],
+                                            criteria=[i.criteria for i in items])
+        except Exception as e:  # noqa: BLE001 - the worker must survive any backend exception
+            logger.exception("judge call failed for %d requests", len(live))
+            for r in live:
+                r.future.set_exception(e)
+            self._report(BatchReport(len(live), sum(r.size for r in live), time.perf_counter() - start, (),
+                                     f"{type(e).__name__}: {e}"))
+            return
+        seconds = time.perf_counter() - start
+        pos = 0
+        for r in live:
+            r.future.set_result(scored[pos : pos + len(r.items)])
+            pos += len(r.items)
+        self._report(BatchReport(len(live), sum(r.size for r in live), seconds, tuple(scored)))
+
+    def _report(self, report: BatchReport) -> None:
+        if self.on_batch is not None:
+            self.on_batch(report)

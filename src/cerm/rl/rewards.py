@@ -1,0 +1,180 @@
+"""Judgments -> RL rewards: group rollouts by prompt, score once per group, map scores, count failures.
+
+Every RL adapter (TRL, verl, the reward server) goes through ``score_rollouts``: the rollouts of one
+prompt become one ``(query, [responses])`` item, so the judge generates that prompt's criteria once
+(and its SQLite cache, keyed by the prompt text, shares them across calls and processes).
+
+Failures are never a number here. A judgment without a score gets ``RewardConfig.failure_reward``,
+an explicit, configured value (``None`` = TRL's "no reward"), and is counted in ``RolloutRewards``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from cerm.judge import Judge
+from cerm.prompts import render_query
+from cerm.types import Judgment, ParseStatus, Query
+
+logger = logging.getLogger(__name__)
+
+Scale = Literal["raw", "unit", "centered"]
+SCALES = ("raw", "unit", "centered")
+
+_THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """How judge scores become rewards.
+
+    Args:
+        scale: "raw" = the 0-10 score; "unit" = score / 10 (the paper's reward, training.md §4);
+            "centered" = score / 10 minus the mean of the valid unit scores of the same prompt in this call
+            (ours [R]; GRPO normalises per group anyway, so this matters for RLOO/REINFORCE-style baselines).
+        failure_reward: the reward of a judgment without a score (no box, truncated, too long...).
+            ``None`` hands TRL a "no reward" (NaN: the sample is left out of that reward function).
+            The default 0.0 follows training.md §4 [R].
+        strip_think: judge only the final answer: drop ``<think>...</think>`` blocks, and everything up to
+            a dangling ``</think>`` (training.md §4 [R]).
+        raise_on_backend_error: a backend failure (server down, timeout after retries) raises
+            ``BackendFailure`` instead of silently training on ``failure_reward``.
+    """
+
+    scale: Scale = "unit"
+    failure_reward: float | None = 0.0
+    strip_think: bool = True
+    raise_on_backend_error: bool = True
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ValueError(f"scale {self.scale!r} must be one of {', '.join(SCALES)}.")
+
+
+class BackendFailure(RuntimeError):
+    """The judge's backend failed for some rollouts; no reward is made up for them."""
+
+
+@dataclass(frozen=True)
+class RolloutRewards:
+    """Rewards for a batch of rollouts, aligned with the input, plus what produced them."""
+
+    rewards: list[float | None]
+    judgments: list[Judgment]
+    group_ids: list[int]  # rollouts with the same prompt share an id (the index of its first rollout)
+    criteria_generated: int
+    criteria_cache_hits: int
+
+    @property
+    def scores(self) -> list[float | None]:
+        return [j.score for j in self.judgments]
+
+    @property
+    def statuses(self) -> list[str]:
+        return [j.status.value for j in self.judgments]
+
+    @property
+    def parse_failures(self) -> int:
+        return sum(1 for j in self.judgments if j.score is None)
+
+    @property
+    def parse_fail_rate(self) -> float:
+        return self.parse_failures / len(self.judgments) if self.judgments else 0.0
+
+    @property
+    def tie_rate(self) -> float | None:
+        return pairwise_tie_rate(self.scores, self.group_ids)
+
+    @property
+    def num_groups(self) -> int:
+        return len(set(self.group_ids))
+
+
+def strip_think(text: str) -> str:
+    """The final answer of a reasoning model: ``<think>`` blocks removed (a dangling ``</think>`` too)."""
+    text = _THINK_RE.sub("", text)
+    if "</think>" in text:
+        text = text.rsplit("</think>", 1)[1]
+    return text.strip()
+
+
+def group_ids(query_texts: Sequence[str]) -> list[int]:
+    """For each position, the index of the first position with the same query text."""
+    first: dict[str, int] = {}
+    return [first.setdefault(q, i) for i, q in enumerate(query_texts)]
+
+
+def map_scores(scores: Sequence[float | None], ids: Sequence[int], config: RewardConfig) -> list[float | None]:
+    """Rewards from 0-10 scores (``None`` = failed judgment) under ``config.scale``. Pure."""
+    if config.scale == "raw":
+        return [config.failure_reward if s is None else float(s) for s in scores]
+    unit = [None if s is None else s / 10.0 for s in scores]
+    if config.scale == "unit":
+        return [config.failure_reward if u is None else u for u in unit]
+    means: dict[int, float] = {}
+    for g in set(ids):
+        valid = [u for u, gi in zip(unit, ids) if gi == g and u is not None]
+        if valid:
+            means[g] = sum(valid) / len(valid)
+    return [config.failure_reward if u is None else u - means[g] for u, g in zip(unit, ids)]
+
+
+def pairwise_tie_rate(scores: Sequence[float | None], ids: Sequence[int]) -> float | None:
+    """Share of same-prompt pairs of valid scores that are equal (ours [R]: a tie gives GRPO no signal).
+
+    ``None`` when no prompt has two valid scores.
+    """
+    by_group: dict[int, list[float]] = {}
+    for s, g in zip(scores, ids):
+        if s is not None:
+            by_group.setdefault(g, []).append(s)
+    pairs = ties = 0
+    for values in by_group.values():
+        for a, b in itertools.combinations(values, 2):
+            pairs += 1
+            ties += a == b
+    return ties / pairs if pairs else None
+
+
+def score_rollouts(judge: Judge, queries: Sequence[Query], responses: Sequence[str],
+                   config: RewardConfig) -> RolloutRewards:
+    """Judge rollouts grouped by prompt (criteria once per unique prompt) and map them to rewards.
+
+    Raises:
+        BackendFailure: when ``config.raise_on_backend_error`` and some judgment failed in the backend.
+    """
+    if len(queries) != len(responses):
+        raise ValueError(f"got {len(queries)} prompts but {len(responses)} responses; they must align.")
+    if not queries:
+        return RolloutRewards([], [], [], 0, 0)
+    texts = [render_query(q) for q in queries]
+    ids = group_ids(texts)
+    answers = [strip_think(r) if config.strip_think else r for r in responses]
+    members: dict[int, list[int]] = {}
+    for i, g in enumerate(ids):
+        members.setdefault(g, []).append(i)
+    scored = judge.score_batch([(queries[g], [answers[i] for i in idx]) for g, idx in members.items()])
+    judgments: list[Judgment | None] = [None] * len(queries)
+    generated = hits = 0
+    for idx, item in zip(members.values(), scored):
+        for i, j in zip(idx, item.judgments):
+            judgments[i] = j
+        for c in item.criteria:
+            generated += c.source == "generated"
+            hits += c.source == "cache"
+    done: list[Judgment] = judgments  # type: ignore[assignment]
+    failed = [j for j in done if j.status is ParseStatus.BACKEND_ERROR]
+    if failed and config.raise_on_backend_error:
+        raise BackendFailure(f"{len(failed)} of {len(done)} judgments failed in the backend "
+                             f"({judge.backend.model_id}): {failed[0].error}")
+    result = RolloutRewards(map_scores([j.score for j in done], ids, config), done, ids, generated, hits)
+    if result.parse_failures:
+        logger.warning("cerm reward: %d of %d judgments have no score (statuses %s); they get failure_reward=%s",
+                       result.parse_failures, len(done), sorted({s for s in result.statuses if s != "ok"}),
+                       config.failure_reward)
+    return result

@@ -1,0 +1,103 @@
+"""Token log-probs and the PPO-clip + KL loss over trajectories (spec/training.md §3.4-3.5, choices [R]).
+
+Sequences are padded on the left, so every row ends at the same position and the generated tokens of all
+rows sit inside the last ``K = max completion length`` positions: the LM head runs on those K positions
+only (``logits_to_keep``), never on the long shared context. The loss mask covers the sampled completion
+and nothing else: chat-template tokens, user turns and, inside a judgment, the criteria tokens are context.
+
+Aggregation: token-mean within a trajectory, then mean over trajectories. KL to the frozen reference uses
+the k3 estimator ``exp(ref - logp) - (ref - logp) - 1`` inside the loss (GRPO-style), not in the reward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from trl.trainer.utils import selective_log_softmax
+
+from cerm.train.rl_engine import left_pad
+from cerm.train.rollout import Trajectory
+
+
+@dataclass(frozen=True)
+class TrajectoryBatch:
+    input_ids: torch.Tensor  # (B, T) left-padded prompt + completion
+    attention_mask: torch.Tensor  # (B, T)
+    position_ids: torch.Tensor  # (B, T) positions restart at 0 on each row's first real token
+    completion_ids: torch.Tensor  # (B, K) the last K tokens of every row
+    completion_mask: torch.Tensor  # (B, K) 1 on generated tokens only
+
+    def to(self, device: torch.device) -> TrajectoryBatch:
+        return TrajectoryBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.position_ids,
+                                                        self.completion_ids, self.completion_mask)))
+
+
+def collate(trajectories: Sequence[Trajectory], pad_id: int) -> TrajectoryBatch:
+    rows = [list(t.prompt_ids) + list(t.completion_ids) for t in trajectories]
+    input_ids, attention_mask = left_pad(rows, pad_id)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    width = max(len(t.completion_ids) for t in trajectories)
+    completion_mask = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, t in enumerate(trajectories):
+        completion_mask[i, width - len(t.completion_ids):] = 1.0
+    return TrajectoryBatch(input_ids, attention_mask, position_ids, input_ids[:, -width:], completion_mask)
+
+
+def completion_logprobs(model: Any, batch: TrajectoryBatch, temperature: float) -> torch.Tensor:
+    """Log-prob of each completion token under ``model``, shape (B, K); the temperature is the sampler's."""
+    width = batch.completion_ids.shape[1]
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                   position_ids=batch.position_ids, logits_to_keep=width + 1, use_cache=False).logits
+    # logits at position t predict token t + 1: drop the last, which predicts past the end
+    return selective_log_softmax(logits[:, :-1].float(), batch.completion_ids, temperature=temperature)
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    loss: torch.Tensor  # scalar, differentiable
+    policy_loss: float
+    kl: float  # mean k3 KL to the reference (trajectory-averaged)
+    clip_fraction: float  # share of generated tokens whose ratio was clipped
+    ratio_mean: float
+
+
+def ppo_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor | None,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float,
+    kl_coef: float,
+) -> LossOutput:
+    """PPO-clip surrogate with the advantage broadcast over each trajectory's tokens.
+
+    Args:
+        logprobs, old_logprobs, ref_logprobs, mask: (B, K) per generated token.
+        advantages: (B,) one value per trajectory.
+    """
+    ratio = torch.exp(logprobs - old_logprobs)  # (B, K)
+    adv = advantages.unsqueeze(-1)  # (B, 1)
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv
+    per_token = -torch.min(unclipped, clipped)
+    kl = torch.zeros_like(per_token)
+    if ref_logprobs is not None:
+        delta = ref_logprobs - logprobs
+        kl = torch.exp(delta) - delta - 1.0
+    tokens = mask.sum(-1).clamp(min=1.0)  # (B,)
+
+    def traj_mean(x: torch.Tensor) -> torch.Tensor:
+        return ((x * mask).sum(-1) / tokens).mean()
+
+    policy = traj_mean(per_token)
+    kl_mean = traj_mean(kl)
+    loss = policy + kl_coef * kl_mean
+    is_clipped = (clipped < unclipped).float()  # the min picked the clipped branch
+    with torch.no_grad():
+        clip_fraction = float((is_clipped * mask).sum() / mask.sum().clamp(min=1.0))
+        ratio_mean = float((ratio * mask).sum() / mask.sum().clamp(min=1.0))
+    return LossOutput(loss, float(policy.detach()), float(kl_mean.detach()), clip_fraction, ratio_mean)
