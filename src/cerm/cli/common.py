@@ -20,7 +20,6 @@ import typer
 from rich.console import Console
 
 from cerm.backends.base import DEFAULT_MODEL, Backend, get_backend
-from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded
 from cerm.cache import Store
 from cerm.judge import Judge, JudgeConfig
 
@@ -66,9 +65,7 @@ class BackendOptions:
 
 
 def make_judge(opts: BackendOptions, config: JudgeConfig, cache: Path | None = None) -> Judge:
-    """Build the judge; warns loudly when the embedded plumbing model is used."""
-    if is_embedded(opts.model):
-        console.print(f"[bold yellow]{EMBEDDED_WARNING}[/]")
+    """Build the judge (backends log the embedded-model warning themselves)."""
     return Judge(opts.build(), config, Store(cache or default_cache_path()))
 
 
