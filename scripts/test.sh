@@ -6,5 +6,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup_venv.sh "all,dev"
 bash scripts/setup_vllm_venv.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# one OpenMP thread per process: on a 2-core VM a second busy process stalls torch's thread barriers
+# (a 1x576 @ 576x1536 matmul measured 7.9 ms with 2 threads vs 0.16 ms with 1); raise it on a quiet big box
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 export CERM_VLLM_PYTHON="$PWD/.venv-vllm/bin/python"
 exec .venv/bin/pytest -q "$@"

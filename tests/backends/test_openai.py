@@ -52,6 +52,7 @@ def dead_url() -> str:
         return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
 
 
+@pytest.mark.slow  # starts HTTP servers
 def test_normal_reply_and_request_body(server: ScriptedServer) -> None:
     server.reset(lambda req, i: Reply(chat_reply("Overall $\\boxed{7}$", prompt_tokens=21, completion_tokens=9)))
     with make_backend(server.url, api_key="sk-test") as backend:
@@ -67,6 +68,7 @@ def test_normal_reply_and_request_body(server: ScriptedServer) -> None:
     assert server.headers[0]["authorization"] == "Bearer sk-test"
 
 
+@pytest.mark.slow  # starts HTTP servers
 def test_hosted_mode_omits_extensions_and_merges_extra_body(server: ScriptedServer) -> None:
     with make_backend(server.url, send_chat_template_kwargs=False, extra_body={"top_k": 5}) as backend:
         backend.generate([prompt()], SamplingParams(max_new_tokens=8))
@@ -76,6 +78,7 @@ def test_hosted_mode_omits_extensions_and_merges_extra_body(server: ScriptedServ
     assert "authorization" not in server.headers[0]
 
 
+@pytest.mark.slow  # starts HTTP servers
 def test_batch_keeps_input_order(server: ScriptedServer) -> None:
     # later prompts answer sooner, so completion order differs from input order
     def handler(req: dict, i: int) -> Reply:
@@ -88,6 +91,7 @@ def test_batch_keeps_input_order(server: ScriptedServer) -> None:
     assert [g.text for g in gens] == [f"answer {n}" for n in range(5)]
 
 
+@pytest.mark.slow  # starts HTTP servers
 def test_reasoning_content_only_reply(server: ScriptedServer) -> None:
     server.reset(lambda req, i: Reply(chat_reply(None, reasoning_content="Overall $\\boxed{6}$")))
     with make_backend(server.url) as backend:
@@ -105,6 +109,7 @@ def test_newer_vllm_reasoning_field_and_empty_reply() -> None:
         read_reply({"error": "nope"})
 
 
+@pytest.mark.slow  # starts HTTP servers
 def test_empty_reply_is_judged_empty_not_scored(server: ScriptedServer) -> None:
     def handler(req: dict, i: int) -> Reply:
         return Reply() if len(req["messages"]) == 1 else Reply(chat_reply(None))
@@ -115,6 +120,7 @@ def test_empty_reply_is_judged_empty_not_scored(server: ScriptedServer) -> None:
     assert (j.status, j.score) == (ParseStatus.EMPTY, None)
 
 
+@pytest.mark.slow  # starts HTTP servers
 def test_finish_reason_length(server: ScriptedServer) -> None:
     server.reset(lambda req, i: Reply(chat_reply("Criterion 1: the answer", finish_reason="length")))
     with make_backend(server.url) as backend:
@@ -122,6 +128,7 @@ def test_finish_reason_length(server: ScriptedServer) -> None:
     assert (gen.finish_reason, gen.text) == ("length", "Criterion 1: the answer")
 
 
+@pytest.mark.slow  # starts HTTP servers
 def test_429_then_success_honours_retry_after(server: ScriptedServer) -> None:
     def handler(req: dict, i: int) -> Reply:
         if i == 0:
@@ -138,6 +145,7 @@ def test_429_then_success_honours_retry_after(server: ScriptedServer) -> None:
     assert elapsed >= 0.4  # the jittered backoff alone would be ~1 ms
 
 
+@pytest.mark.slow  # starts HTTP servers
 def test_500_always_gives_error_generation_after_retries(server: ScriptedServer) -> None:
     server.reset(lambda req, i: Reply({"error": "boom"}, status=500))
     with make_backend(server.url, max_retries=2) as backend:
@@ -147,6 +155,7 @@ def test_500_always_gives_error_generation_after_retries(server: ScriptedServer)
     assert len(server.requests) == 3
 
 
+@pytest.mark.slow  # starts HTTP servers
 def test_one_bad_request_does_not_lose_the_batch(server: ScriptedServer) -> None:
     def handler(req: dict, i: int) -> Reply:
         bad = req["messages"][0]["content"] == "bad"
@@ -160,6 +169,7 @@ def test_one_bad_request_does_not_lose_the_batch(server: ScriptedServer) -> None
     assert len(server.requests) == 3  # a 422 is not retried
 
 
+@pytest.mark.slow  # starts HTTP servers
 def test_404_hints_at_the_api_prefix_and_context_400_is_too_long(server: ScriptedServer) -> None:
     def handler(req: dict, i: int) -> Reply:
         if any("OVERLONG" in m["content"] for m in req["messages"]):
@@ -176,6 +186,7 @@ def test_404_hints_at_the_api_prefix_and_context_400_is_too_long(server: Scripte
     assert j.status == ParseStatus.TOO_LONG
 
 
+@pytest.mark.slow  # starts HTTP servers
 def test_timeout_becomes_error_generation(server: ScriptedServer) -> None:
     server.reset(lambda req, i: Reply(chat_reply("late"), delay_s=1.5))
     with make_backend(server.url, timeout_s=0.2, max_retries=1) as backend:
@@ -187,6 +198,7 @@ def test_timeout_becomes_error_generation(server: ScriptedServer) -> None:
     assert elapsed < 1.2
 
 
+@pytest.mark.slow  # starts HTTP servers
 def test_connection_error_and_failover_to_another_server(server: ScriptedServer) -> None:
     server.reset(lambda req, i: Reply(chat_reply("served")))
     with make_backend(dead_url(), max_retries=1) as backend:
@@ -203,6 +215,7 @@ def test_connection_error_and_failover_to_another_server(server: ScriptedServer)
     assert [g.text for g in gens] == ["served"] * 6
 
 
+@pytest.mark.slow  # starts HTTP servers
 def test_two_base_urls_both_receive_traffic(servers: tuple[ScriptedServer, ScriptedServer]) -> None:
     a, b = servers
     for s in servers:
@@ -215,6 +228,7 @@ def test_two_base_urls_both_receive_traffic(servers: tuple[ScriptedServer, Scrip
     assert 4 <= len(a.requests) <= 12 and max(a.in_flight.peak, b.in_flight.peak) <= 2
 
 
+@pytest.mark.slow  # starts HTTP servers
 def test_concurrency_limit_is_never_exceeded(servers: tuple[ScriptedServer, ScriptedServer]) -> None:
     shared = InFlight()
     for s in servers:
@@ -231,6 +245,7 @@ def test_concurrency_limit_is_never_exceeded(servers: tuple[ScriptedServer, Scri
     assert shared.peak == 3
 
 
+@pytest.mark.slow  # starts HTTP servers
 def test_generate_inside_a_running_event_loop(server: ScriptedServer) -> None:
     server.reset(lambda req, i: Reply(chat_reply("from loop"), delay_s=0.02))
     with make_backend(server.url) as backend:
@@ -246,6 +261,7 @@ def test_generate_inside_a_running_event_loop(server: ScriptedServer) -> None:
     assert [g[0].text for g in async_gens] == ["from loop"] * 3
 
 
+@pytest.mark.slow  # starts HTTP servers
 def test_judge_end_to_end_through_the_server(server: ScriptedServer) -> None:
     responses = ["Paris is the capital of France.", "It is Lyon.", "France's capital: Paris."]
     with get_backend("openai", "PKU-ONELab/CE-RM-4B", base_urls=[server.url], concurrency_limit=4) as backend:
@@ -262,6 +278,7 @@ def test_judge_end_to_end_through_the_server(server: ScriptedServer) -> None:
     assert judge.stats.criteria_generated == 1 and judge.stats.criteria_cache_hits == 1
 
 
+@pytest.mark.slow  # starts HTTP servers
 def test_close_and_bad_arguments(server: ScriptedServer) -> None:
     backend = make_backend(server.url)
     assert backend.model_id == "test-model" and backend.count_tokens(prompt()) is None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cerm import Judge, JudgeConfig
 from cerm.backends.vllm import VLLMBackend
+from cerm.prompts import criteria_messages
 from cerm.types import Generation, Message, SamplingParams
 
 SHORT = [{"role": "user", "content": "What is 2+2? Answer with one word."}]
@@ -45,6 +46,16 @@ class CountingBackend:
         self.inner.close()
 
 
+def prefix_cache_counters(backend: VLLMBackend) -> dict[str, int]:
+    """vLLM's own prefix-cache counters (tokens looked up / found), summed over engines."""
+    totals = {"queries": 0, "hits": 0}
+    for m in backend.llm.get_metrics():
+        for k in totals:
+            if m.name == f"vllm:prefix_cache_{k}":
+                totals[k] += int(m.value)  # type: ignore[attr-defined]
+    return totals
+
+
 def gen_dict(g: Generation) -> dict:
     return {"text": g.text, "finish_reason": g.finish_reason, "tokens_in": g.tokens_in, "tokens_out": g.tokens_out,
             "seconds": g.seconds, "error": g.error}
@@ -53,16 +64,36 @@ def gen_dict(g: Generation) -> dict:
 def probe(args: argparse.Namespace) -> dict:
     out: dict = {}
     start = time.perf_counter()
-    backend = VLLMBackend(args.model, max_model_len=args.max_model_len, dtype="bfloat16", enforce_eager=True)
+    # float32: bf16 rounding depends on batch layout, and the checks compare texts across batches
+    # disable_log_stats=False: the prefix-cache counters are read back from vLLM's metrics
+    backend = VLLMBackend(args.model, max_model_len=args.max_model_len, dtype="float32", enforce_eager=True,
+                          disable_log_stats=False)
     out["start_s"] = time.perf_counter() - start
     out["model_id"] = backend.model_id
     out["context_length"] = backend.context_length
     out["count_tokens"] = [backend.count_tokens(SHORT), backend.count_tokens(OTHER)]
+    out["prefix_caching"] = backend.llm.llm_engine.vllm_config.cache_config.enable_prefix_caching
 
+    # spy on the engine call: what vLLM was asked, and the prompt tokens it actually ran
+    seen: list[dict] = []
+    engine_chat = backend.llm.chat
+
+    def spy(*a: object, **kw: object) -> list:
+        outputs = engine_chat(*a, **kw)
+        seen.append({"chat_template_kwargs": kw.get("chat_template_kwargs"),
+                     "prompt_token_ids": [list(o.prompt_token_ids) for o in outputs]})
+        return outputs
+
+    backend.llm.chat = spy  # type: ignore[method-assign]
     greedy = SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens)
     out["greedy_1"] = [gen_dict(g) for g in backend.generate([SHORT, OTHER], greedy)]
+    out["chat_template_kwargs"] = seen[0]["chat_template_kwargs"]
+    out["engine_prompt"] = backend.tokenizer.decode(seen[0]["prompt_token_ids"][0])
+    out["template_prompt"] = backend.tokenizer.apply_chat_template(SHORT, tokenize=False, add_generation_prompt=True,
+                                                                   enable_thinking=False)
     out["greedy_2"] = [gen_dict(g) for g in backend.generate([SHORT, OTHER], greedy)]
-    out["greedy_short"] = [gen_dict(g) for g in backend.generate([SHORT], SamplingParams(max_new_tokens=3))]
+    # OTHER: its answer is longer than 3 tokens even for a real model, so the limit must cut it
+    out["greedy_short"] = [gen_dict(g) for g in backend.generate([OTHER], SamplingParams(max_new_tokens=3))]
 
     sampled = [SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=args.max_new_tokens, seed=s)
                for s in (7, 7, 8)]
@@ -79,6 +110,9 @@ def probe(args: argparse.Namespace) -> dict:
     counting = CountingBackend(backend)
     judge = Judge(counting, JudgeConfig(criteria_max_new_tokens=args.max_new_tokens,
                                         eval_max_new_tokens=args.max_new_tokens))
+    backend.llm.reset_prefix_cache()  # hits below come from the judge's own calls only
+    out["criteria_prompt_tokens"] = backend.count_tokens(criteria_messages(QUERY))
+    before = prefix_cache_counters(backend)  # the counters are cumulative since engine start
     t0 = time.perf_counter()
     judgments = judge.score(QUERY, RESPONSES)
     out["judge_s"] = time.perf_counter() - t0
@@ -89,6 +123,8 @@ def probe(args: argparse.Namespace) -> dict:
                          "tokens_out": j.tokens_out, "criteria_key": j.criteria_key} for j in judgments]
     judge.score(QUERY, RESPONSES)  # everything is cached now: no model call may happen
     out["rerun_calls"] = counting.calls - out["judge_calls"]
+    # the 3 evaluation prompts share the criteria turn: vLLM must have served it from its prefix cache
+    out["prefix_cache"] = {k: v - before[k] for k, v in prefix_cache_counters(backend).items()}
     backend.close()
     out["total_s"] = time.perf_counter() - start
     return out

@@ -36,5 +36,10 @@ def is_embedded(model: str) -> bool:
     return model == EMBEDDED
 
 
+def is_embedded_id(model_id: str) -> bool:
+    """Whether a backend's model id is the embedded SmolLM2, whichever backend runs it (hf, llamacpp, vllm)."""
+    return EMBEDDED_ID in model_id or GGUF_FILE in model_id
+
+
 def warn_embedded() -> None:
     logger.warning(EMBEDDED_WARNING)

@@ -58,6 +58,7 @@ class VLLMBackend:
                  seed: int = 0, **engine_kwargs: Any) -> None:
         try:
             import vllm
+            from vllm.exceptions import VLLMClientError
         except ImportError as e:
             raise missing_extra("vllm", "vllm") from e
         if is_embedded(model):
@@ -71,6 +72,7 @@ class VLLMBackend:
         if data_parallel_size != 1:
             engine_kwargs["data_parallel_size"] = data_parallel_size
         self._vllm = vllm
+        self._request_errors = (ValueError, VLLMClientError)
         self.llm = vllm.LLM(model=path, tensor_parallel_size=tensor_parallel_size,
                             enable_prefix_caching=enable_prefix_caching, max_model_len=max_model_len, dtype=dtype,
                             gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
@@ -78,6 +80,8 @@ class VLLMBackend:
         self.tokenizer = self.llm.get_tokenizer()
         self.context_length: int | None = self.llm.model_config.max_model_len
         self.enable_prefix_caching = enable_prefix_caching
+        # the judge counts a prompt before sending it and generate() checks it again: count each once
+        self._token_counts: dict[tuple[tuple[str, str], ...], int] = {}
 
     def sampling_params(self, params: SamplingParams) -> Any:
         """The ``vllm.SamplingParams`` for our decoding settings (temperature 0 = greedy)."""
@@ -106,7 +110,7 @@ class VLLMBackend:
             else:
                 send.append(i)
         if send:
-            for i, gen in zip(send, self._chat([prompts[i] for i in send], params)):
+            for i, gen in zip(send, self._chat([prompts[i] for i in send], params), strict=True):
                 out[i] = gen
         return out  # type: ignore[return-value]
 
@@ -115,9 +119,9 @@ class VLLMBackend:
         start = time.perf_counter()
         try:
             outputs = self.llm.chat(prompts, sp, use_tqdm=False, chat_template_kwargs=CHAT_TEMPLATE_KWARGS)
-        except ValueError as e:
+        except self._request_errors as e:
             # vLLM validates requests one by one and aborts the whole batch on the first bad one
-            # (VLLMValidationError is a ValueError); isolate it so the others still get answers
+            # (a VLLMValidationError); isolate it so the others still get answers
             if len(prompts) == 1:
                 return [Generation("", "error", error=f"vllm rejected the request: {e}")]
             logger.warning("vLLM rejected a batch of %d (%s); retrying one request at a time", len(prompts), e)
@@ -127,9 +131,16 @@ class VLLMBackend:
 
     def count_tokens(self, messages: list[Message]) -> int:
         """Prompt tokens exactly as ``llm.chat`` builds them: chat template, then no extra special tokens."""
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                                  **CHAT_TEMPLATE_KWARGS)
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
+        key = tuple((m["role"], m["content"]) for m in messages)
+        n = self._token_counts.get(key)
+        if n is None:
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                      **CHAT_TEMPLATE_KWARGS)
+            n = len(self.tokenizer.encode(text, add_special_tokens=False))
+            if len(self._token_counts) >= 4096:  # bounded: a long run must not grow it forever
+                self._token_counts.clear()
+            self._token_counts[key] = n
+        return n
 
     def close(self) -> None:
         """Stop the engine's worker process and free its memory."""

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded
+from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded, is_embedded_id
 from cerm.cli.common import JudgeOptions, console, fail, with_judge_options, write_jsonl_line
 from cerm.io import ScoreRow, read_jsonl
 from cerm.judge import Judge
@@ -113,9 +113,7 @@ def _base_record(row: ScoreRow, item: ScoredItem, judge: Judge) -> dict[str, Any
 
 
 def is_embedded_model(judge: Judge) -> bool:
-    from cerm.backends.embedded import EMBEDDED_ID
-
-    return judge.backend.model_id == EMBEDDED_ID
+    return is_embedded_id(judge.backend.model_id)
 
 
 def _print_summary(judge: Judge) -> None:
