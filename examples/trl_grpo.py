@@ -1,6 +1,6 @@
 """Train a policy with TRL's GRPOTrainer and cerm as the reward.
 
-The CPU smoke version of the downstream recipe in ``examples/grpo_recipe/README.md``: a tiny random
+The CPU smoke version of the downstream recipe in ``examples/README.md``: a tiny random
 Qwen3 policy (SmolLM2's real tokenizer and chat template, built from the packaged GGUF), a handful of
 prompts, a few steps. The reward groups each generation batch by prompt, so every prompt's criteria are
 generated once and its ``num_generations`` completions are judged against them.
@@ -9,7 +9,7 @@ generated once and its ``num_generations`` completions are judged against them.
     python examples/trl_grpo.py --judge-backend fake --max-steps 3 --output runs/trl_grpo
     # the embedded SmolLM2 as judge (real model calls; its scores are at chance)
     python examples/trl_grpo.py --judge-backend hf --judge-model embedded --eval-max-new-tokens 48
-    # the paper's setup, on GPUs: Qwen3-8B policy, CE-RM-4B served by vLLM (see grpo_recipe/README.md)
+    # the paper's setup, on GPUs: Qwen3-8B policy, CE-RM-4B served by vLLM (see examples/README.md)
     python examples/trl_grpo.py --policy Qwen/Qwen3-8B --prompts tulu3_prompts.jsonl --num-generations 8 \
         --judge-backend openai --judge-base-url http://localhost:8001/v1 --max-steps 250 --no-use-cpu
 

@@ -121,10 +121,10 @@ def run_example(tmp_path: Path, *args: str) -> dict:
 
 
 def check_rewards_reached_trainer(summary: dict, steps: int) -> None:
-    assert summary["steps"] == steps and summary["weights_changed"]
+    assert summary["steps"] == steps
     logs = [h for h in summary["log_history"] if "rewards/cerm/mean" in h]
     assert len(logs) == steps == len(summary["reward_calls"])
-    for log, call in zip(logs, summary["reward_calls"]):
+    for log, call in zip(logs, summary["reward_calls"], strict=True):
         # one reward call per step (one generation batch): TRL's logged mean is the mean we returned
         assert call["n"] == 8 and call["prompts"] == 2
         assert log["rewards/cerm/mean"] == pytest.approx(sum(call["rewards"]) / call["n"], abs=1e-5)
@@ -134,8 +134,22 @@ def check_rewards_reached_trainer(summary: dict, steps: int) -> None:
 def test_trl_grpo_example_trains_with_cerm_reward(tmp_path, tiny_model_dir):
     summary = run_example(tmp_path, "--policy", str(tiny_model_dir), "--judge-backend", "fake", "--max-steps", "2")
     check_rewards_reached_trainer(summary, 2)
+    assert summary["weights_changed"]  # the scripted scores differ within groups: GRPO has a signal
     assert summary["judge"]["criteria_generated"] == 4  # 2 prompts per step, criteria once each
     assert summary["judge"]["evaluations_generated"] == 16
+
+
+def test_trl_grpo_example_with_tiny_model_judge(tmp_path, tiny_model_dir):
+    """Real model calls on both sides: the tiny random Qwen3 is the policy and the judge (hf backend)."""
+    summary = run_example(tmp_path, "--policy", str(tiny_model_dir), "--judge-backend", "hf",
+                          "--judge-model", str(tiny_model_dir), "--max-steps", "2",
+                          "--criteria-max-new-tokens", "16", "--eval-max-new-tokens", "16", "--failure-reward", "-1")
+    check_rewards_reached_trainer(summary, 2)
+    statuses = summary["judge"]["statuses"]
+    assert summary["judge"]["criteria_generated"] == 4 and sum(statuses.values()) == 16
+    # a random model never writes a readable score: every reward must be the explicit failure value
+    assert statuses.get("ok", 0) == 0
+    assert all(r == -1 for call in summary["reward_calls"] for r in call["rewards"])
 
 
 @pytest.mark.slow

@@ -8,7 +8,9 @@ OpenRLHF: ``--remote_rm_url``); it shards each batch over them. Point every repl
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import signal
+import threading
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -78,13 +80,27 @@ def serve(
     judge = judge_opts.make_judge()
     console.print(f"cerm serve: {judge.backend.model_id} on http://{host}:{port} "
                   "(POST /get_reward, /v1/score, /v1/compare; GET /health, /metrics)")
+    # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal; catch it so the backend
+    # (e.g. vLLM's engine processes) is closed and the exit code is 0 rather than death by SIGTERM
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_stop) if on_main else None
     try:
         uvicorn.run(create_app(judge, config, splitter), host=host, port=port, log_level=log_level,
                     timeout_graceful_shutdown=graceful_timeout_s, access_log=False)
-    except KeyboardInterrupt:
-        pass  # uvicorn re-raises Ctrl-C after its graceful shutdown; the queue is already drained
+    except (KeyboardInterrupt, _Stop):
+        pass  # the queue is already drained: the app's lifespan closed the batcher
     finally:
+        if on_main:
+            signal.signal(signal.SIGTERM, previous)
         judge.backend.close()
+
+
+class _Stop(Exception):
+    """SIGTERM, after uvicorn's graceful shutdown."""
+
+
+def _raise_stop(signum: int, frame: Any) -> None:
+    raise _Stop
 
 
 app = typer.Typer(help="Serve cerm as a reward model.", add_completion=False)

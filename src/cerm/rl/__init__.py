@@ -4,6 +4,13 @@ Only the light, framework-free pieces are imported here; ``cerm.rl.trl``, ``cerm
 ``cerm.rl.server`` (FastAPI) are imported by name.
 """
 
-from cerm.rl.rewards import BackendFailure, RewardConfig, RolloutRewards, map_scores, score_rollouts, strip_think
+from cerm.rl.rewards import (
+    BackendFailure,
+    RewardConfig,
+    RolloutRewards,
+    map_scores,
+    score_rollouts,
+    strip_think,
+)
 
 __all__ = ["BackendFailure", "RewardConfig", "RolloutRewards", "map_scores", "score_rollouts", "strip_think"]

@@ -105,6 +105,11 @@ class DynamicBatcher:
     def queue_depth(self) -> int:
         return self._queue.qsize()
 
+    @property
+    def is_closing(self) -> bool:
+        """``close`` was called: queued work is being drained, new work is refused."""
+        return self._closed.is_set()
+
     def submit(self, items: Sequence[BatchItem]) -> Future:
         """Queue one request; the future resolves to one ``ScoredItem`` per item, in order.
 

@@ -118,10 +118,10 @@ def map_scores(scores: Sequence[float | None], ids: Sequence[int], config: Rewar
         return [config.failure_reward if u is None else u for u in unit]
     means: dict[int, float] = {}
     for g in set(ids):
-        valid = [u for u, gi in zip(unit, ids) if gi == g and u is not None]
+        valid = [u for u, gi in zip(unit, ids, strict=True) if gi == g and u is not None]
         if valid:
             means[g] = sum(valid) / len(valid)
-    return [config.failure_reward if u is None else u - means[g] for u, g in zip(unit, ids)]
+    return [config.failure_reward if u is None else u - means[g] for u, g in zip(unit, ids, strict=True)]
 
 
 def pairwise_tie_rate(scores: Sequence[float | None], ids: Sequence[int]) -> float | None:
@@ -130,7 +130,7 @@ def pairwise_tie_rate(scores: Sequence[float | None], ids: Sequence[int]) -> flo
     ``None`` when no prompt has two valid scores.
     """
     by_group: dict[int, list[float]] = {}
-    for s, g in zip(scores, ids):
+    for s, g in zip(scores, ids, strict=True):
         if s is not None:
             by_group.setdefault(g, []).append(s)
     pairs = ties = 0
@@ -161,8 +161,8 @@ def score_rollouts(judge: Judge, queries: Sequence[Query], responses: Sequence[s
     scored = judge.score_batch([(queries[g], [answers[i] for i in idx]) for g, idx in members.items()])
     judgments: list[Judgment | None] = [None] * len(queries)
     generated = hits = 0
-    for idx, item in zip(members.values(), scored):
-        for i, j in zip(idx, item.judgments):
+    for idx, item in zip(members.values(), scored, strict=True):
+        for i, j in zip(idx, item.judgments, strict=True):
             judgments[i] = j
         for c in item.criteria:
             generated += c.source == "generated"

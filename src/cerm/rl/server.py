@@ -145,7 +145,7 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
         return scored
 
     @app.post("/get_reward", response_model=RewardResponse)
-    async def get_reward(req: RewardRequest) -> RewardResponse:
+    async def get_reward(req: RewardRequest) -> Response:
         """OpenRLHF remote reward: one reward per ``query`` entry."""
         n = len(req.query)
         if req.prompts is not None and len(req.prompts) != n:
@@ -161,23 +161,23 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
         scores = [j.score for j in judgments]
         ids = list(range(n))
         unit = map_scores(scores, ids, RewardConfig(scale="unit", failure_reward=unit_failure))
-        return RewardResponse(
+        return _json(RewardResponse(
             rewards=map_scores(scores, ids, reward_cfg),  # type: ignore[arg-type]
             scores=unit,  # type: ignore[arg-type]
             extra_logs={"cerm_parse_fail": [float(s is None) for s in scores],
                         "cerm_tokens_out": [float(j.tokens_out) for j in judgments]},
-            warning=cfg.warning)
+            warning=cfg.warning))
 
     @app.post("/v1/score", response_model=ScoreResponse)
-    async def score(req: ScoreRequest) -> ScoreResponse:
+    async def score(req: ScoreRequest) -> Response:
         """Judge responses to one query against one shared criteria list."""
         query = _checked(_query(req.query), "query")
         item = (await judge_items([BatchItem(query, req.responses, req.criteria)]))[0]
-        return ScoreResponse(
+        return _json(ScoreResponse(
             scores=item.scores, rewards=[j.reward for j in item.judgments],
             criteria=CriteriaOut.of(item.criteria[0]),
             judgments=[JudgmentOut.of(j, req.include_text) for j in item.judgments],
-            model=judge.backend.model_id, prompt_version=PROMPT_VERSION, warning=cfg.warning)
+            model=judge.backend.model_id, prompt_version=PROMPT_VERSION, warning=cfg.warning))
 
     @app.post("/v1/compare", response_model=CompareResponse)
     async def compare(req: CompareRequest) -> CompareResponse:
@@ -193,8 +193,9 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
 
     @app.get("/health", response_model=HealthResponse)
     async def health() -> HealthResponse:
-        return HealthResponse(status="ok", model=judge.backend.model_id, prompt_version=PROMPT_VERSION,
-                              queue_depth=state["batcher"].queue_depth, warning=cfg.warning)
+        batcher = state["batcher"]
+        return HealthResponse(status="draining" if batcher.is_closing else "ok", model=judge.backend.model_id,
+                              prompt_version=PROMPT_VERSION, queue_depth=batcher.queue_depth, warning=cfg.warning)
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -202,6 +203,12 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
         return Response(metrics.render(), media_type=metrics.content_type)
 
     return app
+
+
+def _json(model: Any) -> Response:
+    """Serialise a validated response model once, in pydantic's Rust core; FastAPI would validate it again
+    and go through jsonable_encoder (the declared response_model still documents the route)."""
+    return Response(model.model_dump_json(), media_type="application/json")
 
 
 def _query(query: str | Sequence[Any]) -> Query:
@@ -239,6 +246,12 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, e: HTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
         return _error(e.status_code, codes.get(e.status_code, "http_error"), e.detail, e.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, e: Exception) -> JSONResponse:
+        # a bug, not a client or backend problem: still JSON, and logged with its traceback
+        logger.error("unhandled error: %s", e, exc_info=e)
+        return _error(500, "internal_error", f"{type(e).__name__}: {e}")
 
 
 class _Gate:

@@ -109,7 +109,7 @@ class ChatTemplateParser:
 
 
 def _messages(roles: list[str], contents: tuple[str, ...]) -> list[Message]:
-    return [{"role": r, "content": c} for r, c in zip(roles, contents)]
+    return [{"role": r, "content": c} for r, c in zip(roles, contents, strict=True)]
 
 
 def _as_query(messages: list[Message]) -> Query:

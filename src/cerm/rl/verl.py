@@ -13,7 +13,7 @@ Settings come from ``custom_reward_function.reward_kwargs`` (verl merges them in
   ``cerm_model``, ``cerm_cache`` (SQLite file shared by processes), ``cerm_criteria_max_new_tokens``,
   ``cerm_eval_max_new_tokens``. In verl's reward loop with ``reward_model.model.path`` set, verl passes
   ``reward_router_address`` and the judge talks to verl's own GRM server through the openai backend.
-- ``cerm_token``, ``cerm_timeout_s``: for ``cerm_url``.
+- ``cerm_token``, ``cerm_timeout_s``, ``cerm_retries`` (on 429/5xx, with backoff): for ``cerm_url``.
 - ``cerm_scale`` ("unit" or "raw"), ``cerm_failure_reward`` (default 0.0 [R]), ``cerm_strip_think``,
   ``cerm_query_key`` (default "question").
 
@@ -42,6 +42,7 @@ class VerlSettings:
     url: str | None = None
     token: str | None = None
     timeout_s: float = 600.0
+    retries: int = 4
     backend: str = "hf"
     model: str = DEFAULT_MODEL
     cache: str | None = None
@@ -115,7 +116,8 @@ class _RemoteScorer:
     def __init__(self, s: VerlSettings) -> None:
         from cerm.rl.client import CermClient
 
-        self.client = CermClient(s.url, token=s.token, timeout_s=s.timeout_s)  # type: ignore[arg-type]
+        self.client = CermClient(s.url, token=s.token, timeout_s=s.timeout_s,  # type: ignore[arg-type]
+                                 retries=s.retries)
         self.pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="cerm-verl")
 
     def score(self, groups: dict[int, tuple[Query, list[str]]]) -> list[list[Verdict]]:
@@ -161,19 +163,19 @@ def _plan(solution_strs: Sequence[str], extra_infos: Sequence[dict | None], s: V
 
     ids = group_ids([render_query(q) for q in queries])
     groups: dict[int, tuple[Query, list[str]]] = {}
-    for i, (g, sol) in enumerate(zip(ids, solution_strs)):
+    for g, sol in zip(ids, solution_strs, strict=True):
         groups.setdefault(g, (queries[g], []))[1].append(strip_think(sol) if s.strip_think else sol)
     return ids, groups
 
 
 def _results(ids: list[int], groups: dict, verdicts: list[list[Verdict]], s: VerlSettings) -> list[dict[str, Any]]:
-    by_group = {g: iter(v) for g, v in zip(groups, verdicts)}
+    by_group = {g: iter(v) for g, v in zip(groups, verdicts, strict=True)}
     flat = [next(by_group[g]) for g in ids]
     failed = [v for v in flat if v.status == ParseStatus.BACKEND_ERROR.value]
     if failed:
         raise BackendFailure(f"{len(failed)} of {len(flat)} judgments failed in the backend: {failed[0].error}")
     rewards = map_scores([v.score for v in flat], ids, RewardConfig(scale=s.scale, failure_reward=s.failure_reward))
-    return [{"score": r, "cerm_parse_fail": float(v.score is None)} for r, v in zip(rewards, flat)]
+    return [{"score": r, "cerm_parse_fail": float(v.score is None)} for r, v in zip(rewards, flat, strict=True)]
 
 
 def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None,

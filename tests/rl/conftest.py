@@ -1,0 +1,60 @@
+"""Run a FastAPI app on a real uvicorn server (free port, background thread) for the tests that need sockets."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pytest
+import uvicorn
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    url: str
+    port: int
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout_s)
+        assert not self.thread.is_alive(), "uvicorn did not stop"
+
+
+@contextmanager
+def live_server(app, *, graceful_timeout_s: float = 10.0) -> Iterator[LiveServer]:
+    """uvicorn serving ``app`` on 127.0.0.1:<free port>; stopped (gracefully) on exit."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=graceful_timeout_s, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    live = LiveServer(f"http://127.0.0.1:{port}", port, server, thread)
+    try:
+        yield live
+    finally:
+        if thread.is_alive():
+            live.stop()
+
+
+@pytest.fixture
+def serve_app():
+    """``with serve_app(app) as srv:`` runs ``app`` on a real uvicorn server (``srv.url``, ``srv.stop()``)."""
+    return live_server
