@@ -93,7 +93,7 @@ class CurateConfig:
     def judge_config(self, base: JudgeConfig) -> JudgeConfig:
         """The pass-rate judge: greedy criteria (cached), ``pass_k`` evaluations at ``pass_temperature``."""
         return replace(base, samples=self.pass_k, criteria_samples=1, sample_temperature=self.pass_temperature,
-                       sample_top_p=1.0, retries=0)
+                       sample_top_p=1.0, retries=0, unified_criteria=True)
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ class _Selector:
         verdicts = []
         for start in range(0, len(batch), self.config.judge_chunk_pairs):
             chunk = batch[start:start + self.config.judge_chunk_pairs]
-            for p, rate in zip(chunk, judge_pass_rates(self.judge, chunk, self.config.tie_credit)):
+            for p, rate in zip(chunk, judge_pass_rates(self.judge, chunk, self.config.tie_credit), strict=True):
                 self.rates[p.id] = rate
                 verdicts.append(self.verdict(rate))
                 self.rates_file.write(json.dumps({"id": p.id, "domain": p.domain, **asdict(rate),
@@ -203,7 +203,7 @@ class _Selector:
                 take = min(math.ceil(need / rate_est), len(pools[d]) - cursor[d])
                 batch += pools[d][cursor[d]:cursor[d] + take]
                 cursor[d] += take
-            for p, reason in zip(batch, self.judge_chunk(batch)):
+            for p, reason in zip(batch, self.judge_chunk(batch), strict=True):
                 judged += 1
                 rate = self.rates.get(p.id)
                 if reason is None and rate is not None and rate.is_all_tie:

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cerm.backends.embedded import EMBEDDED_ID, EMBEDDED_WARNING
+from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded_id
 from cerm.judge import Judge
 from cerm.prompts import PROMPT_VERSION
 from cerm.train.data import PreferencePair, RowProblem
@@ -37,7 +37,7 @@ def build_report(cfg: CurateConfig, sources: Sequence[str | Path], steps: Sequen
     """Everything a reader needs to audit one curation run, as one JSON-ready dict."""
     valid = [r.rate for r in rates.values() if r.rate is not None]
     warnings = []
-    if judge is not None and judge.backend.model_id == EMBEDDED_ID:
+    if judge is not None and is_embedded_id(judge.backend.model_id):
         warnings.append(EMBEDDED_WARNING)
     if not cfg.decontaminate:
         warnings.append("no evaluation sets given for decontamination (--decontaminate); the curated pairs may "

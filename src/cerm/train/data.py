@@ -295,13 +295,21 @@ _PROMPT_FIELDS = ("prompt", "question", "conversation_input", "turns")
 
 
 def load_prompts(source: str | Path) -> list[str]:
-    """Every prompt in a benchmark file or directory (fields: prompt, question, conversation_input, turns)."""
+    """Every prompt in a benchmark file or directory (fields: prompt, question, conversation_input, turns).
+
+    In a directory, files whose first row has no prompt field (e.g. Arena-Hard's model answers) are skipped
+    with a warning; a named file must hold prompts.
+    """
     out = []
-    for f in _files(Path(source)):
+    path = Path(source)
+    for f in _files(path):
         for pos, raw, unit in _raw_rows(f):
             if not isinstance(raw, dict):
                 continue
             field = next((k for k in _PROMPT_FIELDS if raw.get(k)), None)
+            if field is None and path.is_dir() and pos == 1:
+                logger.warning("%s: no prompt field in its first row; skipped for decontamination", f)
+                break
             if field is None:
                 raise ValueError(f"{f} {unit} {pos}: no prompt field (looked for {', '.join(_PROMPT_FIELDS)}).")
             value = raw[field]

@@ -67,7 +67,7 @@ def cluster_near_duplicates(pairs: Sequence[PreferencePair], *, threshold: float
     cluster: dict[str, str] = {}
     size: dict[str, int] = {}
     kept, removed = [], []
-    for p, mh in zip(pairs, hashes):
+    for p, mh in zip(pairs, hashes, strict=True):
         candidates = sorted(lsh.query(mh), key=order.__getitem__)  # the earliest cluster wins
         head = next((h for h in candidates if heads[h].jaccard(mh) >= threshold), None)
         if head is None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cerm.backends.embedded import EMBEDDED_ID, EMBEDDED_WARNING
+from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded_id
 from cerm.judge import Judge
 from cerm.prompts import PROMPT_VERSION, evaluation_messages
 from cerm.train.data import PreferencePair, SFTRow
@@ -98,7 +98,7 @@ def done_pair_ids(path: Path) -> set[str]:
     if not path.exists():
         return set()
     data = path.read_bytes()
-    lines = data.decode("utf-8").split("\n")
+    lines = data.decode("utf-8", errors="replace").split("\n")  # a cut may split a character
     complete, cut = lines[:-1], lines[-1]  # the text after the last newline is an unfinished line
     ids: list[str] = []
     for lineno, line in enumerate(complete, 1):
@@ -111,7 +111,7 @@ def done_pair_ids(path: Path) -> set[str]:
     whole = {pid for pid, n in rows.items() if n == 2}
     if cut or len(whole) * 2 != len(ids):
         logger.warning("%s: removing rows of pairs an interrupted run left half-written", path)
-        path.write_text("".join(line + "\n" for line, pid in zip(complete, ids) if pid in whole), encoding="utf-8")
+        path.write_text("".join(line + "\n" for line, pid in zip(complete, ids, strict=True) if pid in whole), encoding="utf-8")
     return whole
 
 
@@ -123,6 +123,12 @@ def distill(pairs: Sequence[PreferencePair], judge: Judge, out_path: str | Path,
     holds the counts, the teacher, the prompt version and the judge statistics.
     """
     cfg = config or DistillConfig()
+    jc = judge.config
+    if jc.samples != 1 or jc.criteria_samples != 1 or not jc.unified_criteria:
+        # a trace is one criteria text and one evaluation text; a mean over samples has no single text
+        raise ValueError(f"distill needs one criteria set and one evaluation per response (samples=1, "
+                         f"criteria_samples=1, unified criteria); got samples={jc.samples}, "
+                         f"criteria_samples={jc.criteria_samples}, unified_criteria={jc.unified_criteria}.")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = done_pair_ids(out)
@@ -134,7 +140,7 @@ def distill(pairs: Sequence[PreferencePair], judge: Judge, out_path: str | Path,
         for start in range(0, len(todo), cfg.chunk_pairs):
             chunk = todo[start:start + cfg.chunk_pairs]
             items: list[ScoredItem] = judge.score_batch([(p.prompt, [p.chosen, p.rejected]) for p in chunk])
-            for pair, item in zip(chunk, items):
+            for pair, item in zip(chunk, items, strict=True):
                 ch, rj = item.judgments
                 reason = rejection_reason(item.criteria[0], ch, rj, cfg.min_margin)
                 if reason is not None:
@@ -154,7 +160,7 @@ def distill(pairs: Sequence[PreferencePair], judge: Judge, out_path: str | Path,
         "teacher": teacher, "prompt_version": PROMPT_VERSION, "min_margin": cfg.min_margin,
         "pairs": len(pairs), "skipped_already_done": result.skipped, "kept_pairs": kept, "rows_written": 2 * kept,
         "rejected": result.rejected, "judge": judge.stats.as_dict(),
-        "warnings": [EMBEDDED_WARNING] if teacher == EMBEDDED_ID else [],
+        "warnings": [EMBEDDED_WARNING] if is_embedded_id(teacher) else [],
     }
     Path(f"{out}.summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return result

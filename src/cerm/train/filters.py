@@ -86,8 +86,11 @@ def drop_too_long(pairs: Sequence[PreferencePair], *, max_prompt_tokens: int, ma
 
 def detect_language(text: str) -> str:
     """ISO 639-1 code of ``text`` by py3langid (a maintained fork of langid.py, model bundled)."""
-    import py3langid
-
+    try:
+        import py3langid
+    except ImportError:
+        raise ImportError("the language filter needs py3langid (pip install 'py3langid==0.4.0'); "
+                          "or keep every language with languages=() (`cerm curate --language all`).") from None
     return py3langid.classify(text)[0]
 
 

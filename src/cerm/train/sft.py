@@ -9,11 +9,14 @@ Departures from a stock TRL run, and why:
   tokenised here with the model's own template and an ``assistant_masks`` column marks the trained tokens:
   each trained assistant message's content and its end-of-turn token. TRL turns that column into labels.
 - **Overlong rows are dropped and counted**, never cut: a truncated evaluation loses its final score.
-- **The saved checkpoint is a full model** (LoRA adapters are merged; the adapter is kept in ``adapter/``),
-  so the hf, vllm and openai-compatible backends load it like any HF model directory.
+- **Conversations are rendered as the judge renders them** (``enable_thinking=False``, which Qwen3 templates
+  read and others ignore), so training and inference see the same tokens.
+- **The saved checkpoint is a full model** in ``<output_dir>/final`` (LoRA adapters are merged; the adapter
+  alone is kept in ``<output_dir>/adapter``), so the hf, vllm and openai-compatible backends load it like any
+  HF model directory. Trainer checkpoints (``checkpoint-N``) stay beside it for resuming.
 
 Multi-GPU: ``accelerate launch --config_file recipes/accelerate/<ddp|fsdp|deepspeed-zero2|deepspeed-zero3>.yaml
-$(which cerm) train sft -c recipes/sft-ce-rm-4b.yaml train_data=...`` (see the recipe header).
+-m cerm.cli.train_sft -c recipes/ce-rm-4b-sft.yaml train_data=...`` (see the recipe header).
 """
 
 from __future__ import annotations
@@ -65,6 +68,12 @@ def trained_turns(row: SFTRow) -> list[bool]:
     return [m.role == "assistant" and (i != 1 or row.train_criteria) for i, m in enumerate(row.messages)]
 
 
+def _render(tokenizer: Any, messages: list[Message], add_generation_prompt: bool) -> str:
+    # the same switches as the hf backend's prompt rendering (protocol §1: thinking off)
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                         enable_thinking=False)
+
+
 def assistant_spans(tokenizer: Any, messages: list[Message], trained: Sequence[bool]
                     ) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character span of each trained assistant turn.
@@ -74,15 +83,15 @@ def assistant_spans(tokenizer: Any, messages: list[Message], trained: Sequence[b
     stop. This needs a prefix-preserving template: rendering the first i messages must give a prefix of the
     whole rendering.
     """
-    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    full = _render(tokenizer, messages, False)
     spans = []
-    for i, (msg, is_trained) in enumerate(zip(messages, trained)):
+    for i, (msg, is_trained) in enumerate(zip(messages, trained, strict=True)):
         if not is_trained:
             continue
         if msg["role"] != "assistant":
             raise ValueError(f"message {i} is a {msg['role']!r} turn; only assistant turns can be trained.")
-        before = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
-        through = tokenizer.apply_chat_template(messages[:i + 1], tokenize=False)
+        before = _render(tokenizer, messages[:i], True)
+        through = _render(tokenizer, messages[:i + 1], False)
         if not (full.startswith(through) and through.startswith(before)):
             raise ValueError(
                 f"the chat template of {getattr(tokenizer, 'name_or_path', 'this tokenizer')!r} is not "
@@ -146,7 +155,7 @@ def _trl_args(cfg: SFTRunConfig, has_eval: bool) -> Any:
         weight_decay=cfg.weight_decay,
         bf16=cfg.precision == "bf16",
         fp16=cfg.precision == "fp16",
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
         logging_steps=cfg.logging_steps,
         save_strategy=cfg.save_strategy,
         save_steps=cfg.save_steps,
@@ -167,36 +176,57 @@ def _peft_config(cfg: SFTRunConfig) -> Any:
         return None
     from peft import LoraConfig
 
+    # peft reads a plain string as a regex over module names; a comma list is what a recipe means
+    targets = cfg.lora_target_modules
+    modules: str | list[str] = targets if targets == "all-linear" else [m.strip() for m in targets.split(",")]
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+                      target_modules=modules, task_type="CAUSAL_LM")
+
+
+def final_dir(cfg: SFTRunConfig) -> Path:
+    """Where the trained model goes: a plain HF directory every cerm backend loads."""
+    return Path(cfg.output_dir) / "final"
 
 
 def _save(trainer: Any, cfg: SFTRunConfig, tokenizer: Any) -> None:
-    out = Path(cfg.output_dir)
+    final = final_dir(cfg)
     if not cfg.lora:
-        trainer.save_model(str(out))  # gathers FSDP / ZeRO-3 shards
+        trainer.save_model(str(final))  # gathers FSDP / ZeRO-3 shards; saves the tokenizer too
         return
-    trainer.save_model(str(out / "adapter"))
+    trainer.save_model(str(Path(cfg.output_dir) / "adapter"))
     if cfg.merge_lora and trainer.accelerator.is_main_process:
         # merge on a fresh CPU copy of the base: works the same under every distributed launcher
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
 
         base = AutoModelForCausalLM.from_pretrained(cfg.model, dtype="auto")
-        merged = PeftModel.from_pretrained(base, str(out / "adapter")).merge_and_unload()
-        merged.save_pretrained(str(out))
-        tokenizer.save_pretrained(str(out))
+        merged = PeftModel.from_pretrained(base, str(Path(cfg.output_dir) / "adapter")).merge_and_unload()
+        merged.save_pretrained(str(final))
+        tokenizer.save_pretrained(str(final))
+    trainer.accelerator.wait_for_everyone()
 
 
-def train_sft(cfg: SFTRunConfig) -> SFTResult:
-    """Train on ``cfg.train_data`` and save a checkpoint every cerm backend loads to ``cfg.output_dir``."""
-    import peft
-    import torch
-    import transformers
+@dataclass
+class Prepared:
+    """A ready-to-train SFTTrainer and the data it was built from."""
+
+    trainer: Any
+    tokenizer: Any
+    rows: list[SFTRow]
+    train: TokenizedRows
+    evals: TokenizedRows | None
+
+
+def build_trainer(cfg: SFTRunConfig) -> Prepared:
+    """Load and tokenise the rows, then build the TRL trainer (model loaded from ``cfg.model``)."""
     import trl
     from transformers import AutoTokenizer
 
     rows = load_sft_rows(cfg.train_data)
+    stale = sorted({r.prompt_version for r in rows} - {PROMPT_VERSION})
+    if stale:  # the judge would see different prompts at inference than the model was trained on
+        logger.warning("SFT rows written with prompt version(s) %s, but this cerm uses %s; re-run `cerm distill`",
+                       stale, PROMPT_VERSION)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     train = tokenize_rows(rows, tokenizer, cfg.max_length)
     evals = tokenize_rows(load_sft_rows(cfg.eval_data), tokenizer, cfg.max_length) if cfg.eval_data else None
@@ -205,13 +235,38 @@ def train_sft(cfg: SFTRunConfig) -> SFTResult:
         eval_dataset=_dataset(evals) if evals is not None else None, processing_class=tokenizer,
         peft_config=_peft_config(cfg),
     )
-    output = trainer.train()
-    _save(trainer, cfg, tokenizer)
+    return Prepared(trainer, tokenizer, rows, train, evals)
+
+
+def train_sft(cfg: SFTRunConfig, resume_from: str | None = None) -> SFTResult:
+    """Train on ``cfg.train_data`` and save a model every cerm backend loads to ``<output_dir>/final``.
+
+    ``resume_from``: a ``checkpoint-N`` directory of an earlier run, or "auto" for the latest one in
+    ``output_dir``.
+    """
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    prep = build_trainer(cfg)
+    trainer, rows, train = prep.trainer, prep.rows, prep.train
+    resume: str | bool | None = resume_from
+    if resume_from == "auto":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(cfg.output_dir) if Path(cfg.output_dir).is_dir() else None
+        if last is None:
+            logger.warning("resume=auto: no checkpoint in %s; starting from the base model", cfg.output_dir)
+        resume = last
+    output = trainer.train(resume_from_checkpoint=resume)
+    _save(trainer, cfg, prep.tokenizer)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     result = SFTResult(Path(cfg.output_dir), losses, output.global_step, len(rows), train.dropped_overlong)
     if trainer.accelerator.is_main_process:
         run = {
-            "config": cfg.to_dict(), "prompt_versions": sorted({r.prompt_version for r in rows}),
+            "config": cfg.to_dict(), "final_model": str(final_dir(cfg)),
+            "prompt_versions": sorted({r.prompt_version for r in rows}),
             "current_prompt_version": PROMPT_VERSION, "teachers": sorted({r.teacher for r in rows}),
             "world_size": SFTRunConfig.world_size(), "rows": len(rows), "examples": len(train.examples),
             "dropped_overlong": train.dropped_overlong, "trained_tokens": train.trained_tokens,

@@ -23,7 +23,7 @@ class SFTRunConfig:
     model: str = "Qwen/Qwen3-4B-Instruct-2507"
     train_data: str = ""  # SFT rows from `cerm distill`
     eval_data: str | None = None
-    output_dir: str = "runs/sft"
+    output_dir: str = "runs/ce-rm-4b-sft"  # the final model goes to <output_dir>/final
     batch_size: int = 64  # [T]
     per_device_batch_size: int = 1
     learning_rate: float = 1e-5  # [T]
@@ -50,6 +50,9 @@ class SFTRunConfig:
     report_to: str = "none"
 
     def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("model is empty; set model=<HF id or local directory> (the paper: "
+                             "Qwen/Qwen3-4B-Instruct-2507).")
         if not self.train_data:
             raise ValueError("train_data is empty; set train_data=<sft rows .jsonl> (from `cerm distill`).")
         for name in ("batch_size", "per_device_batch_size", "max_length", "logging_steps", "lora_r"):
