@@ -44,6 +44,7 @@ def test_judgebench_bad_label_names_file_line_field(tmp_path):
     bad.write_text("\n".join(lines[:2] + [json.dumps(row)]) + "\n")
     with pytest.raises(DataError, match=r"jb\.jsonl:3: field 'label'"):
         load_items(BENCHMARKS["judgebench"], [bad])
+    row["label"] = "B>A"
     del row["response_B"]
     bad.write_text("\n".join(lines[:2] + [json.dumps(row)]) + "\n")
     with pytest.raises(DataError, match=r"jb\.jsonl:3: field 'response_B': missing"):

@@ -7,7 +7,15 @@ Heavy imports (matplotlib, sentence-transformers, datasets) happen inside the fu
 """
 
 from cerm.bench import judgebench, ppe, rewardbench, rewardbench2, rm_bench, rmb
-from cerm.bench.common import Benchmark, BenchItem, DataError, Outcome, load_items, resolve_sources, select_items
+from cerm.bench.common import (
+    BenchItem,
+    Benchmark,
+    DataError,
+    Outcome,
+    load_items,
+    resolve_sources,
+    select_items,
+)
 from cerm.bench.runner import RunConfig, RunResult, load_outcomes, run_benchmark
 
 BENCHMARKS: dict[str, Benchmark] = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from cerm.bench.common import Benchmark, BenchItem, Outcome, Row, first_present
+from cerm.bench.common import BenchItem, Benchmark, Outcome, Row, first_present
 from cerm.bench.metrics import judgebench_correct, judgebench_decision, mean
 
 NAME = "judgebench"

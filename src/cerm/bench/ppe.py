@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from cerm.bench.common import Benchmark, BenchItem, HFSource, Outcome, Row, first_present
+from cerm.bench.common import BenchItem, Benchmark, HFSource, Outcome, Row, first_present
 from cerm.bench.metrics import correct_pair_accuracy, expected_best_of_k, is_better, mean
 
 logger = logging.getLogger(__name__)

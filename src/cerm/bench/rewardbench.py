@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from cerm.bench.common import Benchmark, BenchItem, HFSource, Outcome, Row, first_present
+from cerm.bench.common import BenchItem, Benchmark, HFSource, Outcome, Row, first_present
 from cerm.bench.metrics import mean, rb1_credit, section_scores
 
 NAME = "rewardbench"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from cerm.bench.common import Benchmark, BenchItem, HFSource, Outcome, Row, first_present
+from cerm.bench.common import BenchItem, Benchmark, HFSource, Outcome, Row, first_present
 from cerm.bench.metrics import best_of_n_credit, mean, ties_score
 
 NAME = "rewardbench2"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from cerm.bench.common import Benchmark, BenchItem, Outcome, Row, first_present
+from cerm.bench.common import BenchItem, Benchmark, Outcome, Row, first_present
 from cerm.bench.metrics import mean, rm_bench_levels, rm_bench_matrix
 
 NAME = "rm-bench"

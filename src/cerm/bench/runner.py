@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from cerm.bench.common import Benchmark, BenchItem, Outcome
+from cerm.bench.common import BenchItem, Benchmark, Outcome
 from cerm.bench.records import item_record, outcome_from_record, read_records
 from cerm.bench.summary import summarize
 from cerm.judge import Judge

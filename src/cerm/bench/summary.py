@@ -23,7 +23,7 @@ from typing import Any
 
 from cerm.bench.common import Benchmark, Outcome, subset_prefixes
 from cerm.bench.metrics import decisive_comparisons
-from cerm.bench.stats import json_number, bootstrap
+from cerm.bench.stats import bootstrap, json_number
 
 
 def _rate(num: int, den: int) -> float | None:

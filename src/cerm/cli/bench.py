@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -24,22 +25,8 @@ from rich.table import Table
 from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded
 from cerm.bench import BENCHMARKS, load_items, resolve_sources, select_items
 from cerm.bench.common import DataError, HFSource, data_files
-from cerm.bench.runner import RunConfig, Scorer, run_benchmark
-from cerm.cli.common import (
-    BackendOpt,
-    BackendOptions,
-    BaseUrlOpt,
-    CacheOpt,
-    ConcurrencyOpt,
-    CriteriaTokensOpt,
-    EvalTokensOpt,
-    ModelOpt,
-    SamplesOpt,
-    SeedOpt,
-    fail,
-    make_judge,
-)
-from cerm.judge import JudgeConfig
+from cerm.bench.runner import RunConfig, Scorer, describe_scorer, run_benchmark
+from cerm.cli.common import JudgeOptions, fail, with_judge_options
 
 app = typer.Typer(help="Evaluate a judge on reward-model benchmarks with their official metrics.",
                   no_args_is_help=True)
@@ -56,6 +43,7 @@ LimitOpt = Annotated[int | None, typer.Option(help="judge a seeded random sample
 OutOpt = Annotated[Path | None, typer.Option("--out", help="run directory (default: runs/<benchmark>/<scorer>)")]
 ScorerOpt = Annotated[str, typer.Option(help="judge | length | embedding (the baselines need no model)")]
 BootstrapOpt = Annotated[int, typer.Option(help="bootstrap resamples for 95% CIs (0 = none)")]
+SCORERS = ("judge", "length", "embedding")
 
 
 def default_data_root() -> Path:
@@ -72,12 +60,17 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "run"
 
 
-def _make_scorer(scorer: str, opts: BackendOptions, config: JudgeConfig, cache: Path | None) -> Scorer:
+def _make_scorer(scorer: str, judge_opts: JudgeOptions, out: Path) -> Scorer:
+    """The judge (its SQLite cache defaults to ``OUT/cache.sqlite``, so a run directory resumes alone)
+    or a baseline."""
     if scorer == "judge":
-        return make_judge(opts, config, cache)
+        return replace(judge_opts, cache=judge_opts.cache or out / "cache.sqlite").make_judge()
     from cerm.bench.baselines import make_baseline
 
-    return make_baseline(scorer)
+    try:
+        return make_baseline(scorer)
+    except (ImportError, ValueError) as e:
+        raise fail(str(e)) from None
 
 
 def _load(benchmark: str, data: list[str] | None, data_root: Path | None, subset: list[str] | None,
@@ -103,66 +96,63 @@ def _progress() -> Progress:
 
 
 @app.command()
+@with_judge_options
 def run(
     benchmark: BenchmarkOpt,
+    judge_opts: JudgeOptions,
     data: DataOpt = None,
     data_root: DataRootOpt = None,
     subset: SubsetOpt = None,
     limit: LimitOpt = None,
-    seed: SeedOpt = 0,
-    samples: SamplesOpt = 1,
     out: OutOpt = None,
     scorer: ScorerOpt = "judge",
     baselines: Annotated[list[str] | None, typer.Option(
         "--baselines", help="also run these baselines (length, embedding) and show them as report rows")] = None,
-    backend: BackendOpt = "hf",
-    model: ModelOpt = "PKU-ONELab/CE-RM-4B",
-    base_url: BaseUrlOpt = None,
-    concurrency_limit: ConcurrencyOpt = 16,
-    cache: CacheOpt = None,
-    criteria_max_new_tokens: CriteriaTokensOpt = 4096,
-    eval_max_new_tokens: EvalTokensOpt = 8192,
     chunk_size: Annotated[int, typer.Option(help="items per scoring call (all candidates of an item together)")] = 32,
     workers: Annotated[int, typer.Option(help="chunks in flight at once (raise for server pools)")] = 1,
     bootstrap: BootstrapOpt = 1000,
 ) -> None:
     """Judge a benchmark and write items.jsonl, summary.json and report.md (resumable: rerun to continue)."""
-    if scorer not in ("judge", "length", "embedding"):
-        raise fail(f"--scorer {scorer!r} must be judge, length or embedding.")
+    if scorer not in SCORERS:
+        raise fail(f"--scorer {scorer!r} must be one of {', '.join(SCORERS)}.")
+    for b in baselines or []:
+        if b not in SCORERS[1:]:
+            raise fail(f"--baselines {b!r} must be length or embedding.")
+    seed = judge_opts.seed
     bench, items, labels = _load(benchmark, data, data_root, subset, limit, seed)
     if not items:
         raise fail(f"no {bench.title} items selected; check --data and --subset.")
-    name = _slug(model if scorer == "judge" else scorer) + (f"-k{samples}" if samples > 1 else "")
+    name = _slug(judge_opts.model if scorer == "judge" else scorer)
+    name += f"-k{judge_opts.samples}" if scorer == "judge" and judge_opts.samples > 1 else ""
     out = out or Path("runs") / bench.name / name
     selection = {"subsets": list(subset or []), "limit": limit}
     try:
-        config = JudgeConfig(criteria_max_new_tokens=criteria_max_new_tokens, eval_max_new_tokens=eval_max_new_tokens,
-                             samples=samples, seed=seed)
+        judge_opts.config()  # validate the flags before any model loads
         run_cfg = RunConfig(out, seed=seed, chunk_size=chunk_size, workers=workers, bootstrap=bootstrap,
                             selection=selection)
     except ValueError as e:
         raise fail(str(e)) from None
     rows = []
     for b in baselines or []:
-        if b not in ("length", "embedding"):
-            raise fail(f"--baselines {b!r} must be length or embedding.")
-        result = _run_one(bench, items, _make_scorer(b, BackendOptions(), config, None),
+        result = _run_one(bench, items, _make_scorer(b, judge_opts, out),
                           RunConfig(out / "baselines" / b, seed=seed, chunk_size=max(chunk_size, 256),
                                     bootstrap=bootstrap, selection=selection), labels, [])
         rows.append(result.summary)
-    opts = BackendOptions(backend=backend, model=model, base_url=base_url, concurrency_limit=concurrency_limit)
-    warnings = [EMBEDDED_WARNING] if scorer == "judge" and is_embedded(model) else []
-    judge = _make_scorer(scorer, opts, config, cache or out / "cache.sqlite")
-    result = _run_one(bench, items, judge, run_cfg, labels, warnings, rows)
+    warnings = [EMBEDDED_WARNING] if scorer == "judge" and is_embedded(judge_opts.model) else []
+    result = _run_one(bench, items, _make_scorer(scorer, judge_opts, out), run_cfg, labels, warnings, rows)
     s = result.summary
     h = s["headline"]
     ci = "" if h["ci_low"] is None else f" [95% CI {100 * h['ci_low']:.1f}, {100 * h['ci_high']:.1f}]"
-    out_console.print(f"{bench.title} {escape(h['key'])}: {100 * (h['value'] or 0):.1f}{ci}  tie rate "
-                      f"{100 * (s['tie_rate'] or 0):.1f}%  parse failures {100 * (s['parse_failure_rate'] or 0):.1f}%  "
-                      f"({s['n_items']} items; {result.n_resumed} resumed)")
+    out_console.print(f"{bench.title} {escape(h['key'])}: {_pct(h['value'])}{ci}  tie rate "
+                      f"{_pct(s['tie_rate'])}%  parse failures {_pct(s['parse_failure_rate'])}%  "
+                      f"({s['n_items']} items; {result.n_scored} scored, {result.n_resumed} resumed)")
     for w in warnings:
         out_console.print(f"[bold yellow]{w}[/]")
     out_console.print(f"report: {out / 'report.md'}")
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
 
 
 def _run_one(bench, items, scorer, run_cfg, labels, warnings, rows=()):
@@ -180,7 +170,7 @@ def compare(
     run_a: Annotated[Path, typer.Argument(help="first run directory (the reference)")],
     run_b: Annotated[Path, typer.Argument(help="second run directory")],
     bootstrap: BootstrapOpt = 1000,
-    seed: SeedOpt = 0,
+    seed: Annotated[int, typer.Option(help="seed for the bootstrap")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the comparison here")] = None,
 ) -> None:
     """Paired differences (B − A) on the items both runs share, with paired-bootstrap 95% CIs."""
@@ -224,11 +214,13 @@ def list_benchmarks(data_root: DataRootOpt = None) -> None:
             except FileNotFoundError:
                 local = f"no ({path} missing; pass --data)"
         hf = ", ".join(f"{s.hf_id}[{s.split}]" for s in b.hf) or "–"
-        table.add_row(name, b.title, ", ".join(b.subsets), local, hf)
+        table.add_row(name, b.title, escape(", ".join(b.subsets)), escape(local), escape(hf))
     out_console.print(table)
 
 
+@with_judge_options
 def probe(
+    judge_opts: JudgeOptions,
     benchmark: BenchmarkOpt = "judgebench",
     probes: Annotated[list[str] | None, typer.Option(
         "--probe", help="length | format | self-praise | inflation (repeatable; default: all)")] = None,
@@ -236,61 +228,59 @@ def probe(
     data_root: DataRootOpt = None,
     subset: SubsetOpt = None,
     limit: LimitOpt = 50,
-    seed: SeedOpt = 0,
-    samples: SamplesOpt = 1,
     out: OutOpt = None,
     scorer: ScorerOpt = "judge",
-    backend: BackendOpt = "hf",
-    model: ModelOpt = "PKU-ONELab/CE-RM-4B",
-    base_url: BaseUrlOpt = None,
-    concurrency_limit: ConcurrencyOpt = 16,
-    cache: CacheOpt = None,
-    criteria_max_new_tokens: CriteriaTokensOpt = 4096,
-    eval_max_new_tokens: EvalTokensOpt = 8192,
     bootstrap: BootstrapOpt = 1000,
 ) -> None:
-    """Bias probes: score shift from neutral padding, markdown, self-praise, and a mismatched answer."""
+    """Bias probes: score shift from neutral padding, markdown, self-praise, and a mismatched answer.
+
+    Each probe judges an original response (the first correct candidate of each benchmark item) and
+    an edited variant under one criteria set; shift = variant − original with a 95% bootstrap CI.
+    """
     from cerm.bench.probes import PROBES, build_pairs, run_probe
 
     chosen = probes or list(PROBES)
     for p in chosen:
         if p not in PROBES:
             raise fail(f"unknown probe {p!r}; choose from {', '.join(PROBES)}.")
+    if scorer not in SCORERS:
+        raise fail(f"--scorer {scorer!r} must be one of {', '.join(SCORERS)}.")
+    seed = judge_opts.seed
     bench, items, labels = _load(benchmark, data, data_root, subset, limit, seed)
-    out = out or Path("runs") / "probes" / _slug(model if scorer == "judge" else scorer)
+    out = out or Path("runs") / "probes" / _slug(judge_opts.model if scorer == "judge" else scorer)
     out.mkdir(parents=True, exist_ok=True)
-    opts = BackendOptions(backend=backend, model=model, base_url=base_url, concurrency_limit=concurrency_limit)
     try:
-        config = JudgeConfig(criteria_max_new_tokens=criteria_max_new_tokens, eval_max_new_tokens=eval_max_new_tokens,
-                             samples=samples, seed=seed)
+        judge_opts.config()
     except ValueError as e:
         raise fail(str(e)) from None
-    s = _make_scorer(scorer, opts, config, cache or out / "cache.sqlite")
-    warnings = [EMBEDDED_WARNING] if scorer == "judge" and is_embedded(model) else []
+    s = _make_scorer(scorer, judge_opts, out)
+    warnings = [EMBEDDED_WARNING] if scorer == "judge" and is_embedded(judge_opts.model) else []
     table = Table(title=f"bias probes on {bench.title} ({len(items)} items); shift = variant − original")
     for col in ("probe", "pairs (valid)", "mean original", "mean variant", "shift", "95% CI", "up/down/equal %"):
         table.add_column(col)
     results = []
+
+    def num(x: float | None, fmt: str = "{:.2f}") -> str:
+        return "–" if x is None else fmt.format(x)
+
     with open(out / "probe_items.jsonl", "w", encoding="utf-8") as f:
         for p in chosen:
-            pairs = build_pairs(p, items, seed)
+            try:
+                pairs = build_pairs(p, items, seed)
+            except ValueError as e:
+                raise fail(str(e)) from None
             result, records = run_probe(s.score_batch, p, pairs, n_resamples=bootstrap, seed=seed)
             for rec in records:
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
             f.flush()
             results.append(result.as_dict())
-
-            def num(x: float | None, fmt: str = "{:.2f}") -> str:
-                return "–" if x is None else fmt.format(x)
-
             table.add_row(p, f"{result.n_pairs} ({result.n_valid})", num(result.mean_original),
                           num(result.mean_variant), num(result.shift, "{:+.2f}"),
                           "–" if result.ci_low is None else f"[{result.ci_low:+.2f}, {result.ci_high:+.2f}]",
                           "–" if result.share_up is None else
                           f"{100 * result.share_up:.0f}/{100 * result.share_down:.0f}/{100 * result.share_equal:.0f}")
     summary = {"benchmark": bench.name, "data": labels, "selection": {"subsets": subset or [], "limit": limit},
-               "seed": seed, "scorer": scorer if scorer != "judge" else model, "warnings": warnings,
-               "probes": results}
+               "seed": seed, "scorer": describe_scorer(s), "warnings": warnings, "probes": results}
     (out / "probes.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     out_console.print(table)
     for w in warnings:
