@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from cerm.cli.common import console, fail
 
 app = typer.Typer(help="Train CE-RM: the two-stage rollout RL trainer and its plots.", no_args_is_help=True,

@@ -58,9 +58,9 @@ def criteria_rewards(
     """Rewards under one criteria sample from the overall scores of its chosen and rejected judgments."""
     # table[m][m'] = credit of (chosen judgment m, rejected judgment m'), None when either is invalid
     table = [[None if a is None or b is None else credit(a, b, cfg) for b in rejected_scores] for a in chosen_scores]
-    chosen = tuple(_judgment_reward(row, score, cfg) for row, score in zip(table, chosen_scores))
+    chosen = tuple(_judgment_reward(row, score, cfg) for row, score in zip(table, chosen_scores, strict=True))
     columns = [[row[j] for row in table] for j in range(len(rejected_scores))]
-    rejected = tuple(_judgment_reward(col, score, cfg) for col, score in zip(columns, rejected_scores))
+    rejected = tuple(_judgment_reward(col, score, cfg) for col, score in zip(columns, rejected_scores, strict=True))
     valid = [c for row in table for c in row if c is not None]
     pairs = [(a, b) for a in chosen_scores for b in rejected_scores if a is not None and b is not None]
     return CriteriaRewards(

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from trl.trainer.utils import selective_log_softmax
 
 from cerm.train.rl_engine import left_pad
 from cerm.train.rollout import Trajectory
@@ -46,13 +45,19 @@ def collate(trajectories: Sequence[Trajectory], pad_id: int) -> TrajectoryBatch:
     return TrajectoryBatch(input_ids, attention_mask, position_ids, input_ids[:, -width:], completion_mask)
 
 
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits)[ids] without materialising the (B, K, V) log-softmax: (B, K, V), (B, K) -> (B, K)."""
+    picked = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
 def completion_logprobs(model: Any, batch: TrajectoryBatch, temperature: float) -> torch.Tensor:
     """Log-prob of each completion token under ``model``, shape (B, K); the temperature is the sampler's."""
     width = batch.completion_ids.shape[1]
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                    position_ids=batch.position_ids, logits_to_keep=width + 1, use_cache=False).logits
     # logits at position t predict token t + 1: drop the last, which predicts past the end
-    return selective_log_softmax(logits[:, :-1].float(), batch.completion_ids, temperature=temperature)
+    return token_logprobs(logits[:, :-1].float() / temperature, batch.completion_ids)  # (B, K)
 
 
 @dataclass(frozen=True)
@@ -86,8 +91,10 @@ def ppo_loss(
     per_token = -torch.min(unclipped, clipped)
     kl = torch.zeros_like(per_token)
     if ref_logprobs is not None:
-        delta = ref_logprobs - logprobs
-        kl = torch.exp(delta) - delta - 1.0
+        # k3 grows as exp(delta): one sampled tail token the policy pushed far down gives inf/NaN; clamp as
+        # verl's low_var_kl does (delta to +-20, the estimate to <= 10)
+        delta = (ref_logprobs - logprobs).clamp(-20.0, 20.0)
+        kl = (torch.exp(delta) - delta - 1.0).clamp(max=10.0)
     tokens = mask.sum(-1).clamp(min=1.0)  # (B,)
 
     def traj_mean(x: torch.Tensor) -> torch.Tensor:

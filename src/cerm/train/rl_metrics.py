@@ -22,14 +22,14 @@ def pairwise_accuracy(chosen: Sequence[float | None], rejected: Sequence[float |
         raise ValueError(f"{len(chosen)} chosen scores but {len(rejected)} rejected scores.")
     if not chosen:
         return float("nan")
-    return sum(a is not None and b is not None and a > b for a, b in zip(chosen, rejected)) / len(chosen)
+    return sum(a is not None and b is not None and a > b for a, b in zip(chosen, rejected, strict=True)) / len(chosen)
 
 
 def tie_rate(chosen: Sequence[float | None], rejected: Sequence[float | None]) -> float:
     """Share of pairs with two valid, equal scores."""
     if not chosen:
         return float("nan")
-    return sum(a is not None and a == b for a, b in zip(chosen, rejected)) / len(chosen)
+    return sum(a is not None and a == b for a, b in zip(chosen, rejected, strict=True)) / len(chosen)
 
 
 def describe(prefix: str, values: Sequence[float]) -> dict[str, float]:

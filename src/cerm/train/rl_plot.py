@@ -43,8 +43,8 @@ def plot_run(run: str | Path, out: str | Path | None = None) -> list[Path]:
         cols = min(3, len(series))
         rows = -(-len(series) // cols)
         fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
-        for ax, (key, points) in zip(axes.flat, series.items()):
-            steps, values = zip(*points)
+        for ax, (key, points) in zip(axes.flat, series.items(), strict=False):
+            steps, values = zip(*points, strict=False)
             # evaluations are sparse: markers make single points visible
             ax.plot(steps, values, marker="o" if key.startswith("eval/") or len(points) < 20 else None, ms=3)
             ax.set_title(key, fontsize=9)

@@ -31,14 +31,27 @@ from accelerate.utils import gather_object, set_seed
 from cerm import __version__
 from cerm.prompts import PROMPT_VERSION
 from cerm.train.advantages import group_key, normalize_in_groups
+from cerm.train.data import PreferencePair
 from cerm.train.rewards import RewardConfig, criteria_rewards
 from cerm.train.rl_config import RLConfig
-from cerm.train.data import PreferencePair
 from cerm.train.rl_data import PairStream, read_pairs, split_holdout
 from cerm.train.rl_loss import collate, completion_logprobs, ppo_loss
-from cerm.train.rl_metrics import Callback, MetricsLogger, describe, pairwise_accuracy, rollout_metrics, tie_rate
-from cerm.train.rl_setup import (build_engine, build_optimizer, load_policy, load_reference, load_tokenizer,
-                                 stop_token_ids)
+from cerm.train.rl_metrics import (
+    Callback,
+    MetricsLogger,
+    describe,
+    pairwise_accuracy,
+    rollout_metrics,
+    tie_rate,
+)
+from cerm.train.rl_setup import (
+    build_engine,
+    build_optimizer,
+    load_policy,
+    load_reference,
+    load_tokenizer,
+    stop_token_ids,
+)
 from cerm.train.rollout import ChatLayout, PairRollout, Trajectory, rollout_pairs
 from cerm.types import SamplingParams
 
@@ -105,9 +118,14 @@ class RLTrainer:
         self.stop_ids = stop_token_ids(self.tokenizer, model)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.stop_ids)
         optimizer, self.scheduler = build_optimizer(cfg, model)
+        ds = self.accelerator.state.deepspeed_plugin
+        if ds is not None:  # DeepSpeed sizes its batches from a dataloader, and this loop passes none
+            ds.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
+            ds.deepspeed_config["gradient_clipping"] = cfg.max_grad_norm
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.ref_model = load_reference(cfg, self.accelerator)
         self.state = TrainerState()
+        self.last_scored: ScoredTrajectories | None = None
         self.accelerator.register_for_checkpointing(self.scheduler, self.state)
         self.engine = build_engine(cfg, self.model, self.accelerator, self.tokenizer, self.stop_ids)
         self._engine_stale = True  # weights changed since the engine last saw them
@@ -141,6 +159,7 @@ class RLTrainer:
                                  self.criteria_params, self.eval_params)
         t1 = time.perf_counter()
         scored = score_rollouts(rollouts, self.reward_cfg, cfg.advantage_grouping)
+        self.last_scored = scored  # kept for inspection (tests, bench/rl_step.py); replaced every step
         t2 = time.perf_counter()
         updates = self._minibatches(scored)
         old, ref = self._reference_logprobs(scored, updates)
@@ -223,12 +242,14 @@ class RLTrainer:
                     # weighting makes the accumulated gradient the mean over the update's trajectories
                     acc.backward(out.loss * (len(micro) / total) * self.grad_accum)
                     if acc.sync_gradients:
-                        grad_norms.append(float(acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)))
+                        norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                        if norm is not None:  # DeepSpeed clips inside its engine and returns None
+                            grad_norms.append(float(norm))
                     self.optimizer.step()
                     if acc.sync_gradients:
                         self.scheduler.step()
                     self.optimizer.zero_grad()
-                for key, value in zip(sums, (out.policy_loss, out.kl, out.clip_fraction, out.ratio_mean)):
+                for key, value in zip(sums, (out.policy_loss, out.kl, out.clip_fraction, out.ratio_mean), strict=True):
                     sums[key] += value * len(micro)
                 count += len(micro)
         self._engine_stale = True

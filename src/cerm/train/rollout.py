@@ -160,7 +160,7 @@ def rollout_pairs(
         criteria.append(row)
     judge_out = engine.generate([job[4] for job in jobs], eval_params)
     judgments: list[dict[str, list[Trajectory]]] = [{"chosen": [], "rejected": []} for _ in pairs]
-    for (i, role, k, m, ids, span), out in zip(jobs, judge_out):
+    for (i, role, k, m, ids, span), out in zip(jobs, judge_out, strict=True):
         text = layout.decode(out.token_ids)
         parsed = parse_judgment(text, out.finish_reason)
         judgments[i][role].append(Trajectory(i, role, k, m, tuple(ids), out.token_ids, out.finish_reason, text,
