@@ -254,7 +254,7 @@ class Judge:
                     for c in range(cfg.criteria_samples):
                         slots.append(_Slot(qt, c, None if cfg.unified_criteria else r))
         resolved = iter(self._resolve_criteria(slots))
-        for qt, (_, responses), user in zip(query_texts, items, supplied):
+        for _qt, (_, responses), user in zip(query_texts, items, supplied):
             if user is not None:
                 fixed = user if isinstance(user, Criteria) else _user_criteria(user)
                 item_criteria.append([[fixed] for _ in responses])

@@ -7,7 +7,7 @@ never ``str.format``: ``$\\boxed{}$`` is literal text and user text may contain 
 from __future__ import annotations
 
 import hashlib
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from cerm.types import Message, Query
@@ -22,7 +22,7 @@ PROMPT_VERSION = f"ce-rm-{CRITERIA_SHA256[:8]}-{EVALUATION_SHA256[:8]}-mt1"
 MULTI_TURN_FORMAT = "mt1"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_template(name: str) -> str:
     """Return the template ``criteria`` or ``evaluation`` exactly as shipped."""
     if name not in ("criteria", "evaluation"):

@@ -10,9 +10,13 @@ import typer
 import typer.core
 import yaml
 
+from cerm.cli import bench as bench_cmds
 from cerm.cli import criteria as criteria_cmds
+from cerm.cli import train_rl, train_sft
+from cerm.cli.curate import curate, distill
 from cerm.cli.demo import demo
 from cerm.cli.judging import bon, score
+from cerm.cli.serve import serve
 
 app = typer.Typer(
     name="cerm",
@@ -24,6 +28,13 @@ app.command(help="Score responses (criteria once per query, one evaluation per r
 app.command(help="Best-of-N selection over JSONL of {query, responses}.")(bon)
 app.command(help="Best-of-N on Arena-Hard prompts with the embedded model (plumbing demo).")(demo)
 app.add_typer(criteria_cmds.app, name="criteria")
+app.add_typer(bench_cmds.app, name="bench")
+app.command("probe", help="Bias probes: length, format, self-praise, score inflation.")(bench_cmds.probe)
+app.command(help="Reward server: OpenRLHF /get_reward, /v1/score, /v1/compare, /health, /metrics.")(serve)
+app.command(help="Curate preference pairs: validate, filter, dedupe, pass-rate filter, balance, split, report.")(curate)
+app.command(help="SFT traces from a teacher judge, kept when they order the pair as labelled.")(distill)
+train_rl.app.command("sft", help="SFT cold start with TRL SFTTrainer (loss on both assistant turns).")(train_sft.sft)
+app.add_typer(train_rl.app, name="train")
 
 
 def _defaults_for(command: Any, flat: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,14 @@ import typer
 from rich.table import Table
 
 from cerm.cache import CriteriaCache, Store
-from cerm.cli.common import JudgeOptions, console, default_cache_path, fail, with_judge_options, write_jsonl_line
+from cerm.cli.common import (
+    JudgeOptions,
+    console,
+    default_cache_path,
+    fail,
+    with_judge_options,
+    write_jsonl_line,
+)
 from cerm.cli.judging import criteria_record
 from cerm.io import read_jsonl
 from cerm.parsing import parse_criteria
