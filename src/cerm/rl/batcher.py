@@ -146,10 +146,12 @@ class DynamicBatcher:
             size = first.size
             deadline = time.monotonic() + self.config.window_s
             while size < self.config.max_batch_size:
+                # what is already queued joins at once; otherwise wait out the window. Read the clock once:
+                # checking it and then computing the wait raced into a negative timeout (ValueError), which
+                # killed this thread under load
+                remaining = deadline - time.monotonic()
                 try:
-                    # what is already queued joins at once; otherwise wait out the window
-                    nxt = self._queue.get_nowait() if time.monotonic() >= deadline else \
-                        self._queue.get(timeout=deadline - time.monotonic())
+                    nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is _STOP:
