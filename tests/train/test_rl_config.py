@@ -24,6 +24,8 @@ def test_paper_recipe_loads_with_paper_values():
 def test_overrides_are_typed_and_win(tmp_path):
     cfg = load_rl_config(RECIPE, ["learning_rate=1e-5", "use_lora=true", "mixed_precision=no", "engine=hf"])
     assert cfg.learning_rate == 1e-5 and cfg.use_lora is True and cfg.mixed_precision == "no"
+    # YAML 1.1 reads "1e-2" as a string; the overrides still come back as numbers (RLConfig(**...) too)
+    assert parse_overrides(["learning_rate=1e-2", "clip_eps=2E-1"]) == {"learning_rate": 0.01, "clip_eps": 0.2}
     with pytest.raises(ValueError, match="unknown key 'lr'"):
         parse_overrides(["lr=1"])
     with pytest.raises(ValueError, match="key=value"):

@@ -8,6 +8,7 @@ Values tagged [T] in the spec are the defaults where known (lr 2e-6, KL 1e-3, 4 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -130,6 +131,7 @@ class RLConfig:
 
 
 FIELDS = {f.name for f in dataclasses.fields(RLConfig)}
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
@@ -146,6 +148,9 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         # YAML 1.1 reads yes/no/on/off as booleans; only true/false mean that here (mixed_precision=no)
         if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
             value = raw.strip()
+        # YAML 1.1 also reads 1e-2 (no dot) as a string; that is how everyone writes a learning rate
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            value = float(value)
         out[key] = value
     return out
 
