@@ -5,14 +5,17 @@ Task: "What is a + b?" answered by the chosen response "The answer is <a+b>." an
 "I do not know." — a visible, consistent property the judgment can key on. Training and held-out pairs use
 disjoint (a, b).
 
-Cold start: criteria turn = one fixed short criteria block; evaluation turn = ``Overall: \\boxed{s}`` with
-``s`` drawn uniformly from 2..8 for every example, chosen and rejected alike, so the model learns the format
-and nothing about the label: greedy held-out accuracy stays at chance (strict: ties count as wrong). Any
-gain after that is the RL's.
+Cold start: criteria turn = one fixed short criteria block; evaluation turn = ``The response says: <response>
+Overall: \\boxed{s}`` with ``s`` drawn uniformly from 2..8 for every example, chosen and rejected alike. Quoting
+the response is format (a real CE-RM analysis quotes it too) and puts what the score depends on a few tokens
+before it, which a 1-layer model can use; the score carries no label, so held-out accuracy starts at chance
+(greedy: every pair tied; sampled: P(chosen > rejected) + ties/2 = 0.50). Any gain after that is the RL's.
+A cold start that writes the score with no quote did not learn within the CI budget (see the closing notes of
+issue 7).
 
 Kept small on purpose (1 layer, hidden 64, real 49k-token SmolLM2 vocabulary) so a whole run fits the CI
 budget on two CPU cores; used by tests/train/test_rl_trainer.py and runnable by hand:
-``python tests/train/rl_task.py OUT_DIR [three_group|single_group]``.
+``python tests/train/rl_task.py OUT_DIR [three_group|single_group] [key=value ...]``.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import json
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 CRITERIA_TEXT = "[Start of Criteria]\n1. Correct sum\n[End of Criteria]"
-TASK_VERSION = "sum-idk-v2"  # bump when the task, model or cold start changes: results are cached per machine
+TASK_VERSION = "sum-idk-quote-v3"  # bump when the task, model or cold start changes: results are cached per machine
 
 
 def sum_pairs(values: list[tuple[int, int]]) -> list[dict]:
@@ -60,13 +64,20 @@ def tiny_policy(tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
     return out
 
 
-def sft_cold_start(model_dir: Path, rows: list[dict], out: Path, steps: int = 60, batch: int = 24,
-                   lr: float = 1e-2, seed: int = 0) -> Path:
-    """Teach the format only: the fixed criteria block, then ``Overall: \\boxed{s}`` with s uniform in 2..8.
+def judgment_text(response: str, score: int) -> str:
+    """The cold start's evaluation turn: quote the response (format, the same for both sides), then the score."""
+    return f"The response says: {response} Overall: \\boxed{{{score}}}"
 
-    The score is drawn afresh for every example, independent of chosen/rejected. Sequences are built with
-    the RL trainer's own ChatLayout so SFT and RL see identical token layouts; loss on the assistant turn only
-    (the judgment conversations carry the criteria as context, training.md §2).
+
+def sft_cold_start(model_dir: Path, rows: list[dict], out: Path, judgment: Callable[[str, random.Random], str],
+                   criteria_text: str = CRITERIA_TEXT, steps: int = 60, batch: int = 24, lr: float = 1e-2,
+                   seed: int = 0) -> Path:
+    """Teach the format only: ``criteria_text`` as the criteria turn, ``judgment(response, rng)`` as the
+    evaluation turn, where the judgment's score is drawn afresh by ``rng`` for every example, independent of
+    chosen/rejected (label-free).
+
+    Sequences are built with the RL trainer's own ChatLayout so SFT and RL see identical token layouts; loss on
+    the assistant turn only (the judgment conversations carry the criteria as context, training.md §2).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -82,20 +93,20 @@ def sft_cold_start(model_dir: Path, rows: list[dict], out: Path, steps: int = 60
     end = tok.convert_tokens_to_ids("<|im_end|>")
     assert end in stops
     layout = ChatLayout(tok, stops)
-    crit_ids = tok(CRITERIA_TEXT, add_special_tokens=False)["input_ids"] + [end]
-    scores = {s: tok(f"Overall: \\boxed{{{s}}}", add_special_tokens=False)["input_ids"] + [end] for s in range(2, 9)}
-    examples: list[tuple[list[int], list[int] | None]] = []  # (prompt ids, completion ids; None = a judgment)
+    crit_ids = tok(criteria_text, add_special_tokens=False)["input_ids"] + [end]
+    examples: list[tuple[list[int], list[int] | str]] = []  # (prompt ids, completion ids or the response)
     for row in rows:
         prompt = layout.criteria_prompt_ids(row["prompt"])
         examples.append((prompt, crit_ids))
         for response in (row["chosen"], row["rejected"]):
-            examples.append((layout.judgment_prompt_ids(row["prompt"], prompt, crit_ids, response)[0], None))
+            examples.append((layout.judgment_prompt_ids(row["prompt"], prompt, crit_ids, response)[0], response))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     model.train()
     for _ in range(steps):
         seqs, masks = [], []
         for prompt, completion in rng.sample(examples, batch):
-            completion = completion or scores[rng.randint(2, 8)]  # a fresh, label-free score
+            if isinstance(completion, str):  # a judgment with a fresh, label-free score
+                completion = tok(judgment(completion, rng), add_special_tokens=False)["input_ids"] + [end]
             seqs.append(prompt + completion)
             masks.append([0] * len(prompt) + [1] * len(completion))
         width = max(map(len, seqs))
@@ -124,53 +135,62 @@ def build_task(tokenizer_dir: Path, root: Path) -> tuple[Path, Path, Path]:
     if not (sft / "config.json").exists():
         t0 = time.perf_counter()
         base = tiny_policy(tokenizer_dir, root / "base")
-        sft_cold_start(base, train_rows, sft)
+        sft_cold_start(base, train_rows, sft, lambda response, rng: judgment_text(response, rng.choice(range(2, 9))),
+                       steps=80)
         print(f"tiny policy + SFT cold start: {time.perf_counter() - t0:.1f}s")
     return train, held, sft
 
 
 def learnability_config(train: Path, held: Path, sft: Path, out: Path, **overrides):
-    """The RL budget of the learnability test (high lr, short turns: the task and model are tiny)."""
+    """The RL budget of the learnability test: the default rollout structure (4 criteria x 2 x 2 judgments),
+    a high lr (1e-3: the model is tiny) and short turns."""
     from cerm.train.rl_config import RLConfig
 
     values = dict(model=str(sft), train_data=str(train), eval_data=str(held), output_dir=str(out), seed=1,
-                  num_criteria=4, num_judgments=2, criteria_max_new_tokens=24, eval_max_new_tokens=12,
+                  num_criteria=4, num_judgments=2, criteria_max_new_tokens=24, eval_max_new_tokens=32,
                   pairs_per_step=8, num_mini_batches=2, micro_batch_size=80, learning_rate=1e-3,
-                  kl_coef=1e-3, max_steps=12, eval_every=4, save_total_limit=1, generation_batch_size=64)
+                  kl_coef=1e-3, max_steps=20, eval_every=10, save_total_limit=1, generation_batch_size=64)
     values.update(overrides)
     return RLConfig(**values)
 
 
-def score_margins(model_dir: Path, held: Path, tokenizer_dir: Path | None = None) -> list[float]:
-    """Per held-out pair, E[score | chosen] - E[score | rejected] of the box digit under the fixed criteria.
+def score_margins(model_dir: Path, held: Path) -> dict[str, float]:
+    """How the model scores held-out pairs, read from its next-token distribution over the digits 0..9 right
+    after ``\\boxed{`` of the cold-start judgment text (fixed criteria): a smooth view of what greedy accuracy
+    sees only once a margin flips an argmax.
 
-    The model's next-token distribution over the digits 0..10 right after ``Overall: \\boxed{``: a smooth
-    view of what greedy accuracy sees only once a margin flips an argmax.
+    Returns the mean of E[score | chosen] - E[score | rejected] and the expected sampled pairwise accuracy
+    P(s_chosen > s_rejected) + P(tie) / 2 over the pairs (0.5 = no preference).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cerm.train.rollout import ChatLayout
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir or model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     end = tok.convert_tokens_to_ids("<|im_end|>")
     layout = ChatLayout(tok, {end})
     crit = tok(CRITERIA_TEXT, add_special_tokens=False)["input_ids"] + [end]
     digits = torch.tensor([tok.convert_tokens_to_ids(str(i)) for i in range(10)])
-    head = tok("Overall: \\boxed{", add_special_tokens=False)["input_ids"]
-    margins = []
+    margins, wins = [], []
     for line in held.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         prompt = layout.criteria_prompt_ids(row["prompt"])
-        expected = []
+        dists = []
         for response in (row["chosen"], row["rejected"]):
-            ids = layout.judgment_prompt_ids(row["prompt"], prompt, crit, response)[0] + head
+            head = judgment_text(response, 0).rsplit("0", 1)[0]  # up to and including "\\boxed{"
+            ids = layout.judgment_prompt_ids(row["prompt"], prompt, crit, response)[0]
+            ids += tok(head, add_special_tokens=False)["input_ids"]
             with torch.no_grad():
-                probs = torch.softmax(model(torch.tensor([ids])).logits[0, -1], -1)[digits]
-            expected.append(float((probs * torch.arange(10)).sum() / probs.sum()))
-        margins.append(expected[0] - expected[1])
-    return margins
+                probs = torch.softmax(model(torch.tensor([ids])).logits[0, -1][digits], -1)
+            dists.append(probs)
+        chosen, rejected = dists
+        values = torch.arange(10, dtype=torch.float32)
+        margins.append(float((chosen * values).sum() - (rejected * values).sum()))
+        joint = chosen[:, None] * rejected[None, :]  # [i, j] = P(chosen says i, rejected says j)
+        wins.append(float(joint.tril(-1).sum() + joint.diagonal().sum() / 2))
+    return {"mean_margin": sum(margins) / len(margins), "expected_accuracy": sum(wins) / len(wins)}
 
 
 def run(train: Path, held: Path, sft: Path, out: Path, grouping: str, **overrides) -> dict[int, dict]:

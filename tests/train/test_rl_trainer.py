@@ -7,21 +7,14 @@ Qwen3 (real SmolLM2 tokenizer) teaching only the output format with label-free r
 
 The learnability proof itself (bottom of this file) runs on a smaller task and model, tests/train/rl_task.py:
 "What is a + b?", chosen "The answer is <a+b>.", rejected "I do not know.", a 1-layer random Qwen3 (hidden 64,
-real 49k vocabulary), a label-free format-only cold start (scores uniform in 2..8 for both sides).
-
-STATUS: still opt-in (``CERM_RL_LEARNABILITY=1``; the single-group ablation with ``CERM_RL_ABLATION=1``): it
-does not reach its bar. Measured on 2 CPU cores (see the report of the RL-learnability helper): after 8-16 RL
-steps held-out greedy accuracy stays 0.0 with every pair tied; the expected-score margin
-E[s|chosen] - E[s|rejected] moves from about -0.003 to between -0.001 and +0.009, i.e. the right direction but
-far from flipping a greedy argmax. The judgment's score token must find a ~6-token difference in a ~540-token
-protocol prompt through attention; a random tiny model learns that too slowly from the reward alone.
+real 49k vocabulary), a label-free cold start that quotes the response and then writes a score uniform in 2..8.
+The single-group ablation runs with ``CERM_RL_ABLATION=1`` (figures only).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
 import time
@@ -56,59 +49,10 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def sft_cold_start(model_dir: Path, rows: list[dict], out: Path, steps: int = 120, seed: int = 0) -> Path:
-    """Teach the format only: criteria, then ``Answer <response>. Overall: \\boxed{s}``, s random in 0..9.
-
-    Restating the answer is format (the same for chosen and rejected); the score carries no label.
-
-    The sequences are built with the RL trainer's own ChatLayout, so SFT and RL see identical token layouts.
-    Loss on assistant tokens only; the judgment conversations carry the criteria as context (training.md §2).
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from cerm.train.rl_setup import stop_token_ids
-    from cerm.train.rollout import ChatLayout
-
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    stops = stop_token_ids(tok, model)
-    end = tok.convert_tokens_to_ids("<|im_end|>")
-    assert end in stops
-    layout = ChatLayout(tok, stops)
-    crit_ids = tok(CRITERIA_TEXT, add_special_tokens=False)["input_ids"] + [end]
-    examples: list[tuple[list[int], list[int] | str]] = []  # (prompt ids, completion ids or the response)
-    for row in rows:
-        prompt = layout.criteria_prompt_ids(row["prompt"])
-        examples.append((prompt, crit_ids))
-        for response in (row["chosen"], row["rejected"]):
-            examples.append((layout.judgment_prompt_ids(row["prompt"], prompt, crit_ids, response)[0], response))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    model.train()
-    for _ in range(steps):
-        seqs, masks = [], []
-        for prompt, completion in rng.sample(examples, 16):
-            if isinstance(completion, str):
-                response = completion  # restate the answer (format), then a fresh label-free score
-                text = f"Answer {response}. Overall: \\boxed{{{rng.randint(0, 9)}}}"
-                completion = tok(text, add_special_tokens=False)["input_ids"] + [end]
-            seqs.append(prompt + completion)
-            masks.append([0] * len(prompt) + [1] * len(completion))
-        width = max(map(len, seqs))
-        ids = torch.tensor([s + [end] * (width - len(s)) for s in seqs])
-        attn = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
-        loss_mask = torch.tensor([mk + [0] * (width - len(mk)) for mk in masks], dtype=torch.bool)
-        hidden = model.model(input_ids=ids, attention_mask=attn).last_hidden_state  # (B, T, H)
-        # the LM head only where a loss is taken: full-vocabulary logits over long prompts cost GBs
-        keep = loss_mask[:, 1:]
-        logits = model.lm_head(hidden[:, :-1][keep])
-        torch.nn.functional.cross_entropy(logits, ids[:, 1:][keep]).backward()
-        opt.step()
-        opt.zero_grad()
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+def answer_then_score(response: str, rng: random.Random) -> str:
+    """The cold start's evaluation turn: restate the answer (format, the same for chosen and rejected), then a
+    fresh label-free score in 0..9."""
+    return f"Answer {response}. Overall: \\boxed{{{rng.randint(0, 9)}}}"
 
 
 def rl_config(task, out: Path, **overrides):
@@ -136,13 +80,15 @@ def task(tiny_model_dir, tmp_path_factory):
 def cached_sft(tiny_model_dir: Path, rows: list[dict]) -> Path:
     """The SFT cold start, built once per machine next to the tiny model (keyed by its recipe and data)."""
     from filelock import FileLock
+    from rl_task import sft_cold_start
 
     key = hashlib.sha256(json.dumps([SFT_VERSION, CRITERIA_TEXT, rows]).encode()).hexdigest()[:12]
     out = tiny_model_dir.parent / f"rl-sft-{key}"
     with FileLock(str(out) + ".lock"):
         if not (out / "config.json").exists():
             t0 = time.perf_counter()
-            sft_cold_start(tiny_model_dir, rows, out)
+            sft_cold_start(tiny_model_dir, rows, out, answer_then_score, criteria_text=CRITERIA_TEXT, steps=120,
+                           batch=16, lr=3e-3)
             print(f"SFT cold start: {time.perf_counter() - t0:.1f}s")
     return out
 
@@ -313,8 +259,8 @@ def test_cli_train_rl_and_plot(task, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- learnability
 # The proof runs on its own, smaller task and model (tests/train/rl_task.py): "What is a + b?", chosen "The
-# answer is <a+b>.", rejected "I do not know.", a 1-layer random Qwen3 and a label-free format-only cold start.
-LEARNABILITY_GATE = os.environ.get("CERM_RL_LEARNABILITY") != "1"
+# answer is <a+b>.", rejected "I do not know.", a 1-layer random Qwen3 and a label-free cold start that quotes
+# the response, then writes a score drawn uniformly from 2..8.
 
 
 @pytest.fixture(scope="module")
@@ -328,31 +274,32 @@ def sum_task(tiny_model_dir):
         return build_task(tiny_model_dir, root)
 
 
-def record(tmp_path: Path, grouping: str, evals: dict) -> None:
+def record(tmp_path: Path, grouping: str, figures: dict) -> None:
     """Figures to a JSON file under the test's tmp dir (and stdout), for the closing report."""
     out = tmp_path / f"learnability-{grouping}.json"
-    out.write_text(json.dumps(evals, indent=2), encoding="utf-8")
-    print(f"figures written to {out}")
+    out.write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    print(f"{grouping}: {json.dumps({k: v for k, v in figures.items() if k != 'evals'})}; figures in {out}")
 
 
-@pytest.mark.skipif(LEARNABILITY_GATE,
-                    reason="not yet shown to reach its bar within the CI budget; set CERM_RL_LEARNABILITY=1")
 def test_two_stage_rl_learns_the_preference(sum_task, tmp_path):
+    """20 RL steps (8 pairs each, default 4 + 16 rollouts per pair) take held-out accuracy from chance to >= 0.9."""
     from rl_task import run, score_margins
 
     train, held, sft = sum_task
-    before_margins = score_margins(sft, held)
+    before = score_margins(sft, held)
     evals = run(train, held, sft, tmp_path / "rl", "three_group")
-    # E[score | chosen] - E[score | rejected] per held-out pair: a smooth view of progress under greedy ties
-    record(tmp_path, "three_group", {"evals": evals, "margins_before": before_margins,
-                                     "margins_after": score_margins(tmp_path / "rl" / "final", held)})
-    before, after = evals[0], evals[max(evals)]
-    # the cold start is label-free: about chance, never better (strict accuracy counts ties as wrong)
-    assert before["eval/pairwise_accuracy"] <= 0.65
-    assert after["eval/parse_failure_rate"] <= 0.05
-    assert after["eval/pairwise_accuracy"] >= 0.9
-    assert after["eval/pairwise_accuracy"] >= before["eval/pairwise_accuracy"] + 0.3
-    assert not math.isnan(after["eval/tie_rate"])
+    after = score_margins(tmp_path / "rl" / "final", held)
+    record(tmp_path, "three_group", {"evals": evals, "before": before, "after": after})
+    first, last = evals[0], evals[max(evals)]
+    # the cold start is label-free: greedy ties every pair (strict accuracy counts ties as wrong) and the
+    # sampled score distributions of chosen and rejected are the same
+    assert first["eval/pairwise_accuracy"] <= 0.65
+    assert abs(before["expected_accuracy"] - 0.5) < 0.05
+    assert last["eval/parse_failure_rate"] <= 0.1
+    assert last["eval/pairwise_accuracy"] >= 0.9
+    # not a greedy fluke of near-flat distributions: sampled held-out accuracy moved too
+    assert after["expected_accuracy"] >= before["expected_accuracy"] + 0.15
+    assert after["mean_margin"] > 0
 
 
 @pytest.mark.skipif(os.environ.get("CERM_RL_ABLATION") != "1", reason="ablation figures: set CERM_RL_ABLATION=1")
@@ -362,6 +309,6 @@ def test_single_group_ablation_figures(sum_task, tmp_path):
 
     train, held, sft = sum_task
     evals = run(train, held, sft, tmp_path / "rl", "single_group")
-    record(tmp_path, "single_group", {"evals": evals, "margins_before": score_margins(sft, held),
-                                      "margins_after": score_margins(tmp_path / "rl" / "final", held)})
+    record(tmp_path, "single_group", {"evals": evals, "before": score_margins(sft, held),
+                                      "after": score_margins(tmp_path / "rl" / "final", held)})
     assert evals[max(evals)]["eval/num_pairs"] == 32
