@@ -45,3 +45,27 @@ def run_fixture(name: str, out: Path, scorer=None, *, subsets=(), limit=None, se
 
 def metric(result, key: str) -> float | None:
     return result.summary["metrics"][key]["value"]
+
+
+class Killed(Exception):
+    """The simulated death of a benchmark run."""
+
+
+class DiesAfter:
+    """Scores normally for ``n_ok`` chunks; on the next one the judge finishes (and caches) but the
+    process "dies" before the runner can write the records, as a kill between generation and write."""
+
+    def __init__(self, judge: Judge, n_ok: int) -> None:
+        self.judge, self.n_ok = judge, n_ok
+
+    def score_batch(self, items):
+        result = self.judge.score_batch(items)
+        if self.n_ok == 0:
+            raise Killed
+        self.n_ok -= 1
+        return result
+
+    def describe(self):
+        from cerm.bench.runner import describe_scorer
+
+        return describe_scorer(self.judge)

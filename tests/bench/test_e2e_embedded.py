@@ -18,6 +18,8 @@ from cerm.backends.embedded import EMBEDDED_WARNING
 from cerm.bench import BENCHMARKS, RunConfig, load_items, run_benchmark
 from cerm.bench.records import RECORD_VERSION, read_records
 
+from .helpers import DiesAfter, Killed
+
 CONFIG = JudgeConfig(criteria_max_new_tokens=24, eval_max_new_tokens=24)
 RECORD_KEYS = {"record_version", "benchmark", "id", "subset", "mode", "correct", "meta", "samples", "criteria",
                "candidates"}
@@ -48,31 +50,12 @@ class Counting:
         pass
 
 
-class Killed(Exception):
-    pass
-
-
-class KilledAfter:
-    """Scores ``n_ok`` chunks; the next one is judged (and cached) but the run dies before writing it."""
-
-    def __init__(self, judge: Judge, n_ok: int) -> None:
-        self.judge, self.n_ok = judge, n_ok
-
-    def score_batch(self, items):
-        result = self.judge.score_batch(items)
-        if self.n_ok == 0:
-            raise Killed
-        self.n_ok -= 1
-        return result
-
-    def describe(self):
-        from cerm.bench.runner import describe_scorer
-
-        return describe_scorer(self.judge)
-
-
 # measured on the shared 2-core machine (load ~20): tiny 190-280 s per test, embedded far longer -> slow
 pytestmark = pytest.mark.slow
+
+
+# (JudgeBench pairs, chunk size, RM-Bench prompts) per model: the 135M embedded model is ~20x slower per token
+SIZES = {"tiny": (20, 5, 5), "embedded": (8, 2, 3)}
 
 
 @pytest.fixture(scope="module", params=["tiny", "embedded"])
@@ -80,7 +63,9 @@ def backend(request):
     from cerm.backends.hf import HFBackend
 
     model = "embedded" if request.param == "embedded" else str(request.getfixturevalue("tiny_model_dir"))
-    return Counting(HFBackend(model, batch_size=8))
+    counting = Counting(HFBackend(model, batch_size=8))
+    counting.sizes = SIZES[request.param]
+    return counting
 
 
 def _shortest(items, n):
@@ -122,41 +107,43 @@ def _check_outputs(out, bench_name, n_items, n_candidates):
 
 
 def test_judgebench_kill_and_resume_recomputes_nothing(tmp_path, backend, shared_data):
+    n, chunk, _ = backend.sizes
     bench = BENCHMARKS["judgebench"]
-    items = _shortest(load_items(bench, [shared_data / "judgebench"]), 20)
+    items = _shortest(load_items(bench, [shared_data / "judgebench"]), n)
     store = tmp_path / "cache.sqlite"
-    cfg = RunConfig(tmp_path / "run", chunk_size=5, bootstrap=200)
+    cfg = RunConfig(tmp_path / "run", chunk_size=chunk, bootstrap=200)
     with pytest.raises(Killed):
-        run_benchmark(bench, items, KilledAfter(Judge(backend, CONFIG, Store(store)), 2), cfg)
-    assert len(read_records(tmp_path / "run" / "items.jsonl")) == 10
+        run_benchmark(bench, items, DiesAfter(Judge(backend, CONFIG, Store(store)), 2), cfg)
+    assert len(read_records(tmp_path / "run" / "items.jsonl")) == 2 * chunk
     before = backend.prompts
     judge = Judge(backend, CONFIG, Store(store))
     resumed = run_benchmark(bench, items, judge, cfg)
-    assert (resumed.n_resumed, resumed.n_scored) == (10, 10)
-    # the chunk judged before the kill comes from the cache; only the last chunk reaches the model
-    assert judge.stats.judgment_cache_hits == 10 and judge.stats.criteria_cache_hits == 5
-    assert judge.stats.evaluations_generated == 10
-    assert backend.prompts - before == judge.stats.criteria_generated + 10 <= 15
-    summary = _check_outputs(tmp_path / "run", "judgebench", 20, 2)
-    assert summary["run_stats"]["items_resumed"] == 10
+    assert (resumed.n_resumed, resumed.n_scored) == (2 * chunk, n - 2 * chunk)
+    # the chunk judged before the kill comes from the cache; only the chunks after it reach the model
+    assert judge.stats.judgment_cache_hits == 2 * chunk and judge.stats.criteria_cache_hits == chunk
+    assert judge.stats.evaluations_generated == 2 * (n - 3 * chunk)
+    assert backend.prompts - before == judge.stats.criteria_generated + 2 * (n - 3 * chunk) <= 3 * (n - 3 * chunk)
+    summary = _check_outputs(tmp_path / "run", "judgebench", n, 2)
+    assert summary["run_stats"]["items_resumed"] == 2 * chunk
     # rerunning the whole thing, in place or into a new directory, calls the model zero times
     before = backend.prompts
     again = run_benchmark(bench, items, Judge(backend, CONFIG, Store(store)), cfg)
     fresh = run_benchmark(bench, items, Judge(backend, CONFIG, Store(store)), RunConfig(tmp_path / "fresh",
-                                                                                          chunk_size=7, bootstrap=200))
-    assert backend.prompts == before and again.n_scored == 0 and fresh.n_scored == 20
+                                                                                          chunk_size=chunk + 2, bootstrap=200))
+    assert backend.prompts == before and again.n_scored == 0 and fresh.n_scored == n
     assert _metrics(again.summary) == _metrics(resumed.summary) == _metrics(fresh.summary)
 
 
 def test_rm_bench_one_criteria_per_prompt_and_deterministic(tmp_path, backend, shared_data):
+    n = backend.sizes[2]
     bench = BENCHMARKS["rm-bench"]
-    items = _shortest(load_items(bench, [shared_data / "rm-bench" / "chat_filtered.json"]), 5)
+    items = _shortest(load_items(bench, [shared_data / "rm-bench" / "chat_filtered.json"]), n)
     before = backend.prompts
     judge = Judge(backend, CONFIG, Store(tmp_path / "cache.sqlite"))
     first = run_benchmark(bench, items, judge, RunConfig(tmp_path / "a", bootstrap=200))
-    assert judge.stats.criteria_generated == 5 and judge.stats.evaluations_generated == 30
-    assert backend.prompts - before == 35
-    _check_outputs(tmp_path / "a", "rm-bench", 5, 6)
+    assert judge.stats.criteria_generated == n and judge.stats.evaluations_generated == 6 * n
+    assert backend.prompts - before == 7 * n
+    _check_outputs(tmp_path / "a", "rm-bench", n, 6)
     assert set(first.summary["metrics"]) >= {"chat", "chat/hard", "chat/normal", "chat/easy"}
     # greedy decoding: an uncached second judge reproduces every score, so the same metrics
     second = run_benchmark(bench, items, Judge(backend, CONFIG, Store(None)), RunConfig(tmp_path / "b", bootstrap=200))

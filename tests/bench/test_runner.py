@@ -12,31 +12,7 @@ from cerm import Judge, JudgeConfig, Store
 from cerm.bench import BENCHMARKS, RunConfig, load_items, resolve_sources, run_benchmark, select_items
 from cerm.bench.records import read_records
 
-from .helpers import FIXTURES, make_judge, run_fixture
-
-
-class Killed(Exception):
-    pass
-
-
-class DiesAfter:
-    """Scores normally for ``n_ok`` chunks; on the next one the judge finishes (and caches) but the
-    process "dies" before the runner can write the records, as a kill between generation and write."""
-
-    def __init__(self, judge: Judge, n_ok: int) -> None:
-        self.judge, self.n_ok = judge, n_ok
-
-    def score_batch(self, items):
-        result = self.judge.score_batch(items)
-        if self.n_ok == 0:
-            raise Killed
-        self.n_ok -= 1
-        return result
-
-    def describe(self):
-        from cerm.bench.runner import describe_scorer
-
-        return describe_scorer(self.judge)
+from .helpers import FIXTURES, DiesAfter, Killed, make_judge, run_fixture
 
 
 def _metrics(summary):
