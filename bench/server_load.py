@@ -15,8 +15,9 @@ with ``--max-batch-size 1`` (one request at a time). Reported: responses/s of ea
 and whether both modes gave the same scores and statuses (and how many judgment texts are identical).
 
 The servers are separate processes (this script re-launches itself with ``--role``); this process is the load
-generator (one asyncio loop, a minimal keep-alive HTTP/1.1 client; `wrk` is not installed here). Servers run one
-after another, never at the same time, each on uvicorn's defaults as installed (no uvloop/httptools here).
+generator (one event loop, a minimal keep-alive HTTP/1.1 client; `wrk` is not installed here; uvloop when installed,
+``--client-loop asyncio`` for the stdlib loop). Servers run one after another, never at the same time, each on
+uvicorn's defaults as installed: ``cerm[server]`` brings httptools and uvloop, which uvicorn then uses for both.
 
     .venv/bin/python bench/server_load.py                          # 30 s per server + the embedded comparison
     nice .venv/bin/python bench/server_load.py --duration 10 --out runs/server_load.json
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import socket
@@ -228,10 +230,20 @@ async def closed_loop(url: str, clients: int, duration_s: float) -> tuple[list[f
     return latencies, len(errors), errors[:5], time.perf_counter() - start
 
 
-def measure(server: ServerProcess, target: str, clients: int, duration_s: float, warmup_s: float) -> LoadResult:
-    asyncio.run(closed_loop(server.url, clients, warmup_s))  # connections, caches, allocator: steady state
+def run_client(coro: Any, loop: str) -> Any:
+    """Run the load generator on uvloop (a faster client: less of the 2 cores goes to it) or asyncio."""
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def measure(server: ServerProcess, target: str, clients: int, duration_s: float, warmup_s: float,
+            loop: str) -> LoadResult:
+    run_client(closed_loop(server.url, clients, warmup_s), loop)  # connections, caches, allocator: steady state
     rss_start = server.rss_mb()
-    latencies, n_errors, samples, seconds = asyncio.run(closed_loop(server.url, clients, duration_s))
+    latencies, n_errors, samples, seconds = run_client(closed_loop(server.url, clients, duration_s), loop)
     rss_end = server.rss_mb()
     lat = sorted(latencies)
     q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [float("nan")] * 99
@@ -334,6 +346,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=30.0, help="seconds of load per server")
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--clients", type=int, default=64)
+    ap.add_argument("--client-loop", choices=["uvloop", "asyncio"], default=None,
+                    help="event loop of the load generator (default: uvloop when installed)")
     ap.add_argument("--skip-embedded", action="store_true", help="only part 1")
     ap.add_argument("--skip-load", action="store_true", help="only part 2")
     ap.add_argument("--embedded-requests", type=int, default=16)
@@ -356,15 +370,19 @@ def main() -> None:
         run_server(args)
         return
 
-    results: dict[str, Any] = {"clients": args.clients, "duration_s": args.duration, "cpus": os.cpu_count()}
+    if args.client_loop is None:
+        args.client_loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    results: dict[str, Any] = {"clients": args.clients, "duration_s": args.duration, "cpus": os.cpu_count(),
+                               "client_loop": args.client_loop}
     passed = True
     if not args.skip_load:
-        print(f"part 1: {args.clients} clients, {args.duration:g} s per server, POST /get_reward", flush=True)
+        print(f"part 1: {args.clients} clients ({args.client_loop}), {args.duration:g} s per server, "
+              "POST /get_reward", flush=True)
         for target, role in (("bare FastAPI", "bare"), ("cerm (scripted backend)", "cerm")):
             server = ServerProcess(role)
             try:
                 server.wait_ready()
-                res = measure(server, target, args.clients, args.duration, args.warmup)
+                res = measure(server, target, args.clients, args.duration, args.warmup, args.client_loop)
             finally:
                 server.stop()
             results[role] = asdict(res)

@@ -103,7 +103,8 @@ class Store:
         if self.path is None:
             with self._memory_lock:
                 rows = self._memory.execute(sql, args).fetchall()
-                self._memory.commit()
+                if self._memory.in_transaction:  # a write; a SELECT opens none and needs no commit
+                    self._memory.commit()
                 return rows
         return self._conn().execute(sql, args).fetchall()
 

@@ -183,7 +183,8 @@ class Judge:
         return criteria_from_record(record, parsed.items, parsed.warning)
 
     def _resolve_criteria(self, slots: list[_Slot]) -> list[Criteria]:
-        keys = [self._criteria_key(s) for s in slots]
+        by_slot: dict[_Slot, str] = {}  # one hash per distinct slot: a merged batch repeats its queries
+        keys = [by_slot[s] if s in by_slot else by_slot.setdefault(s, self._criteria_key(s)) for s in slots]
         found: dict[str, Criteria] = {}
         missing: dict[str, _Slot] = {}
         for key, slot in zip(keys, slots):
@@ -282,8 +283,8 @@ class Judge:
         for t, (qt, crit, response, s) in enumerate(tasks):
             key = content_key(kind="judgment", model=self.backend.model_id, prompt_version=PROMPT_VERSION,
                               parser=cfg.parser, decoding=cfg.eval_params(s).__dict__, retries=cfg.retries,
-                              overlong=cfg.overlong,
-                              query=qt, criteria=crit.text, response=response, sample_index=s)
+                              overlong=cfg.overlong, query=qt, criteria=crit.text, response=response,
+                              sample_index=s) if cfg.cache_judgments else ""
             keys.append(key)
             if crit.finish_reason == "error":
                 results[t] = Judgment(None, _failed_status(crit.parse_warning), criteria_key=crit.key,

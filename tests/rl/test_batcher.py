@@ -144,3 +144,28 @@ def test_config_is_checked():
         BatcherConfig(max_batch_size=0)
     with pytest.raises(ValueError, match="max_queue"):
         BatcherConfig(max_queue=0)
+
+
+def test_submit_async_resolves_on_the_loop_and_skips_cancelled():
+    """asyncio futures: results arrive on the caller's loop; one cancelled before its batch starts is skipped."""
+    import asyncio
+
+    backend = GatedBackend()
+    batcher = DynamicBatcher(Judge(backend), BatcherConfig(window_s=0.0))
+
+    async def main():
+        first = batcher.submit_async([BatchItem("q", ["r"])])
+        await asyncio.to_thread(backend.entered.wait, 5)
+        gone = batcher.submit_async([BatchItem("q", ["client went away"])])
+        kept = [batcher.submit_async([BatchItem("q", [f"kept {i}"])]) for i in range(3)]
+        gone.cancel()
+        backend.gate.set()
+        return await asyncio.wait_for(asyncio.gather(first, *kept), 10), gone
+
+    results, gone = asyncio.run(main())
+    batcher.close()
+    assert gone.cancelled()
+    assert [r[0].scores for r in results[1:]] == [[hash_score(f"kept {i}")] for i in range(3)]
+    assert eval_batches(backend) == [1, 3]  # the three kept requests: one batch, one loop wake-up
+    evaluated = [m[-1]["content"] for p, _ in backend.calls for m in p if len(m) > 1]
+    assert not any("client went away" in e for e in evaluated)

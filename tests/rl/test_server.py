@@ -21,7 +21,21 @@ from cerm.types import Generation
 
 def client_for(backend=None, splitter=None, **cfg) -> tuple[TestClient, FakeBackend]:
     backend = backend or FakeBackend()
+    cfg.setdefault("freeze_gc", False)  # process-wide; covered by its own test
     return TestClient(create_app(Judge(backend), ServerConfig(**cfg), splitter)), backend
+
+
+def test_startup_freezes_the_heap_out_of_the_collector_unless_told_not_to():
+    import gc
+
+    gc.unfreeze()
+    try:
+        with TestClient(create_app(Judge(FakeBackend()), ServerConfig(freeze_gc=False))) as client:
+            assert client.get("/health").status_code == 200 and gc.get_freeze_count() == 0
+        with TestClient(create_app(Judge(FakeBackend()), ServerConfig())) as client:
+            assert client.get("/health").status_code == 200 and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()  # the rest of the test process keeps a normal collector
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -1,9 +1,11 @@
 """Dynamic batching in front of a blocking ``Judge``: one worker thread, a bounded queue.
 
 Callers ``submit`` a request (one or more ``(query, responses)`` items) and get a
-``concurrent.futures.Future``. The worker takes the oldest request, keeps collecting for up to
-``window_s`` (or until ``max_batch_size`` responses), then calls ``judge.score_batch`` once for the
-merged batch. ``score_batch`` deduplicates criteria by query, so requests for the same prompt that
+``concurrent.futures.Future``; coroutines call ``submit_async`` and get an ``asyncio.Future`` of their own
+loop (the worker resolves all such futures of a batch with one thread-safe call per loop: one wake-up of the
+event loop per batch instead of one per request). The worker takes the oldest request, keeps collecting
+for up to ``window_s`` (or until ``max_batch_size`` responses), then calls ``judge.score_batch`` once for
+the merged batch. ``score_batch`` deduplicates criteria by query, so requests for the same prompt that
 arrive in one window share one criteria generation, and all evaluations go to the backend as one
 batch (which is what a batching engine such as hf or vLLM needs to be fast).
 
@@ -13,6 +15,7 @@ the judge needs no locking of its own.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -75,8 +78,15 @@ class BatcherClosed(RuntimeError):
 @dataclass
 class _Request:
     items: list[BatchItem]
-    future: Future
+    future: Future | asyncio.Future
     size: int
+    loop: asyncio.AbstractEventLoop | None = None  # set for an asyncio future (resolved on its loop)
+
+    def claim(self) -> bool:
+        """False if the caller gave up (timeout, disconnect) before the work started: skip it."""
+        if self.loop is None:
+            return self.future.set_running_or_notify_cancel()  # type: ignore[union-attr]
+        return not self.future.cancelled()  # read from the worker thread: at worst a cancelled result is dropped
 
 
 _STOP = object()
@@ -117,14 +127,22 @@ class DynamicBatcher:
             QueueFull: ``max_queue`` requests are already waiting.
             BatcherClosed: ``close`` was called.
         """
+        return self._enqueue(_Request(list(items), Future(), sum(len(i.responses) for i in items))).future
+
+    def submit_async(self, items: Sequence[BatchItem]) -> asyncio.Future:
+        """``submit`` for a coroutine: an ``asyncio.Future`` of the running loop (cancel it to give up)."""
+        loop = asyncio.get_running_loop()
+        request = _Request(list(items), loop.create_future(), sum(len(i.responses) for i in items), loop)
+        return self._enqueue(request).future  # type: ignore[return-value]
+
+    def _enqueue(self, request: _Request) -> _Request:
         if self._closed.is_set():
             raise BatcherClosed("the reward server is shutting down; retry on another replica.")
-        request = _Request(list(items), Future(), sum(len(i.responses) for i in items))
         try:
             self._queue.put_nowait(request)
         except queue.Full:
             raise QueueFull(f"{self.config.max_queue} requests are already waiting") from None
-        return request.future
+        return request
 
     def close(self, timeout_s: float | None = None) -> None:
         """Stop taking work, finish every queued request, then stop the worker."""
@@ -167,7 +185,7 @@ class DynamicBatcher:
 
     def _judge(self, batch: list[_Request]) -> None:
         # a client that gave up (timeout, disconnect) cancelled its future: skip its work
-        live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+        live = [r for r in batch if r.claim()]
         if not live:
             return
         items = [item for r in live for item in r.items]
@@ -177,18 +195,46 @@ class DynamicBatcher:
                                             criteria=[i.criteria for i in items])
         except Exception as e:  # noqa: BLE001 - the worker must survive any backend exception
             logger.exception("judge call failed for %d requests", len(live))
-            for r in live:
-                r.future.set_exception(e)
+            _deliver([(r, None, e) for r in live])
             self._report(BatchReport(len(live), sum(r.size for r in live), time.perf_counter() - start, (),
                                      f"{type(e).__name__}: {e}"))
             return
         seconds = time.perf_counter() - start
-        pos = 0
+        outcomes, pos = [], 0
         for r in live:
-            r.future.set_result(scored[pos : pos + len(r.items)])
+            outcomes.append((r, scored[pos : pos + len(r.items)], None))
             pos += len(r.items)
+        _deliver(outcomes)
         self._report(BatchReport(len(live), sum(r.size for r in live), seconds, tuple(scored)))
 
     def _report(self, report: BatchReport) -> None:
         if self.on_batch is not None:
             self.on_batch(report)
+
+
+def _deliver(outcomes: list[tuple[_Request, list[ScoredItem] | None, BaseException | None]]) -> None:
+    """Resolve futures: concurrent ones here, asyncio ones with one ``call_soon_threadsafe`` per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for request, result, error in outcomes:
+        if request.loop is None:
+            if error is None:
+                request.future.set_result(result)
+            else:
+                request.future.set_exception(error)
+        else:
+            by_loop.setdefault(request.loop, []).append((request.future, result, error))
+    for loop, items in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve_on_loop, items)
+        except RuntimeError:  # the loop closed while the batch ran: nobody is waiting any more
+            logger.warning("event loop closed before %d results could be delivered", len(items))
+
+
+def _resolve_on_loop(items: list[tuple[asyncio.Future, list[ScoredItem] | None, BaseException | None]]) -> None:
+    for future, result, error in items:
+        if future.done():  # cancelled meanwhile (timeout, client gone)
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)

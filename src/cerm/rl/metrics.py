@@ -42,10 +42,16 @@ class ServerMetrics:
         self.criteria_generated = Counter("cerm_criteria_generated", "criteria generated", registry=r)
         self.queue_depth = Gauge("cerm_queue_depth", "requests waiting for the judge", registry=r)
         self.rejected = Counter("cerm_rejected", "requests refused before judging", ["reason"], registry=r)
+        self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
 
     def observe_request(self, route: str, code: int, seconds: float) -> None:
-        self.requests.labels(route, str(code)).inc()
-        self.latency.labels(route).observe(seconds)
+        # labels() builds and looks up its key under a lock on every call: keep the children per (route, code)
+        children = self._children.get((route, code))
+        if children is None:
+            children = self._children[route, code] = (self.requests.labels(route, str(code)),
+                                                      self.latency.labels(route))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_batch(self, report: BatchReport) -> None:
         """Called on the batcher thread after each judge call."""
