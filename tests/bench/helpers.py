@@ -7,6 +7,7 @@ in the test that checks it.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -15,6 +16,17 @@ from cerm.backends.fake import CANNED_CRITERIA, FakeBackend, canned_evaluation
 from cerm.types import Message, SamplingParams
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "bench"
+
+
+def fixture_rows(name: str) -> list[dict]:
+    """The rows of a JSON Lines fixture under tests/fixtures/bench/, e.g. ``"ppe/human_preference.jsonl"``."""
+    return [json.loads(line) for line in (FIXTURES / name).read_text().splitlines()]
+
+
+def write_rows(path: Path, rows: list[dict]) -> Path:
+    """``rows`` as JSON Lines at ``path`` (an edited fixture copy, for the bad-data tests)."""
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
 
 
 def score_script(messages: list[Message], params: SamplingParams) -> str:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from cerm.bench import BENCHMARKS, DataError, load_items
 
-from .helpers import FIXTURES, metric, run_fixture
+from .helpers import fixture_rows, metric, run_fixture, write_rows
 
 
 def test_ppe_preference_and_correctness(tmp_path):
@@ -25,18 +23,16 @@ def test_ppe_preference_and_correctness(tmp_path):
 
 
 def test_ppe_correctness_columns_must_match_scores(tmp_path):
-    rows = [json.loads(line) for line in (FIXTURES / "ppe" / "MMLU-Pro-Best-of-K.jsonl").read_text().splitlines()]
+    rows = fixture_rows("ppe/MMLU-Pro-Best-of-K.jsonl")
     del rows[1]["response_3"]
-    bad = tmp_path / "MMLU-Pro-Best-of-K.jsonl"
-    bad.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    bad = write_rows(tmp_path / "MMLU-Pro-Best-of-K.jsonl", rows)
     with pytest.raises(DataError, match=r"MMLU-Pro-Best-of-K\.jsonl:2: field 'response_3'"):
         load_items(BENCHMARKS["ppe"], [bad])
 
 
 def test_ppe_unknown_winner_is_an_error(tmp_path):
-    rows = [json.loads(line) for line in (FIXTURES / "ppe" / "human_preference.jsonl").read_text().splitlines()]
+    rows = fixture_rows("ppe/human_preference.jsonl")
     rows[0]["winner"] = "model_c"
-    bad = tmp_path / "pref.jsonl"
-    bad.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    bad = write_rows(tmp_path / "pref.jsonl", rows)
     with pytest.raises(DataError, match=r"pref\.jsonl:1: field 'winner'"):
         load_items(BENCHMARKS["ppe"], [bad])

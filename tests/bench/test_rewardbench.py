@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from cerm.bench import BENCHMARKS, DataError, load_items
 from cerm.bench.common import HFSource, resolve_sources
 
-from .helpers import FIXTURES, metric, run_fixture
+from .helpers import fixture_rows, metric, run_fixture
 
 
 def test_rewardbench_sections_and_overall(tmp_path):
@@ -29,7 +27,7 @@ def test_rewardbench_reads_parquet_export(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [json.loads(line) for line in (FIXTURES / "reward-bench" / "filtered.jsonl").read_text().splitlines()]
+    rows = fixture_rows("reward-bench/filtered.jsonl")
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "filtered.parquet")
     items = load_items(BENCHMARKS["rewardbench"], [tmp_path / "filtered.parquet"])
     assert [it.id for it in items] == [str(r["id"]) for r in rows]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 
 from cerm.bench import BENCHMARKS, DataError, load_items
 
-from .helpers import FIXTURES, metric, run_fixture
+from .helpers import FIXTURES, fixture_rows, metric, run_fixture, write_rows
 
 # Ties fixture: ref:1 margin 6 (acc); tied:1 spread 1, margin 2 (acc); ref:2 margin 0 (not acc);
 # tied:2 a failed correct answer is -1 -> spread 10, margin -5. d=[1,10], m_tied=[2,-5], m_hard=[2,-5]
@@ -38,9 +37,8 @@ def test_rewardbench2_ties_rows_resample_together(tmp_path):
 
 
 def test_rewardbench2_bad_ties_id(tmp_path):
-    rows = [json.loads(line) for line in (FIXTURES / "reward-bench-2" / "test.jsonl").read_text().splitlines()]
+    rows = fixture_rows("reward-bench-2/test.jsonl")
     rows[8]["id"] = "tied-1"
-    bad = tmp_path / "test.jsonl"
-    bad.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    bad = write_rows(tmp_path / "test.jsonl", rows)
     with pytest.raises(DataError, match=r"test\.jsonl:9: field 'id': a Ties id must be"):
         load_items(BENCHMARKS["rewardbench2"], [bad])
