@@ -183,8 +183,8 @@ class Judge:
         return criteria_from_record(record, parsed.items, parsed.warning)
 
     def _resolve_criteria(self, slots: list[_Slot]) -> list[Criteria]:
-        by_slot: dict[_Slot, str] = {}  # one hash per distinct slot: a merged batch repeats its queries
-        keys = [by_slot[s] if s in by_slot else by_slot.setdefault(s, self._criteria_key(s)) for s in slots]
+        by_slot = {s: self._criteria_key(s) for s in set(slots)}  # a merged batch repeats its queries
+        keys = [by_slot[s] for s in slots]
         found: dict[str, Criteria] = {}
         missing: dict[str, _Slot] = {}
         for key, slot in zip(keys, slots):
