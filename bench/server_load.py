@@ -5,7 +5,9 @@ OpenRLHF's single-turn executor sends them) for ``--duration`` seconds to:
   (a) a minimal FastAPI endpoint (parses the JSON body, returns a constant), the ceiling of this stack here;
   (b) the cerm server with an instant scripted backend (FakeBackend): splitting, dynamic batching, the judge's
       criteria cache and prompt rendering, parsing, metrics — everything but the model.
-Reported: requests/s, cerm/bare ratio, p50/p99 latency, errors, the cerm server's RSS after warm-up and at the end.
+Both servers stay up; the load alternates between them in ``--rounds`` slices (bare, cerm, then cerm, bare, ...) so
+that the drift of this shared machine hits both alike. Reported: requests/s over all slices and per slice, the
+cerm/bare ratio, p50/p99 latency, errors, the cerm server's RSS after warm-up and at the end.
 Targets: >= 1,000 req/s, ratio >= 0.5, p99 <= 50 ms, 0 errors, RSS growth <= 10%.
 
 Part 2 — batching. The embedded SmolLM2 (a plumbing model: it judges at chance; only speed and agreement are
@@ -20,7 +22,7 @@ float32: bf16 rounding depends on the batch layout, and the check compares texts
 
 The servers are separate processes (this script re-launches itself with ``--role``); this process is the load
 generator (one event loop, a minimal keep-alive HTTP/1.1 client; `wrk` is not installed here; uvloop when installed,
-``--client-loop asyncio`` for the stdlib loop). Servers run one after another, never at the same time, each on
+``--client-loop asyncio`` for the stdlib loop). Only one server is loaded at a time; each runs on
 uvicorn's defaults as installed: ``cerm[server]`` brings httptools and uvloop, which uvicorn then uses for both.
 
     .venv/bin/python bench/server_load.py                          # 30 s per server + the embedded comparison
@@ -249,17 +251,40 @@ def run_client(coro: Any, loop: str) -> Any:
     return asyncio.run(coro)
 
 
-def measure(server: ServerProcess, target: str, clients: int, duration_s: float, warmup_s: float,
-            loop: str) -> LoadResult:
-    run_client(closed_loop(server.url, clients, warmup_s), loop)  # connections, caches, allocator: steady state
-    rss_start = server.rss_mb()
-    latencies, n_errors, samples, seconds = run_client(closed_loop(server.url, clients, duration_s), loop)
-    rss_end = server.rss_mb()
-    lat = sorted(latencies)
-    q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [float("nan")] * 99
-    return LoadResult(target, round(seconds, 2), len(lat) + n_errors, n_errors, round(len(lat) / seconds, 1),
-                      round(q[49] * 1000, 2), round(q[98] * 1000, 2), round(lat[-1] * 1000 if lat else 0, 2),
-                      round(rss_start, 1), round(rss_end, 1), samples)
+def interleaved(servers: dict[str, ServerProcess], clients: int, duration_s: float, warmup_s: float,
+                rounds: int, loop: str) -> tuple[dict[str, LoadResult], list[dict[str, float]]]:
+    """Load each server for ``duration_s`` in total, in ``rounds`` alternating slices (A B, B A, A B, ...).
+
+    Both servers are up for the whole run and only the loaded one works: slow drift of this shared machine
+    (the same server measured 3028 and 1535 req/s 20 minutes apart) then hits both alike instead of
+    whichever happened to run second. Returns the totals per server and the requests/s of every slice."""
+    for server in servers.values():
+        run_client(closed_loop(server.url, clients, warmup_s), loop)  # connections, caches, allocator
+    rss_start = {name: server.rss_mb() for name, server in servers.items()}
+    runs: dict[str, list] = {name: [[], 0, [], 0.0] for name in servers}  # latencies, errors, samples, seconds
+    per_round: list[dict[str, float]] = []
+    names = list(servers)
+    for r in range(rounds):
+        this_round = {}
+        for name in names if r % 2 == 0 else names[::-1]:
+            lat, n_err, samples, seconds = run_client(closed_loop(servers[name].url, clients, duration_s / rounds),
+                                                      loop)
+            run = runs[name]
+            run[0] += lat
+            run[1] += n_err
+            run[2] = (run[2] + samples)[:5]
+            run[3] += seconds
+            this_round[name] = round(len(lat) / seconds, 1)
+        per_round.append(this_round)
+    results = {}
+    for name, (latencies, n_errors, samples, seconds) in runs.items():
+        lat = sorted(latencies)
+        q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [float("nan")] * 99
+        results[name] = LoadResult(name, round(seconds, 2), len(lat) + n_errors, n_errors, round(len(lat) / seconds, 1),
+                                   round(q[49] * 1000, 2), round(q[98] * 1000, 2),
+                                   round(lat[-1] * 1000 if lat else 0, 2), round(rss_start[name], 1),
+                                   round(servers[name].rss_mb(), 1), samples)
+    return results, per_round
 
 
 # ---- part 2: batching with a real model ----------------------------------------------------------------
@@ -356,6 +381,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=30.0, help="seconds of load per server")
     ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating load slices per server (part 1)")
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--client-loop", choices=["uvloop", "asyncio"], default=None,
                     help="event loop of the load generator (default: uvloop when installed)")
@@ -393,18 +419,24 @@ def main() -> None:
                                "client_loop": args.client_loop}
     passed = True
     if not args.skip_load:
-        print(f"part 1: {args.clients} clients ({args.client_loop}), {args.duration:g} s per server, "
-              "POST /get_reward", flush=True)
-        for target, role in (("bare FastAPI", "bare"), ("cerm (scripted backend)", "cerm")):
-            server = ServerProcess(role)
-            try:
+        print(f"part 1: {args.clients} clients ({args.client_loop}), {args.duration:g} s per server in "
+              f"{args.rounds} alternating slices, POST /get_reward", flush=True)
+        servers = {role: ServerProcess(role) for role in ("bare", "cerm")}
+        try:
+            for server in servers.values():
                 server.wait_ready()
-                res = measure(server, target, args.clients, args.duration, args.warmup, args.client_loop)
-            finally:
+            loads, per_round = interleaved(servers, args.clients, args.duration, args.warmup, args.rounds,
+                                           args.client_loop)
+        finally:
+            for server in servers.values():
                 server.stop()
+        for role, target in (("bare", "bare FastAPI"), ("cerm", "cerm (scripted backend)")):
+            res = loads[role]
             results[role] = asdict(res)
             print(f"  {target}: {res.rps} req/s, p50 {res.p50_ms} ms, p99 {res.p99_ms} ms, errors {res.errors}, "
                   f"RSS {res.rss_start_mb} -> {res.rss_end_mb} MB", flush=True)
+        results["rounds"] = per_round
+        print("  per slice (req/s): " + ", ".join(f"bare {r['bare']:.0f} / cerm {r['cerm']:.0f}" for r in per_round))
         bare, cerm = results["bare"], results["cerm"]
         ratio = cerm["rps"] / bare["rps"]
         results["ratio"] = round(ratio, 3)
