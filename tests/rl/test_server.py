@@ -187,7 +187,7 @@ def test_malformed_and_invalid_json_is_422():
         empty = client.post("/v1/score", json={"query": "  ", "responses": ["a"]})
         mismatch = client.post("/get_reward", json={"query": ["a", "b"], "prompts": ["a"]})
         split = client.post("/get_reward", json={"query": ["abc"], "prompts": ["zzz"]})
-    assert_json_error(bad, 422, "invalid_request")
+    assert assert_json_error(bad, 422, "invalid_request")["detail"][0]["loc"] == ["body"]
     assert assert_json_error(missing, 422, "invalid_request")["detail"][0]["loc"] == ["body", "query"]
     assert "query is empty" in assert_json_error(empty, 422, "invalid_request")["detail"]
     assert "'prompts' has 1 entries" in assert_json_error(mismatch, 422, "invalid_request")["detail"]
@@ -352,6 +352,39 @@ def test_unknown_route_and_unexpected_errors_are_json():
     assert_json_error(wrong_method, 405, "method_not_allowed")
     assert "splitter bug" in assert_json_error(bug, 500, "internal_error")["detail"]
     assert health.status_code == 200
+
+
+def test_openapi_documents_every_route_with_its_models():
+    client, _ = client_for()
+    spec = client.get("/openapi.json").json()
+    assert set(spec["paths"]) == {"/get_reward", "/v1/score", "/v1/compare", "/health", "/metrics"}
+    reward = spec["paths"]["/get_reward"]["post"]  # served as a plain Starlette route, documented all the same
+    body = reward["requestBody"]["content"]["application/json"]["schema"]
+    assert body["required"] == ["query"] and set(body["properties"]) == {"query", "prompts", "labels"}
+    assert reward["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/RewardResponse")
+    assert reward["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
+
+
+def test_client_gone_while_sending_the_body_is_answered_and_judges_nothing():
+    import asyncio
+
+    backend = FakeBackend()
+    app = create_app(Judge(backend), ServerConfig(freeze_gc=False))
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/get_reward", "raw_path": b"/get_reward", "root_path": "", "query_string": b"",
+             "headers": [(b"content-type", b"application/json")], "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 2), "app": app}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 400 and json.loads(sent[1]["body"])["error"] == "client_disconnected"
+    assert backend.num_prompts == 0
 
 
 def test_server_config_is_checked():

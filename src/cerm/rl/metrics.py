@@ -43,6 +43,7 @@ class ServerMetrics:
         self.queue_depth = Gauge("cerm_queue_depth", "requests waiting for the judge", registry=r)
         self.rejected = Counter("cerm_rejected", "requests refused before judging", ["reason"], registry=r)
         self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        self._statuses: dict[str, Counter] = {}
 
     def observe_request(self, route: str, code: int, seconds: float) -> None:
         # labels() builds and looks up its key under a lock on every call: keep the children per (route, code)
@@ -67,7 +68,10 @@ class ServerMetrics:
         self.criteria_generated.inc(sum(s == "generated" for s in sources.values()))
         for item in report.scored:
             for j in item.judgments:
-                self.judgments.labels(j.status.value).inc()
+                status = self._statuses.get(j.status.value)
+                if status is None:
+                    status = self._statuses[j.status.value] = self.judgments.labels(j.status.value)
+                status.inc()
                 if j.score is None:
                     self.parse_failures.inc()
 
