@@ -365,25 +365,40 @@ def test_openapi_documents_every_route_with_its_models():
     assert reward["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
 
 
-def test_client_gone_while_sending_the_body_is_answered_and_judges_nothing():
+def asgi_post(app, path: str, headers: list[tuple[bytes, bytes]], messages: list[dict]) -> list[dict]:
+    """Drive the ASGI app by hand: what an HTTP client cannot send (a lying header, a vanished client)."""
     import asyncio
 
-    backend = FakeBackend()
-    app = create_app(Judge(backend), ServerConfig(freeze_gc=False))
     sent: list[dict] = []
+    queue = list(messages)
 
     async def receive() -> dict:
-        return {"type": "http.disconnect"}
+        return queue.pop(0) if queue else {"type": "http.disconnect"}
 
     async def send(message: dict) -> None:
         sent.append(message)
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": "/get_reward", "raw_path": b"/get_reward", "root_path": "", "query_string": b"",
-             "headers": [(b"content-type", b"application/json")], "client": ("127.0.0.1", 1),
-             "server": ("127.0.0.1", 2), "app": app}
+             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"", "headers": headers,
+             "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2), "app": app}
     asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def test_client_gone_while_sending_the_body_is_answered_and_judges_nothing():
+    backend = FakeBackend()
+    app = create_app(Judge(backend), ServerConfig(freeze_gc=False))
+    sent = asgi_post(app, "/get_reward", [(b"content-type", b"application/json")], [])
     assert sent[0]["status"] == 400 and json.loads(sent[1]["body"])["error"] == "client_disconnected"
+    assert backend.num_prompts == 0
+
+
+def test_chunked_body_is_counted_even_with_a_small_content_length():
+    backend = FakeBackend()
+    app = create_app(Judge(backend), ServerConfig(max_body_bytes=1000, freeze_gc=False))
+    chunks = [{"type": "http.request", "body": b"x" * 600, "more_body": True}] * 3
+    sent = asgi_post(app, "/get_reward", [(b"content-length", b"10"), (b"transfer-encoding", b"chunked")], chunks)
+    assert sent[0]["status"] == 413 and json.loads(sent[1]["body"])["error"] == "body_too_large"
     assert backend.num_prompts == 0
 
 

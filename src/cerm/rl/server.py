@@ -335,18 +335,20 @@ class _Gate:
             await send(message)
 
         try:
-            auth, length = b"", None
+            auth, length, chunked = b"", None, False
             for name, value in scope["headers"]:  # lower-case names (ASGI)
                 if name == b"authorization":
                     auth = value
                 elif name == b"content-length":
                     length = value
+                elif name == b"transfer-encoding":  # overrides Content-Length (RFC 9112): count the bytes
+                    chunked = True
             if self.expected is not None and path in PROTECTED and not hmac.compare_digest(auth, self.expected):
                 await _send_json(send_and_record, 401, "unauthorized",
                                  "missing or wrong bearer token (Authorization: Bearer <token>).",
                                  [(b"www-authenticate", b"Bearer")])
                 return
-            if length is not None and length.isdigit():
+            if length is not None and length.isdigit() and not chunked:
                 if int(length) > self.limit:
                     await _send_json(send_and_record, 413, "body_too_large",
                                      f"the body has {int(length)} bytes; the limit is {self.limit}.")
