@@ -251,6 +251,16 @@ def run_client(coro: Any, loop: str) -> Any:
     return asyncio.run(coro)
 
 
+@dataclass
+class _Tally:
+    """One server's load slices, summed."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    samples: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
 def interleaved(servers: dict[str, ServerProcess], clients: int, duration_s: float, warmup_s: float,
                 rounds: int, loop: str) -> tuple[dict[str, LoadResult], list[dict[str, float]]]:
     """Load each server for ``duration_s`` in total, in ``rounds`` alternating slices (A B, B A, A B, ...).
@@ -261,7 +271,7 @@ def interleaved(servers: dict[str, ServerProcess], clients: int, duration_s: flo
     for server in servers.values():
         run_client(closed_loop(server.url, clients, warmup_s), loop)  # connections, caches, allocator
     rss_start = {name: server.rss_mb() for name, server in servers.items()}
-    runs: dict[str, list] = {name: [[], 0, [], 0.0] for name in servers}  # latencies, errors, samples, seconds
+    tallies = {name: _Tally() for name in servers}
     per_round: list[dict[str, float]] = []
     names = list(servers)
     for r in range(rounds):
@@ -269,21 +279,21 @@ def interleaved(servers: dict[str, ServerProcess], clients: int, duration_s: flo
         for name in names if r % 2 == 0 else names[::-1]:
             lat, n_err, samples, seconds = run_client(closed_loop(servers[name].url, clients, duration_s / rounds),
                                                       loop)
-            run = runs[name]
-            run[0] += lat
-            run[1] += n_err
-            run[2] = (run[2] + samples)[:5]
-            run[3] += seconds
+            tally = tallies[name]
+            tally.latencies += lat
+            tally.errors += n_err
+            tally.samples = (tally.samples + samples)[:5]
+            tally.seconds += seconds
             this_round[name] = round(len(lat) / seconds, 1)
         per_round.append(this_round)
     results = {}
-    for name, (latencies, n_errors, samples, seconds) in runs.items():
-        lat = sorted(latencies)
+    for name, t in tallies.items():
+        lat = sorted(t.latencies)
         q = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [float("nan")] * 99
-        results[name] = LoadResult(name, round(seconds, 2), len(lat) + n_errors, n_errors, round(len(lat) / seconds, 1),
-                                   round(q[49] * 1000, 2), round(q[98] * 1000, 2),
+        results[name] = LoadResult(name, round(t.seconds, 2), len(lat) + t.errors, t.errors,
+                                   round(len(lat) / t.seconds, 1), round(q[49] * 1000, 2), round(q[98] * 1000, 2),
                                    round(lat[-1] * 1000 if lat else 0, 2), round(rss_start[name], 1),
-                                   round(servers[name].rss_mb(), 1), samples)
+                                   round(servers[name].rss_mb(), 1), t.samples)
     return results, per_round
 
 
