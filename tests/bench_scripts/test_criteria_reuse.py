@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from support import ROOT
+from support import ROOT, load_bench_script
 
 SCRIPT = ROOT / "bench" / "criteria_reuse.py"
 ARENA = "arena-hard/arena-hard-v0.1"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("criteria_reuse", SCRIPT)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules["criteria_reuse"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-cr = load_script()
+cr = load_bench_script("criteria_reuse")
 
 
 def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import ROOT
+from support import ROOT, load_bench_script
 
 SCRIPT = ROOT / "bench" / "server_load.py"
 
@@ -30,12 +30,7 @@ def test_part1_loads_both_servers_in_alternating_slices(tmp_path: Path) -> None:
 
 
 def test_part2_requests_spread_evenly_over_the_prompts(shared_data: Path) -> None:
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        import server_load
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
-    items = server_load.embedded_items(2, 16)
+    items = load_bench_script("server_load").embedded_items(2, 16)
     queries = [q for q, _ in items]
     assert len(items) == 16 and len(set(queries)) == 2 and queries.count(queries[0]) == 8
     assert len({r for _, r in items}) == 16  # every response differs: no judgment is reused

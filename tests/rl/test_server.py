@@ -386,18 +386,16 @@ def asgi_post(app, path: str, headers: list[tuple[bytes, bytes]], messages: list
 
 
 def test_client_gone_while_sending_the_body_is_answered_and_judges_nothing():
-    backend = FakeBackend()
-    app = create_app(Judge(backend), ServerConfig(freeze_gc=False))
-    sent = asgi_post(app, "/get_reward", [(b"content-type", b"application/json")], [])
+    client, backend = client_for()
+    sent = asgi_post(client.app, "/get_reward", [(b"content-type", b"application/json")], [])
     assert sent[0]["status"] == 400 and json.loads(sent[1]["body"])["error"] == "client_disconnected"
     assert backend.num_prompts == 0
 
 
 def test_chunked_body_is_counted_even_with_a_small_content_length():
-    backend = FakeBackend()
-    app = create_app(Judge(backend), ServerConfig(max_body_bytes=1000, freeze_gc=False))
+    client, backend = client_for(max_body_bytes=1000)
     chunks = [{"type": "http.request", "body": b"x" * 600, "more_body": True}] * 3
-    sent = asgi_post(app, "/get_reward", [(b"content-length", b"10"), (b"transfer-encoding", b"chunked")], chunks)
+    sent = asgi_post(client.app, "/get_reward", [(b"content-length", b"10"), (b"transfer-encoding", b"chunked")], chunks)
     assert sent[0]["status"] == 413 and json.loads(sent[1]["body"])["error"] == "body_too_large"
     assert backend.num_prompts == 0
 
