@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 from cerm import EMBEDDED_WARNING, Judge, JudgeConfig, Store, get_backend
-from cerm.rl.rewards import RewardConfig
-from cerm.rl.trl import CermReward
+from cerm.reward.scoring import RewardConfig
+from cerm.reward.trl import CermReward
 
 TINY_PROMPTS = [
     "Explain why the sky is blue in two sentences.",

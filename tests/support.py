@@ -25,11 +25,11 @@ MODEL_CACHE = Path(os.environ.get("CERM_TEST_MODELS", ROOT / ".cache" / "test-mo
 
 
 def load_bench_script(name: str):
-    """``bench/<name>.py`` as a module (the scripts are not a package), registered in ``sys.modules``."""
+    """``perf/<name>.py`` as a module (the scripts are not a package), registered in ``sys.modules``."""
     import importlib.util
     import sys
 
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "perf" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)  # type: ignore[union-attr]

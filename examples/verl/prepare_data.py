@@ -49,7 +49,7 @@ def verl_row(messages: list[dict[str, str]], index: int, split: str) -> dict:
         "prompt": messages,
         "ability": "chat",
         "reward_model": {"style": "model", "ground_truth": ""},
-        # the reward sees no prompt: the query travels here (cerm.rl.verl reads extra_info["question"])
+        # the reward sees no prompt: the query travels here (cerm.reward.verl reads extra_info["question"])
         "extra_info": {"question": messages, "index": index, "split": split},
     }
 

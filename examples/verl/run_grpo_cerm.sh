@@ -7,7 +7,7 @@
 #                  --eval-max-new-tokens 4096 --token "$CERM_SERVER_TOKEN"
 #   3. train:  bash examples/verl/run_grpo_cerm.sh
 #
-# Reward managers (both call functions from cerm/rl/verl.py):
+# Reward managers (both call functions from cerm/reward/verl.py):
 #   batch (below): compute_score_batch sees the whole rollout batch, groups it by prompt, criteria once per prompt.
 #   naive:         reward_model.reward_manager=naive custom_reward_function.name=compute_score (one call per sample;
 #                  the server's dynamic batcher and criteria cache keep the cost at one criteria call per prompt).
@@ -18,7 +18,7 @@ set -euo pipefail
 CERM_URL=${CERM_URL:-http://127.0.0.1:8000}
 DATA=${DATA:-data/cerm_grpo}
 POLICY=${POLICY:-Qwen/Qwen3-8B}
-REWARD_FILE=$(python -c "import cerm.rl.verl as m; print(m.__file__)")
+REWARD_FILE=$(python -c "import cerm.reward.verl as m; print(m.__file__)")
 
 python -m verl.trainer.main_ppo \
     algorithm.adv_estimator=grpo \

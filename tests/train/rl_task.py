@@ -82,8 +82,8 @@ def sft_cold_start(model_dir: Path, rows: list[dict], out: Path, judgment: Calla
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cerm.train.rl_setup import stop_token_ids
-    from cerm.train.rollout import ChatLayout
+    from cerm.train.rl.setup import stop_token_ids
+    from cerm.train.rl.rollout import ChatLayout
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -144,7 +144,7 @@ def build_task(tokenizer_dir: Path, root: Path) -> tuple[Path, Path, Path]:
 def learnability_config(train: Path, held: Path, sft: Path, out: Path, **overrides):
     """The RL budget of the learnability test: the default rollout structure (4 criteria x 2 x 2 judgments),
     a high lr (1e-3: the model is tiny) and short turns."""
-    from cerm.train.rl_config import RLConfig
+    from cerm.train.rl.config import RLConfig
 
     values = dict(model=str(sft), train_data=str(train), eval_data=str(held), output_dir=str(out), seed=1,
                   num_criteria=4, num_judgments=2, criteria_max_new_tokens=24, eval_max_new_tokens=32,
@@ -165,7 +165,7 @@ def score_margins(model_dir: Path, held: Path) -> dict[str, float]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cerm.train.rollout import ChatLayout
+    from cerm.train.rl.rollout import ChatLayout
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -195,7 +195,7 @@ def score_margins(model_dir: Path, held: Path) -> dict[str, float]:
 
 def run(train: Path, held: Path, sft: Path, out: Path, grouping: str, **overrides) -> dict[int, dict]:
     """One RL run; returns the held-out evaluations by step and prints them."""
-    from cerm.train.rl_trainer import train_rl
+    from cerm.train.rl.trainer import train_rl
 
     t0 = time.perf_counter()
     summary = train_rl(learnability_config(train, held, sft, out, advantage_grouping=grouping, **overrides))
@@ -212,7 +212,7 @@ if __name__ == "__main__":
 
     root = Path(sys.argv[1])
     grouping = sys.argv[2] if len(sys.argv) > 2 else "three_group"
-    from cerm.train.rl_config import parse_overrides
+    from cerm.train.rl.config import parse_overrides
 
     train, held, sft = build_task(smollm2_tokenizer_dir(), root)
     evals = run(train, held, sft, root / f"rl-{grouping}", grouping, **parse_overrides(sys.argv[3:]))

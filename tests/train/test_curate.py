@@ -13,12 +13,12 @@ import pytest
 from cerm.backends.fake import CANNED_CRITERIA, FakeBackend, canned_evaluation
 from cerm.cache import Store
 from cerm.judge import JudgeConfig
-from cerm.train.curate import CurateConfig, curate, split_heldout, water_fill
-from cerm.train.curate_report import pass_rate_histogram
-from cerm.train.data import PreferencePair
-from cerm.train.dedup import cluster_near_duplicates, drop_exact_duplicates
-from cerm.train.filters import EvalIndex, drop_contaminated, drop_identical, drop_languages, drop_too_long
-from cerm.train.passrate import pass_rate
+from cerm.train.curate.pipeline import CurateConfig, curate, split_heldout, water_fill
+from cerm.train.curate.report import pass_rate_histogram
+from cerm.train.pairs import PreferencePair
+from cerm.train.curate.dedup import cluster_near_duplicates, drop_exact_duplicates
+from cerm.train.curate.filters import EvalIndex, drop_contaminated, drop_identical, drop_languages, drop_too_long
+from cerm.train.curate.passrate import pass_rate
 from cerm.types import Message, SamplingParams
 
 _TAG = re.compile(r"<<([\d/]+|nobox)>>")
@@ -237,7 +237,7 @@ def test_curate_without_pass_rate_and_short_of_candidates(tmp_path: Path) -> Non
 
 def test_report_warns_about_the_embedded_model(tmp_path: Path) -> None:
     from cerm.backends.embedded import EMBEDDED_ID, EMBEDDED_WARNING
-    from cerm.train.curate_report import is_embedded_id
+    from cerm.train.curate.report import is_embedded_id
 
     assert is_embedded_id(EMBEDDED_ID) and is_embedded_id("llamacpp:SmolLM2-135M-Instruct.Q4_1.gguf:98362432")
     assert not is_embedded_id("PKU-ONELab/CE-RM-4B")

@@ -9,7 +9,7 @@ import typer
 from typer.testing import CliRunner
 
 from cerm.cli.curate import curate, distill
-from cerm.train.data import load_sft_rows
+from cerm.train.sft.data import load_sft_rows
 
 
 def _out(res) -> str:

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from cerm.train.data import (
+from cerm.train.pairs import (
     PreferencePair,
     infer_domain,
     load_pairs,
     load_prompts,
-    load_sft_rows,
     write_pairs,
 )
+from cerm.train.sft.data import load_sft_rows
 
 
 def _jsonl(path: Path, rows: list) -> Path:

@@ -11,8 +11,9 @@ import pytest
 from cerm.backends.fake import CANNED_CRITERIA, FakeBackend, canned_evaluation
 from cerm.judge import Judge, JudgeConfig
 from cerm.prompts import PROMPT_VERSION, criteria_prompt, evaluation_messages
-from cerm.train.data import PreferencePair, load_sft_rows
-from cerm.train.distill import DistillConfig, distill, done_pair_ids
+from cerm.train.pairs import PreferencePair
+from cerm.train.sft.data import load_sft_rows
+from cerm.train.sft.distill import DistillConfig, distill, done_pair_ids
 from cerm.types import Generation, Message, SamplingParams
 
 _TAG = re.compile(r"<<([\d.]+|nobox)>>")

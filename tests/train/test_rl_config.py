@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cerm.train.rl_config import RLConfig, load_rl_config, parse_overrides
-from cerm.train.rl_metrics import MetricsLogger, describe, pairwise_accuracy, read_metrics, tie_rate
+from cerm.train.rl.config import RLConfig, load_rl_config, parse_overrides
+from cerm.train.rl.metrics import MetricsLogger, describe, pairwise_accuracy, read_metrics, tie_rate
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "ce-rm-4b-rl.yaml"
 
@@ -55,7 +55,7 @@ def test_config_rejects_bad_values(field, value, match):
 
 
 def test_pair_stream_is_a_pure_function_of_position(tmp_path):
-    from cerm.train.rl_data import PairStream, read_pairs, split_holdout
+    from cerm.train.rl.data import PairStream, read_pairs, split_holdout
 
     path = tmp_path / "p.jsonl"
     path.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"q{i}", "chosen": "a", "rejected": "b"}) + "\n"
@@ -88,7 +88,7 @@ def test_metric_functions():
 
 
 def test_metrics_jsonl_and_plots(tmp_path):
-    from cerm.train.rl_plot import plot_run
+    from cerm.train.rl.plot import plot_run
 
     seen = []
     log = MetricsLogger(tmp_path / "metrics.jsonl", None, [lambda s, m: seen.append(s)])

@@ -8,10 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cerm.train.advantages import group_key, normalize_in_groups
-from cerm.train.rewards import RewardConfig, credit, criteria_rewards
+from cerm.train.rl.algorithm import RoleRewardConfig, credit, criteria_rewards, group_key, normalize_in_groups
 
-IND = RewardConfig()
+IND = RoleRewardConfig()
 
 
 def test_indicator_rewards_per_role():
@@ -30,13 +29,13 @@ def test_rejected_judgment_earns_by_scoring_low():
 
 @pytest.mark.parametrize(("tie_credit", "expected"), [(0.0, 0.0), (0.5, 0.5)])
 def test_ties_follow_the_configured_credit(tie_credit, expected):
-    r = criteria_rewards([7.0], [7.0], RewardConfig(tie_credit=tie_credit))
+    r = criteria_rewards([7.0], [7.0], RoleRewardConfig(tie_credit=tie_credit))
     assert r.chosen == (expected,) and r.rejected == (expected,) and r.criteria == expected
     assert r.num_ties == 1 and r.num_wins == 0
 
 
 def test_invalid_judgment_gets_format_penalty_and_leaves_comparisons():
-    r = criteria_rewards([None, 8.0], [5.0, None], RewardConfig(format_penalty=-0.7))
+    r = criteria_rewards([None, 8.0], [5.0, None], RoleRewardConfig(format_penalty=-0.7))
     assert r.chosen == (-0.7, 1.0)
     assert r.rejected == (1.0, -0.7)
     assert r.criteria == 1.0 and r.num_comparisons == 1
@@ -50,12 +49,12 @@ def test_no_valid_partner_gives_zero_and_criteria_zero():
 
 
 def test_margin_variant_is_clipped():
-    cfg = RewardConfig(mode="margin")
+    cfg = RoleRewardConfig(mode="margin")
     assert credit(9.0, 4.0, cfg) == 0.5
     assert credit(0.0, 10.0, cfg) == -1.0
     assert criteria_rewards([9.0], [4.0], cfg).criteria == 0.5
     with pytest.raises(ValueError, match="margin"):
-        RewardConfig(mode="ratio")  # type: ignore[arg-type]
+        RoleRewardConfig(mode="ratio")  # type: ignore[arg-type]
 
 
 def test_three_groups_and_ablation_keys():

@@ -56,7 +56,7 @@ def answer_then_score(response: str, rng: random.Random) -> str:
 
 
 def rl_config(task, out: Path, **overrides):
-    from cerm.train.rl_config import RLConfig
+    from cerm.train.rl.config import RLConfig
 
     root, train, held, sft = task
     values = dict(model=str(sft), train_data=str(train), eval_data=str(held), output_dir=str(out), seed=1,
@@ -96,9 +96,9 @@ def cached_sft(tiny_model_dir: Path, rows: list[dict]) -> Path:
 # ---------------------------------------------------------------------------------------------- one step
 def test_one_step_invariants(task):
     """20 trajectories per pair, groups 4/8/8 with zero-mean advantages, criteria masked in judgments."""
-    from cerm.train.advantages import group_key
-    from cerm.train.rl_loss import collate
-    from cerm.train.rl_trainer import RLTrainer
+    from cerm.train.rl.algorithm import group_key
+    from cerm.train.rl.logprobs import collate
+    from cerm.train.rl.trainer import RLTrainer
 
     root = task[0]
     trainer = RLTrainer(rl_config(task, root / "one-step", eval_data=None, pairs_per_step=2, max_steps=1))
@@ -135,8 +135,9 @@ def test_one_step_invariants(task):
 
 
 def test_kl_is_zero_when_policy_equals_reference(task):
-    from cerm.train.rl_loss import collate, completion_logprobs, ppo_loss
-    from cerm.train.rl_trainer import RLTrainer
+    from cerm.train.rl.algorithm import ppo_loss
+    from cerm.train.rl.logprobs import collate, completion_logprobs
+    from cerm.train.rl.trainer import RLTrainer
 
     trainer = RLTrainer(rl_config(task, task[0] / "kl", eval_data=None, pairs_per_step=2, max_steps=1))
     trainer.step()  # rollouts only matter here; compare a fresh policy and its reference on them
@@ -156,8 +157,9 @@ def test_ppo_loss_decreases_on_a_toy_reward(task):
     """Fixed trajectories, advantage +1 for half and -1 for the rest: PPO steps raise the first half's log-prob."""
     from transformers import AutoModelForCausalLM
 
-    from cerm.train.rl_loss import collate, completion_logprobs, ppo_loss
-    from cerm.train.rl_trainer import RLTrainer
+    from cerm.train.rl.algorithm import ppo_loss
+    from cerm.train.rl.logprobs import collate, completion_logprobs
+    from cerm.train.rl.trainer import RLTrainer
 
     trainer = RLTrainer(rl_config(task, task[0] / "toy", eval_data=None, pairs_per_step=2, max_steps=1))
     trainer.step()
@@ -196,8 +198,8 @@ def test_resume_reproduces_an_uninterrupted_run(task):
     """Kill a run during step 3 (after its step-2 checkpoint), resume: same metrics and weights as a straight run."""
     from safetensors.torch import load_file
 
-    from cerm.train.rl_metrics import read_metrics
-    from cerm.train.rl_trainer import train_rl
+    from cerm.train.rl.metrics import read_metrics
+    from cerm.train.rl.trainer import train_rl
 
     def kill_at_step_3(step: int, metrics: dict) -> None:
         if step == 3:
@@ -226,7 +228,7 @@ def test_resume_reproduces_an_uninterrupted_run(task):
 def test_lora_run_exports_a_merged_model(task):
     from transformers import AutoModelForCausalLM
 
-    from cerm.train.rl_trainer import train_rl
+    from cerm.train.rl.trainer import train_rl
 
     out = task[0] / "lora"
     summary = train_rl(rl_config(task, out, eval_data=None, pairs_per_step=2, max_steps=1, use_lora=True,

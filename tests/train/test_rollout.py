@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import pytest
 
 from cerm.prompts import evaluation_messages
-from cerm.train.data import PreferencePair
-from cerm.train.rl_engine import cut_at_stop, left_pad
-from cerm.train.rollout import ChatLayout, Completion, rollout_pairs
+from cerm.train.pairs import PreferencePair
+from cerm.train.rl.engine_hf import cut_at_stop, left_pad
+from cerm.train.rl.rollout import ChatLayout, Completion, rollout_pairs
 from cerm.types import ParseStatus, SamplingParams
 
 pytest.importorskip("transformers")
@@ -116,7 +116,7 @@ def test_cut_at_stop_and_left_pad():
 def test_vllm_engine_maps_sampling_params_and_cuts_at_stop(monkeypatch):
     """The vLLM path cannot run here; its mapping onto TRL's VLLMGeneration is checked with a stand-in."""
     pytest.importorskip("trl")
-    from cerm.train.rl_vllm import VLLMEngine
+    from cerm.train.rl.engine_vllm import VLLMEngine
 
     class StandIn:
         def __init__(self):

@@ -11,9 +11,10 @@ import pytest
 
 from cerm.backends.fake import CANNED_CRITERIA, FakeBackend, canned_evaluation
 from cerm.judge import Judge, JudgeConfig
-from cerm.train.data import PreferencePair, SFTRow, load_sft_rows
-from cerm.train.distill import distill
-from cerm.train.sft_config import SFTRunConfig
+from cerm.train.pairs import PreferencePair
+from cerm.train.sft.data import SFTRow, load_sft_rows
+from cerm.train.sft.distill import distill
+from cerm.train.sft.config import SFTRunConfig
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -51,7 +52,7 @@ def _assistant_char_spans(text: str, contents: list[str]) -> list[tuple[int, int
 def test_masks_cover_only_assistant_tokens(smollm2_tokenizer: Path, tmp_path: Path, train_criteria: bool) -> None:
     from transformers import AutoTokenizer
 
-    from cerm.train.sft import build_example, trained_turns
+    from cerm.train.sft.trainer import build_example, trained_turns
 
     tok = AutoTokenizer.from_pretrained(smollm2_tokenizer)
     row = load_sft_rows(_rows(tmp_path, 1))[0 if train_criteria else 1]
@@ -76,7 +77,7 @@ def test_masks_cover_only_assistant_tokens(smollm2_tokenizer: Path, tmp_path: Pa
 def test_template_that_rewrites_history_is_refused(smollm2_tokenizer: Path, tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    from cerm.train.sft import build_example, trained_turns
+    from cerm.train.sft.trainer import build_example, trained_turns
 
     tok = AutoTokenizer.from_pretrained(smollm2_tokenizer)
     # like Qwen3's hybrid template: earlier assistant turns rendered differently from the last one
@@ -117,7 +118,7 @@ def _tiny_cfg(tiny_model_dir: Path, rows: Path, out: Path, **kw) -> SFTRunConfig
 
 
 def test_collator_labels_follow_the_masks(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from cerm.train.sft import build_trainer
+    from cerm.train.sft.trainer import build_trainer
 
     prep = build_trainer(_tiny_cfg(tiny_model_dir, _rows(tmp_path, 2), tmp_path / "run"))
     dataset = prep.trainer.train_dataset  # TRL folds our assistant_masks into a labels column
@@ -140,7 +141,7 @@ def test_collator_labels_follow_the_masks(tiny_model_dir: Path, tmp_path: Path) 
 
 def test_sft_tiny_qwen3_trains_and_judges(tiny_model_dir: Path, tmp_path: Path) -> None:
     from cerm.backends.hf import HFBackend
-    from cerm.train.sft import train_sft
+    from cerm.train.sft.trainer import train_sft
 
     rows = _rows(tmp_path, 1)  # 2 conversations of ~650 tokens; one per step
     cfg = _tiny_cfg(tiny_model_dir, rows, tmp_path / "run", max_steps=4, batch_size=1, learning_rate=3e-3)

@@ -59,8 +59,8 @@ def curate(
     judge_chunk_pairs: Annotated[int, typer.Option(help="pairs per judge batch (flushed after each)")] = 256,
 ) -> None:
     """Curate preference pairs: validate, filter, dedupe, pass-rate filter, balance, split, report."""
-    from cerm.train.curate import CurateConfig
-    from cerm.train.curate import curate as run_curate
+    from cerm.train.curate.pipeline import CurateConfig
+    from cerm.train.curate.pipeline import curate as run_curate
 
     if judge_opts.samples != 1:
         raise fail("the pass-rate judge samples --pass-k evaluations; leave --samples at 1.")
@@ -124,9 +124,9 @@ def distill(
 ) -> None:
     """Teacher traces for SFT: criteria + one evaluation per response, kept when they order the pair as
     labelled. Use a strong teacher, e.g. --backend openai --base-url http://host:8000/v1 --model NAME."""
-    from cerm.train.data import load_pairs
-    from cerm.train.distill import DistillConfig
-    from cerm.train.distill import distill as run_distill
+    from cerm.train.pairs import load_pairs
+    from cerm.train.sft.distill import DistillConfig
+    from cerm.train.sft.distill import distill as run_distill
 
     try:
         cfg = DistillConfig(min_margin=min_margin, chunk_pairs=chunk_pairs)

@@ -54,9 +54,9 @@ def serve(
     try:
         import uvicorn
 
-        from cerm.rl.batcher import BatcherConfig
-        from cerm.rl.server import ServerConfig, create_app
-        from cerm.rl.split import PromptSplitter
+        from cerm.reward.batcher import BatcherConfig
+        from cerm.reward.server import ServerConfig, create_app
+        from cerm.reward.split import PromptSplitter
     except ImportError as e:
         raise fail(f"cerm serve needs: pip install 'cerm[server]' ({e})") from None
     try:

@@ -42,13 +42,13 @@ def rl(
                                                     "directory")] = None,
 ) -> None:
     """Two-stage rollout RL: criteria samples, then judgments under each, rewarded per role (training.md §3)."""
-    from cerm.train.rl_config import load_rl_config
+    from cerm.train.rl.config import load_rl_config
 
     try:
         cfg = load_rl_config(config, [*(overrides or []), *([f"resume_from={resume}"] if resume else [])])
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
-    from cerm.train.rl_trainer import train_rl  # imports torch: only once the config is known to be good
+    from cerm.train.rl.trainer import train_rl  # imports torch: only once the config is known to be good
 
     logging.getLogger("cerm.train").setLevel(logging.INFO)
     try:
@@ -66,7 +66,7 @@ def plot(
     out: Annotated[Path | None, typer.Option(help="where to write the PNGs (default: RUN/plots)")] = None,
 ) -> None:
     """Render an RL run's curves (accuracy, rewards, advantages, KL/clip, lengths, throughput) as PNGs."""
-    from cerm.train.rl_plot import plot_run
+    from cerm.train.rl.plot import plot_run
 
     try:
         paths = plot_run(run, out)

@@ -25,14 +25,14 @@ def sft(
                                                     "directory")] = None,
 ) -> None:
     """SFT cold start: loss on both assistant turns (criteria once per pair, every evaluation)."""
-    from cerm.train.sft_config import SFTRunConfig
+    from cerm.train.sft.config import SFTRunConfig
 
     try:
         cfg = SFTRunConfig.from_sources(config, overrides)
         cfg.gradient_accumulation_steps(SFTRunConfig.world_size())
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
-    from cerm.train.sft import final_dir, train_sft  # imports torch: only once the config is known to be good
+    from cerm.train.sft.trainer import final_dir, train_sft  # imports torch: only once the config is known to be good
 
     logging.getLogger("cerm.train").setLevel(logging.INFO)
     try:

