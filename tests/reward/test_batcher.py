@@ -10,7 +10,14 @@ import pytest
 
 from cerm import Judge
 from cerm.backends.fake import CANNED_CRITERIA, FakeBackend, default_script, hash_score
-from cerm.reward.batcher import BatcherClosed, BatcherConfig, BatchItem, BatchReport, DynamicBatcher, QueueFull
+from cerm.reward.batcher import (
+    BatcherClosed,
+    BatcherConfig,
+    BatchItem,
+    BatchReport,
+    DynamicBatcher,
+    QueueFull,
+)
 
 
 class GatedBackend(FakeBackend):

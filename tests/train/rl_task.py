@@ -82,8 +82,8 @@ def sft_cold_start(model_dir: Path, rows: list[dict], out: Path, judgment: Calla
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from cerm.train.rl.setup import stop_token_ids
     from cerm.train.rl.rollout import ChatLayout
+    from cerm.train.rl.setup import stop_token_ids
 
     torch.manual_seed(seed)
     rng = random.Random(seed)

@@ -13,12 +13,18 @@ import pytest
 from cerm.backends.fake import CANNED_CRITERIA, FakeBackend, canned_evaluation
 from cerm.cache import Store
 from cerm.judge import JudgeConfig
+from cerm.train.curate.dedup import cluster_near_duplicates, drop_exact_duplicates
+from cerm.train.curate.filters import (
+    EvalIndex,
+    drop_contaminated,
+    drop_identical,
+    drop_languages,
+    drop_too_long,
+)
+from cerm.train.curate.passrate import pass_rate
 from cerm.train.curate.pipeline import CurateConfig, curate, split_heldout, water_fill
 from cerm.train.curate.report import pass_rate_histogram
 from cerm.train.pairs import PreferencePair
-from cerm.train.curate.dedup import cluster_near_duplicates, drop_exact_duplicates
-from cerm.train.curate.filters import EvalIndex, drop_contaminated, drop_identical, drop_languages, drop_too_long
-from cerm.train.curate.passrate import pass_rate
 from cerm.types import Message, SamplingParams
 
 _TAG = re.compile(r"<<([\d/]+|nobox)>>")

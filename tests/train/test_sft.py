@@ -12,9 +12,9 @@ import pytest
 from cerm.backends.fake import CANNED_CRITERIA, FakeBackend, canned_evaluation
 from cerm.judge import Judge, JudgeConfig
 from cerm.train.pairs import PreferencePair
+from cerm.train.sft.config import SFTRunConfig
 from cerm.train.sft.data import SFTRow, load_sft_rows
 from cerm.train.sft.distill import distill
-from cerm.train.sft.config import SFTRunConfig
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 

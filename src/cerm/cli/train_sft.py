@@ -32,7 +32,10 @@ def sft(
         cfg.gradient_accumulation_steps(SFTRunConfig.world_size())
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
-    from cerm.train.sft.trainer import final_dir, train_sft  # imports torch: only once the config is known to be good
+    from cerm.train.sft.trainer import (  # imports torch: only once the config is known to be good
+        final_dir,
+        train_sft,
+    )
 
     logging.getLogger("cerm.train").setLevel(logging.INFO)
     try:

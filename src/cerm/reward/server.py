@@ -39,7 +39,6 @@ from cerm.judge import Judge
 from cerm.prompts import PROMPT_VERSION, render_query
 from cerm.reward.batcher import BatcherClosed, BatcherConfig, BatchItem, DynamicBatcher, QueueFull
 from cerm.reward.prometheus import ServerMetrics
-from cerm.reward.scoring import RewardConfig, map_scores
 from cerm.reward.schemas import (
     CompareRequest,
     CompareResponse,
@@ -52,6 +51,7 @@ from cerm.reward.schemas import (
     ScoreRequest,
     ScoreResponse,
 )
+from cerm.reward.scoring import RewardConfig, map_scores
 from cerm.reward.split import PromptSplitter, SplitError
 from cerm.types import ParseStatus, Query, ScoredItem
 

@@ -13,8 +13,8 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cerm.train.pairs import PreferencePair
 from cerm.train.curate.filters import FilterResult, Removal, normalise_text
+from cerm.train.pairs import PreferencePair
 
 SHINGLE_CHARS = 5
 

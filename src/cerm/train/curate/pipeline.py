@@ -29,7 +29,6 @@ from typing import Any
 from cerm.backends.base import Backend
 from cerm.cache import Store
 from cerm.judge import Judge, JudgeConfig
-from cerm.train.pairs import LoadResult, PreferencePair, RowProblem, load_pairs, load_prompts, write_pairs
 from cerm.train.curate.dedup import cluster_near_duplicates, drop_exact_duplicates
 from cerm.train.curate.filters import (
     EvalIndex,
@@ -43,6 +42,7 @@ from cerm.train.curate.filters import (
     drop_too_long,
 )
 from cerm.train.curate.passrate import PassRate, judge_pass_rates
+from cerm.train.pairs import LoadResult, PreferencePair, RowProblem, load_pairs, load_prompts, write_pairs
 
 logger = logging.getLogger(__name__)
 

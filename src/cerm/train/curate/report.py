@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded_id
 from cerm.judge import Judge
 from cerm.prompts import PROMPT_VERSION
-from cerm.train.pairs import PreferencePair, RowProblem
 from cerm.train.curate.passrate import PassRate
+from cerm.train.pairs import PreferencePair, RowProblem
 
 if TYPE_CHECKING:
     from cerm.train.curate.pipeline import CurateConfig, StepCount

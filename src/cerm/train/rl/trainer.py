@@ -43,6 +43,7 @@ from cerm.train.rl.metrics import (
     rollout_metrics,
     tie_rate,
 )
+from cerm.train.rl.rollout import ChatLayout, rollout_pairs
 from cerm.train.rl.setup import (
     build_engine,
     build_optimizer,
@@ -51,7 +52,6 @@ from cerm.train.rl.setup import (
     load_tokenizer,
     stop_token_ids,
 )
-from cerm.train.rl.rollout import ChatLayout, PairRollout, Trajectory, rollout_pairs
 from cerm.types import SamplingParams
 
 logger = logging.getLogger(__name__)

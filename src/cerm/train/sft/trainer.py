@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from cerm.prompts import PROMPT_VERSION
-from cerm.train.sft.data import SFTRow, load_sft_rows
 from cerm.train.sft.config import SFTRunConfig
+from cerm.train.sft.data import SFTRow, load_sft_rows
 from cerm.types import Message
 
 logger = logging.getLogger(__name__)
