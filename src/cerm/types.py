@@ -133,11 +133,6 @@ class Judgment:
     def is_valid(self) -> bool:
         return self.score is not None
 
-    @property
-    def reward(self) -> float | None:
-        """Score normalised to [0, 1] (protocol §6); None when the score is missing."""
-        return None if self.score is None else self.score / 10.0
-
 
 @dataclass(frozen=True)
 class ScoredItem:

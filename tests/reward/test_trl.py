@@ -92,6 +92,23 @@ def test_parse_failure_is_none_when_configured():
     assert rec.metrics["cerm/parse_fail_rate"] == [0.5]
 
 
+def test_async_variant_refuses_trl_that_does_not_await_it(monkeypatch):
+    """trl < 1.14 called it synchronously: "'coroutine' object is not iterable" deep in GRPOTrainer."""
+    import importlib.metadata
+
+    from cerm.reward.trl import check_trl_awaits_rewards
+
+    for old in ("1.13.2", "0.19.1"):
+        with pytest.raises(RuntimeError, match=rf"needs trl >= 1.14 \(installed: trl {old}"):
+            check_trl_awaits_rewards(old)
+    check_trl_awaits_rewards("1.14.0")
+    check_trl_awaits_rewards("2.0.0.dev0")
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.13.0")
+    with pytest.raises(RuntimeError, match="use CermReward"):
+        AsyncCermReward(Judge(FakeBackend()))
+    CermReward(Judge(FakeBackend()))  # the sync reward works on older TRL
+
+
 def test_async_variant_runs_off_the_event_loop():
     reward = AsyncCermReward(Judge(FakeBackend()))
     from trl.trainer.utils import is_async_callable

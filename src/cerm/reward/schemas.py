@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cerm.reward.scoring import unit_reward
 from cerm.types import Criteria, Judgment
 
 
@@ -83,7 +84,7 @@ class JudgmentOut(BaseModel):
 
     @classmethod
     def of(cls, j: Judgment, include_text: bool) -> JudgmentOut:
-        return cls(score=j.score, reward=j.reward, status=j.status.value, criterion_scores=list(j.criterion_scores),
+        return cls(score=j.score, reward=unit_reward(j.score), status=j.status.value, criterion_scores=list(j.criterion_scores),
                    other_points_score=j.other_points_score, error=j.error, tokens_in=j.tokens_in,
                    tokens_out=j.tokens_out, seconds=j.seconds, text=j.text if include_text else None)
 

@@ -51,9 +51,9 @@ from cerm.reward.schemas import (
     ScoreRequest,
     ScoreResponse,
 )
-from cerm.reward.scoring import RewardConfig, map_scores
+from cerm.reward.scoring import RewardConfig, backend_failure, reward_rule, unit_reward
 from cerm.reward.split import PromptSplitter, SplitError
-from cerm.types import ParseStatus, Query, ScoredItem
+from cerm.types import Query, ScoredItem
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +131,6 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
     app.add_middleware(_Gate, config=cfg, metrics=metrics)
     _add_error_handlers(app)
     reward_cfg = RewardConfig(scale=cfg.scale, failure_reward=cfg.failure_reward)
-    unit_failure = cfg.failure_reward if cfg.scale == "unit" else cfg.failure_reward / 10
 
     async def judge_items(items: list[BatchItem]) -> list[ScoredItem]:
         batcher = state["batcher"]
@@ -151,11 +150,9 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
                            "retry (finished work is cached) or lower max_new_tokens.") from None
         except Exception as e:  # noqa: BLE001 - whatever the backend raised becomes a 502, never a reward
             raise ApiError(502, "backend_error", f"{type(e).__name__}: {e}") from None
-        failed = [j for item in scored for j in item.judgments if j.status is ParseStatus.BACKEND_ERROR]
-        if failed:
-            total = sum(len(item.judgments) for item in scored)
-            raise ApiError(502, "backend_error",
-                           f"{len(failed)} of {total} judgments failed in the backend: {failed[0].error}")
+        failure = backend_failure([j for item in scored for j in item.judgments])
+        if failure is not None:
+            raise ApiError(502, "backend_error", str(failure))
         return scored
 
     async def get_reward(request: Request) -> Response:
@@ -184,11 +181,11 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
             items.append(BatchItem(_checked(s.query, f"sample {i}"), [s.response]))
         judgments = [item.judgments[0] for item in await judge_items(items)]
         scores = [j.score for j in judgments]
-        ids = list(range(n))
-        unit = map_scores(scores, ids, RewardConfig(scale="unit", failure_reward=unit_failure))
+        # one sample per entry: no groups. judge_items has already turned backend failures into a 502
+        rewards: list[float] = reward_rule(judgments, list(range(n)), reward_cfg)  # type: ignore[assignment]
         return _json(RewardResponse(
-            rewards=map_scores(scores, ids, reward_cfg),  # type: ignore[arg-type]
-            scores=unit,  # type: ignore[arg-type]
+            rewards=rewards,
+            scores=rewards if cfg.scale == "unit" else [r / 10 for r in rewards],  # OpenRLHF's 0-1 "scores"
             extra_logs={"cerm_parse_fail": [float(s is None) for s in scores],
                         "cerm_tokens_out": [float(j.tokens_out) for j in judgments]},
             warning=cfg.warning))
@@ -203,7 +200,7 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
         query = _checked(_query(req.query), "query")
         item = (await judge_items([BatchItem(query, req.responses, req.criteria)]))[0]
         return _json(ScoreResponse(
-            scores=item.scores, rewards=[j.reward for j in item.judgments],
+            scores=item.scores, rewards=[unit_reward(j.score) for j in item.judgments],
             criteria=CriteriaOut.of(item.criteria[0]),
             judgments=[JudgmentOut.of(j, req.include_text) for j in item.judgments],
             model=judge.backend.model_id, prompt_version=PROMPT_VERSION, warning=cfg.warning))
