@@ -37,6 +37,11 @@ CREATE TABLE IF NOT EXISTS criteria (
     is_edited INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS criteria_leases (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS judgments (
     key TEXT PRIMARY KEY,
     payload TEXT NOT NULL,
@@ -134,6 +139,22 @@ class CriteriaCache:
                 int(r.is_edited), r.created_at,
             ),
         )
+
+    def lease(self, key: str, owner: str, ttl_s: float) -> bool:
+        """Take the right to generate ``key``'s criteria (single flight across the processes sharing the file).
+
+        True when ``owner`` holds the lease now; an expired lease (its holder died) is taken over. Each
+        statement is atomic in SQLite, so two processes never both hold one key.
+        """
+        now = time.time()
+        self.store.execute("DELETE FROM criteria_leases WHERE key = ? AND expires_at < ?", (key, now))
+        self.store.execute("INSERT OR IGNORE INTO criteria_leases (key, owner, expires_at) VALUES (?, ?, ?)",
+                           (key, owner, now + ttl_s))
+        rows = self.store.execute("SELECT owner FROM criteria_leases WHERE key = ?", (key,))
+        return bool(rows) and rows[0][0] == owner
+
+    def release(self, key: str, owner: str) -> None:
+        self.store.execute("DELETE FROM criteria_leases WHERE key = ? AND owner = ?", (key, owner))
 
     def delete(self, key: str) -> bool:
         existed = self.get(key) is not None

@@ -7,8 +7,11 @@ parses. It does not load data, compute benchmark metrics or serve HTTP.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
+import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -59,6 +62,9 @@ class JudgeConfig:
     overlong: Literal["error", "truncate"] = "error"
     tie_break_samples: int = 4  # evaluations per tied response under tie_policy="mean"
     cache_judgments: bool = True
+    # how long another process may take to generate criteria this one waits for (then it generates them
+    # itself); ours [R]: above a criteria generation's worst case, below the reward clients' timeouts
+    criteria_lease_s: float = 150.0
 
     def __post_init__(self) -> None:
         for name in ("criteria_max_new_tokens", "eval_max_new_tokens", "samples", "criteria_samples",
@@ -98,6 +104,7 @@ class JudgeStats:
 
     criteria_generated: int = 0
     criteria_cache_hits: int = 0
+    criteria_lease_waits: int = 0  # cache hits on criteria another process was generating (single flight)
     evaluations_generated: int = 0
     judgment_cache_hits: int = 0
     retries: int = 0
@@ -122,6 +129,7 @@ class JudgeStats:
     def as_dict(self) -> dict[str, Any]:
         return {
             "criteria_generated": self.criteria_generated, "criteria_cache_hits": self.criteria_cache_hits,
+            "criteria_lease_waits": self.criteria_lease_waits,
             "evaluations_generated": self.evaluations_generated, "judgment_cache_hits": self.judgment_cache_hits,
             "retries": self.retries, "tokens_out": self.tokens_out, "statuses": dict(self.statuses),
             "parse_failure_rate": self.parse_failure_rate,
@@ -153,6 +161,7 @@ class Judge:
         self.criteria_cache = CriteriaCache(self.store)
         self.judgment_cache = JudgmentCache(self.store)
         self.stats = JudgeStats()
+        self._owner = f"{os.getpid()}:{uuid.uuid4().hex}"  # this judge's name on criteria leases
 
     # ---- criteria -------------------------------------------------------------------------------
     def criteria_key(self, query: Query, sample_index: int = 0, response_index: int | None = None) -> str:
@@ -196,6 +205,45 @@ class Judge:
                 self.stats.add(criteria_cache_hits=1)
             else:
                 missing[key] = slot
+        found.update(self._generate_single_flight(missing))
+        return [found[k] for k in keys]
+
+    def _generate_single_flight(self, missing: dict[str, _Slot]) -> dict[str, Criteria]:
+        """Generate missing criteria once across the processes sharing the store: a key leased by another
+        process is waited for in the cache (its lease expiring hands the generation to us)."""
+        done: dict[str, Criteria] = {}
+        waiting = dict(missing)
+        deadline = time.monotonic() + self.config.criteria_lease_s
+        while waiting:
+            mine = {k: v for k, v in waiting.items()
+                    if self.criteria_cache.lease(k, self._owner, self.config.criteria_lease_s)}
+            try:
+                for key in list(mine):  # a holder may have stored them and released its lease just now
+                    if self._take_cached(key, done):
+                        del mine[key], waiting[key]
+                done.update(self._generate_criteria(mine))
+            finally:
+                for k in mine:
+                    self.criteria_cache.release(k, self._owner)
+            waiting = {k: v for k, v in waiting.items() if k not in mine and not self._take_cached(k, done)}
+            if waiting:
+                if time.monotonic() > deadline:  # a holder that hangs: stop waiting, generate it ourselves
+                    done.update(self._generate_criteria(waiting))
+                    break
+                time.sleep(0.02)
+        return done
+
+    def _take_cached(self, key: str, done: dict[str, Criteria]) -> bool:
+        """Criteria another process generated while this one waited: a cache hit, counted as a lease wait."""
+        record = self.criteria_cache.get(key)
+        if record is None:
+            return False
+        done[key] = self._from_record(record)
+        self.stats.add(criteria_cache_hits=1, criteria_lease_waits=1)
+        return True
+
+    def _generate_criteria(self, missing: dict[str, _Slot]) -> dict[str, Criteria]:
+        found: dict[str, Criteria] = {}
         by_sample: dict[int, list[str]] = {}
         for key, slot in missing.items():
             by_sample.setdefault(slot.sample_index, []).append(key)
@@ -205,7 +253,7 @@ class Judge:
             gens = self._generate_checked(prompts, params, [self._too_long(p) for p in prompts])
             for key, gen in zip(group, gens):
                 found[key] = self._store_criteria(key, missing[key], params, gen)
-        return [found[k] for k in keys]
+        return found
 
     def _store_criteria(self, key: str, slot: _Slot, params: SamplingParams, gen: Generation) -> Criteria:
         self.stats.add(criteria_generated=1, tokens_out=gen.tokens_out)

@@ -13,6 +13,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from support import free_port
 from verl import DataProto
 from verl.experimental.reward_loop.reward_loop import RewardLoopWorker, migrate_legacy_reward_impl
 from verl.experimental.reward_loop.reward_manager import NaiveRewardManager
@@ -29,14 +30,6 @@ from cerm.reward.server import create_app
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "verl" / "run_grpo_cerm.sh"
 VERL_CONFIG = Path(sys.modules["verl"].__file__).parent / "trainer" / "config"
 TOKENIZER = Path(os.environ.get("CERM_TEST_MODELS", "")) / "smollm2-tokenizer"
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 MANAGERS = ["naive", "dapo", "gdpo", "rate_limited"]  # "remote" needs Ray actors: test_remote_manager_*
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,14 +19,16 @@ class RewardRequest(BaseModel):
     """OpenRLHF's remote reward-model request (``openrlhf.cli.serve_rm``, route ``/get_reward``).
 
     ``query[i]`` is prompt + response decoded with special tokens; ``prompts[i]`` the prompt text.
-    Newer clients also send ``metas``; unknown fields are accepted and ignored.
+    An empty ``query`` gets empty lists (OpenRLHF 0.11 sends one to each URL beyond the batch's shards).
+    ``labels`` are the dataset's label column, any JSON value (cerm does not use them). Newer clients also
+    send ``metas``; unknown fields are accepted and ignored.
     """
 
     model_config = ConfigDict(extra="allow")
 
-    query: list[str] = Field(min_length=1)
+    query: list[str]
     prompts: list[str] | None = None
-    labels: list[str] | None = None
+    labels: list[Any] | None = None
 
 
 class RewardResponse(BaseModel):

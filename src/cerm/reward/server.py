@@ -179,6 +179,9 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
             except SplitError as e:
                 raise ApiError(422, "split_error", f"sample {i}: {e}") from None
             items.append(BatchItem(_checked(s.query, f"sample {i}"), [s.response]))
+        if not items:
+            return _json(RewardResponse(rewards=[], scores=[], extra_logs={"cerm_parse_fail": [], "cerm_tokens_out": []},
+                                        warning=cfg.warning))
         judgments = [item.judgments[0] for item in await judge_items(items)]
         scores = [j.score for j in judgments]
         # one sample per entry: no groups. judge_items has already turned backend failures into a 502
@@ -226,6 +229,7 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
     @app.get("/metrics")
     async def prometheus() -> Response:
         metrics.queue_depth.set(state["batcher"].queue_depth)
+        metrics.criteria_lease_waits.set(judge.stats.criteria_lease_waits)
         return Response(metrics.render(), media_type=metrics.content_type)
 
     return app
