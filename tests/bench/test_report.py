@@ -48,7 +48,7 @@ def test_summary_and_report(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "| fake:scores (greedy) | gpt-4o/overall | 50.0 |" in report
     assert "| gpt-4o/Knowledge | 50.0 |" in report
-    assert "Single game" in report  # the benchmark's notes travel with the numbers
+    assert "Protocol: upstream's default two games" in report  # the benchmark's notes travel with the numbers
     for png in ("scores", "tie_rate", "accuracy"):
         assert (tmp_path / "plots" / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -157,6 +157,14 @@ def judgebench_decision(score_a: Score, score_b: Score) -> Decision:
     return "A>B" if score_a > score_b else "B>A" if score_b > score_a else "A=B"
 
 
+def judgebench_single_game_decision(score_a: Score, score_b: Score) -> Decision:
+    """Upstream's ``--single_game`` rule for reward models: ``A>B if s_A > s_B else B>A`` (a tie counts as
+    B>A). A failed score gives None (ours [R]: upstream's reward models never fail to score)."""
+    if score_a is None or score_b is None:
+        return None
+    return "A>B" if score_a > score_b else "B>A"
+
+
 def judgebench_correct(decisions: Sequence[Decision], label: str) -> bool:
     """JudgeBench ``compute_final_metrics``: #decisions == label − #decisions == flipped label > 0."""
     if label not in ("A>B", "B>A"):
