@@ -64,16 +64,19 @@ def example_overrides(tmp_path: Path) -> list[str]:
     return out.read_text().splitlines()
 
 
-def verl_config(overrides: list[str]):
-    """verl's shipped ppo_trainer config with ``overrides``, migrated as verl's reward loop does."""
+def verl_config(overrides: list[str], migrate: bool = True):
+    """verl's shipped ppo_trainer config with ``overrides``; ``migrate``: moved from the legacy keys as verl's
+    fully_async_main does (main_ppo reads ``reward.*`` as composed)."""
     with initialize_config_dir(config_dir=str(VERL_CONFIG), version_base=None):
         cfg = compose(config_name="ppo_trainer", overrides=overrides)
-    return migrate_legacy_reward_impl(cfg)
+    return migrate_legacy_reward_impl(cfg) if migrate else cfg
 
 
 def test_example_overrides_select_cerm_in_verls_own_config(tmp_path):
     """Fails on the old example: its top-level keys left verl 0.9 on its default reward."""
     overrides = example_overrides(tmp_path)
+    as_main_ppo_reads_it = verl_config(overrides, migrate=False).reward.custom_reward_function
+    assert (as_main_ppo_reads_it.path, as_main_ppo_reads_it.name) == (cerm_verl.__file__, "compute_score")
     cfg = verl_config(overrides)
     fn_cfg = cfg.reward.custom_reward_function
     assert (fn_cfg.path, fn_cfg.name) == (cerm_verl.__file__, "compute_score")
