@@ -1,0 +1,123 @@
+"""The viewer in a real browser: headless Chromium (the Debian package, driven by selenium) opens the site
+built from a real bench run (the runner + Judge on the fake backend), clicks list -> item -> back, filters by
+status and checks the DOM. Screenshots of the three views are kept under .artifacts/view/.
+
+scripts/test.sh installs chromium + chromium-driver; without them this test is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from bench.helpers import run_fixture
+
+from cerm.view import build_site, load
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts" / "view"
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000")
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip("needs the Debian chromium and chromium-driver packages (scripts/test.sh installs them)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for f in FLAGS:
+        opts.add_argument(f)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    driver.implicitly_wait(5)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("run") / "judgebench"
+    run_fixture("judgebench", run_dir)
+    out = run_dir / "view"
+    build_site(load(run_dir), out, chunk_size=2)  # tiny chunks: item pages load their chunk on demand
+    return out
+
+
+def _shot(driver, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def test_list_item_back_and_status_filter(browser, site):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    d = browser
+    wait = WebDriverWait(d, 10)
+    d.get((site / "index.html").as_uri())
+    assert d.find_element(By.ID, "view-summary").is_displayed()
+    assert d.find_element(By.ID, "headline-value").text.strip() not in ("", "–")
+    assert d.find_elements(By.CSS_SELECTOR, ".plots img")
+    _shot(d, "summary")
+
+    d.find_element(By.ID, "nav-items").click()
+    wait.until(lambda _: d.find_element(By.ID, "view-items").is_displayed())
+    rows = d.find_elements(By.CSS_SELECTOR, "#item-list tbody tr")
+    n_items = len(rows)
+    assert n_items > 2 and d.find_element(By.ID, "list-count").text.startswith(f"{n_items} of {n_items}")
+    _shot(d, "items")
+
+    # list -> item: the third row lives in the second data chunk, loaded on demand
+    target_id = rows[2].find_element(By.CSS_SELECTOR, "td:nth-child(2)").text
+    rows[2].click()
+    wait.until(lambda _: d.find_element(By.ID, "view-item").is_displayed()
+               and d.find_elements(By.CSS_SELECTOR, "#view-item .card"))
+    assert d.find_element(By.CSS_SELECTOR, "#view-item .item-id").text == target_id
+    cards = d.find_elements(By.CSS_SELECTOR, "#view-item .card")
+    assert len(cards) == 2
+    assert d.find_elements(By.CSS_SELECTOR, "#view-item .crit-items li")  # parsed criteria
+    assert "[Start of Criteria]" in d.find_element(By.CSS_SELECTOR, "#view-item details.raw pre").get_attribute(
+        "textContent")
+    assert d.find_elements(By.CSS_SELECTOR, "#view-item mark.box-overall")  # the scored box is highlighted
+    assert d.find_elements(By.CSS_SELECTOR, "#view-item mark.box-criterion")
+    _shot(d, "item")
+
+    d.back()  # item -> back to the list
+    wait.until(lambda _: d.find_element(By.ID, "view-items").is_displayed())
+    assert len(d.find_elements(By.CSS_SELECTOR, "#item-list tbody tr")) == n_items
+
+    # filter by status: only the items with a failed judgment remain
+    Select(d.find_element(By.CSS_SELECTOR, "#filters [name=status]")).select_by_value("no_box")
+    wait.until(lambda _: "status=no_box" in d.current_url)
+    filtered = d.find_elements(By.CSS_SELECTOR, "#item-list tbody tr")
+    assert 0 < len(filtered) < n_items
+    for r in filtered:
+        assert "no_box" in r.find_element(By.CSS_SELECTOR, "td:nth-child(7)").text
+    _shot(d, "items-no_box")
+    filtered[0].click()
+    wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, "#view-item .card .s-no_box"))
+    d.back()  # back keeps the filter
+    wait.until(lambda _: d.find_element(By.ID, "view-items").is_displayed())
+    assert len(d.find_elements(By.CSS_SELECTOR, "#item-list tbody tr")) == len(filtered)
+    assert Select(d.find_element(By.CSS_SELECTOR, "#filters [name=status]")).first_selected_option.text == "no_box"
+    logs = [e for e in d.get_log("browser") if e.get("level") == "SEVERE"] if hasattr(d, "get_log") else []
+    assert not logs, logs
+
+
+def test_search_box_filters_by_query_text(browser, site):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    d = browser
+    d.get((site / "index.html").as_uri() + "#items")
+    WebDriverWait(d, 10).until(lambda _: d.find_element(By.ID, "view-items").is_displayed())
+    first_id = d.find_element(By.CSS_SELECTOR, "#item-list tbody tr td:nth-child(2)").text
+    box = d.find_element(By.CSS_SELECTOR, "#filters [name=q]")
+    box.send_keys(first_id)
+    WebDriverWait(d, 10).until(lambda _: len(d.find_elements(By.CSS_SELECTOR, "#item-list tbody tr")) == 1)
