@@ -89,7 +89,8 @@ def load_bench(run_dir: Path) -> RunView:
         notes.append(f"{run_dir}/summary.json is missing (run unfinished): metrics are not shown")
     by_id = {str(r["id"]): r for r in recs}
     order = [str(i) for i in summary.get("item_ids", []) if str(i) in by_id]
-    order += [i for i in by_id if i not in set(order)]  # items written after the summary
+    listed = set(order)
+    order += [i for i in by_id if i not in listed]  # items written after the summary
     items = list(_items([by_id[i] for i in order], path, item_from_bench))
     if items and not any(c.get("evaluation") for it in items for c in it["candidates"]):
         notes.append("this run predates judgment texts in items.jsonl: scores only (rerun to record texts)")
