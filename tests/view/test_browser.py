@@ -126,3 +126,33 @@ def test_search_box_filters_by_query_text(browser, site):
     box = d.find_element(By.CSS_SELECTOR, "#filters [name=q]")
     box.send_keys(first_id)
     WebDriverWait(d, 10).until(lambda _: len(d.find_elements(By.CSS_SELECTOR, "#item-list tbody tr")) == 1)
+
+
+def test_expected_score_distribution_flags_and_hostile_text(browser, tmp_path):
+    """Fields other engineers add (expected score, distribution, flags) render; text never becomes markup."""
+    import json
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from cerm.backends.fake import CANNED_CRITERIA, canned_evaluation
+
+    hostile = 'look <img src=x onerror="document.title=1"></script><b>bold</b>'
+    line = {"id": "h1", "query": hostile, "responses": [hostile, "plain"],
+            "criteria": {"text": CANNED_CRITERIA, "items": [{"term": "Correctness", "description": "right"}]},
+            "judgments": [{"score": 8, "status": "ok", "evaluation": canned_evaluation(8), "expected_score": 7.6,
+                           "score_distribution": {"7": 0.3, "8": 0.6, "9": 0.1}, "flags": ["off_grid"]},
+                          {"score": None, "status": "no_box", "evaluation": "no score"}]}
+    path = tmp_path / "scores.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    build_site(load(path), tmp_path / "site")
+    d = browser
+    d.get((tmp_path / "site" / "index.html").as_uri() + "#item/0")
+    WebDriverWait(d, 10).until(lambda _: d.find_elements(By.CSS_SELECTOR, "#view-item .card"))
+    first = d.find_elements(By.CSS_SELECTOR, "#view-item .card")[0]
+    assert len(first.find_elements(By.CSS_SELECTOR, ".dist .bar")) == 3
+    assert first.find_element(By.CSS_SELECTOR, ".expected").text == "E 7.60"
+    assert first.find_element(By.CSS_SELECTOR, ".flag").text == "off_grid"
+    assert not d.find_elements(By.CSS_SELECTOR, "#view-item img, #view-item b:not(.crit-items b)")
+    assert hostile in d.find_element(By.CSS_SELECTOR, "#view-item .query-text").text
+    assert d.title.startswith("cerm view")
