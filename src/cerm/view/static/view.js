@@ -189,7 +189,9 @@ const CERM = (() => {
         el("span", { class: "fill", style: `height:${Math.round(40 * p / (top || 1))}px` }), el("span", { class: "lab" }, fmt(s, 1)))));
   }
   function candidateCard(c, item, run) {
-    const terms = (item.criteria[0] || { items: [] }).items.map((x) => x.term);
+    // the criteria this judgment used (one per response in the "w/o unified criteria" ablation)
+    const crit = item.criteria.find((k) => k.key && k.key === c.criteria_key) || item.criteria[0] || { items: [] };
+    const terms = crit.items.map((x) => x.term);
     const cardId = `${run}-cand-${c.index}`;
     const chips = c.criterion_scores.map((s, k) => el("button", { class: "chip", type: "button",
       onclick: () => { const m = document.getElementById(`${cardId}-c${k}`); if (m) { m.scrollIntoView({ block: "center" }); m.classList.add("flash"); setTimeout(() => m.classList.remove("flash"), 900); } } },
