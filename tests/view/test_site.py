@@ -169,3 +169,24 @@ def test_serve_prints_the_url_and_serves_the_site(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_an_older_run_without_texts_and_an_unfinished_run_still_open(tmp_path):
+    run = bench_run(tmp_path, "judgebench")
+    lines = [json.loads(x) for x in (run / "items.jsonl").read_text().splitlines()]
+    for rec in lines:  # what a run written before the texts were kept looks like
+        rec.pop("prompt")
+        for c in rec["criteria"]:
+            c.pop("text"), c.pop("items")
+        for c in rec["candidates"]:
+            c.pop("response"), c.pop("evaluation")
+    (run / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    view = load(run)
+    assert any("predates judgment texts" in n for n in view.notes)
+    build_site(view, tmp_path / "old")
+    _, index, items, _ = site_items(tmp_path / "old")
+    assert len(items) == len(lines) and all(i["query"] is None for i in items)
+    (run / "summary.json").unlink()  # a run still going: items so far, no metrics
+    build_site(load(run), tmp_path / "unfinished")
+    html = (tmp_path / "unfinished" / "index.html").read_text()
+    assert "summary.json is missing" in html and 'id="headline-value"' not in html
