@@ -54,6 +54,17 @@ def site(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def compare_site(tmp_path_factory) -> Path:
+    from cerm.bench.baselines import make_baseline
+
+    root = tmp_path_factory.mktemp("compare")
+    run_fixture("judgebench", root / "judge")
+    run_fixture("judgebench", root / "length", make_baseline("length"))
+    build_site(load(root / "judge"), root / "site", compare=load(root / "length"), chunk_size=3)
+    return root / "site"
+
+
 def _shot(driver, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
@@ -156,3 +167,25 @@ def test_expected_score_distribution_flags_and_hostile_text(browser, tmp_path):
     assert not d.find_elements(By.CSS_SELECTOR, "#view-item img, #view-item b:not(.crit-items b)")
     assert hostile in d.find_element(By.CSS_SELECTOR, "#view-item .query-text").text
     assert d.title.startswith("cerm view")
+
+
+def test_compare_view_lists_changed_verdicts_and_shows_run_b_under_the_item(browser, compare_site):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    d = browser
+    wait = WebDriverWait(d, 10)
+    d.get((compare_site / "index.html").as_uri())
+    d.find_element(By.ID, "nav-compare").click()
+    wait.until(lambda _: d.find_element(By.ID, "view-compare").is_displayed())
+    rows = d.find_elements(By.CSS_SELECTOR, "#compare-list tbody tr")
+    assert rows and d.find_element(By.CSS_SELECTOR, "#view-compare h2").text.startswith(f"{len(rows)} of ")
+    _shot(d, "compare")
+    verdict_a = rows[0].find_element(By.CSS_SELECTOR, "td:nth-child(3)").text
+    verdict_b = rows[0].find_element(By.CSS_SELECTOR, "td:nth-child(4)").text
+    assert verdict_a != verdict_b
+    rows[0].find_element(By.CSS_SELECTOR, "td:first-child a").click()
+    wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, "#run-b .card"))
+    assert d.find_element(By.CSS_SELECTOR, "#view-item h2 .verdict").text == verdict_a
+    assert d.find_element(By.CSS_SELECTOR, "#run-b h3 .verdict").text == verdict_b
+    assert len(d.find_elements(By.CSS_SELECTOR, "#run-b .card")) == 2

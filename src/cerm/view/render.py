@@ -98,7 +98,10 @@ def build_site(run: RunView, out_dir: Path, *, compare: RunView | None = None, c
     if compare is not None:
         rows, tally = compare_rows(run.items, compare.items)
         n_chunks += _write_chunks(compare.items, out / "data" / "b", "b", chunk_size)
-        comparison = {"title": compare.title, "source": str(compare.source), "rows": rows, **tally}
+        ids_a = {it["id"] for it in run.items}
+        positions_b = {it["id"]: n for n, it in enumerate(compare.items) if it["id"] in ids_a}
+        comparison = {"title": compare.title, "source": str(compare.source), "rows": rows,
+                      "positions_b": positions_b, **tally}
     counts = run.counts
     meta = {"kind": run.kind, "title": run.title, "source": str(run.source), "chunk_size": chunk_size,
             "n_items": len(run.items), "subsets": counts["subsets"], "verdicts": list(counts["verdicts"]),

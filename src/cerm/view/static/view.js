@@ -236,10 +236,18 @@ const CERM = (() => {
           el("div", { class: "panel" }, el("h3", {}, "Query"), queryView(item.query)),
           el("div", { class: "panel" }, el("h3", {}, "Criteria"), criteriaView(item.criteria))),
         el("h3", {}, "Candidates"), grid);
-      if (state.comparison && run === "a") {
-        const row = state.comparison.rows.find((r) => r.id === item.id);
-        if (row) v.append(el("p", { class: "note" }, `verdict changed: ${row.verdict_a} → ${row.verdict_b} in run B. `,
-          el("a", { href: `#item/b/${row.n_b}` }, "open it in run B")));
+      const nb = state.comparison && run === "a" ? state.comparison.positions_b[item.id] : undefined;
+      if (nb !== undefined) {  // the same item in run B, below, judged by the other scorer
+        const section = el("div", { class: "run-b", id: "run-b" }, el("p", { class: "note" }, "loading run B…"));
+        v.append(section);
+        getItem("b", nb, (other) => {
+          const changed = other.verdict !== item.verdict;
+          section.replaceChildren(
+            el("h3", {}, `Run B: ${state.comparison.title} `, el("span", { class: `verdict v-${other.verdict}` }, other.verdict),
+              changed ? el("span", { class: "badge bad" }, `verdict changed from ${item.verdict}`) : null),
+            el("div", { class: "cands", style: `--cols:${Math.min(other.candidates.length, 3)}` },
+              other.candidates.map((c) => candidateCard(c, other, "b"))));
+        });
       }
     });
   }
