@@ -152,7 +152,8 @@ def test_expected_score_distribution_flags_and_hostile_text(browser, tmp_path):
     line = {"id": "h1", "query": hostile, "responses": [hostile, "plain"],
             "criteria": {"text": CANNED_CRITERIA, "items": [{"term": "Correctness", "description": "right"}]},
             "judgments": [{"score": 8, "status": "ok", "evaluation": canned_evaluation(8), "expected_score": 7.6,
-                           "score_distribution": {"7": 0.3, "8": 0.6, "9": 0.1}, "flags": ["off_grid"]},
+                           "score_probs": [{14: 0.3, 16: 0.6, 18: 0.1}.get(k, 0.0) for k in range(21)],
+                           "score_entropy": 0.9, "is_off_grid": True},
                           {"score": None, "status": "no_box", "evaluation": "no score"}]}
     path = tmp_path / "scores.jsonl"
     path.write_text(json.dumps(line) + "\n")
@@ -162,7 +163,7 @@ def test_expected_score_distribution_flags_and_hostile_text(browser, tmp_path):
     WebDriverWait(d, 10).until(lambda _: d.find_elements(By.CSS_SELECTOR, "#view-item .card"))
     first = d.find_elements(By.CSS_SELECTOR, "#view-item .card")[0]
     assert len(first.find_elements(By.CSS_SELECTOR, ".dist .bar")) == 3
-    assert first.find_element(By.CSS_SELECTOR, ".expected").text == "E 7.60"
+    assert [e.text for e in first.find_elements(By.CSS_SELECTOR, ".expected")] == ["E 7.60", "H 0.90"]
     assert first.find_element(By.CSS_SELECTOR, ".flag").text == "off_grid"
     assert not d.find_elements(By.CSS_SELECTOR, "#view-item img, #view-item b:not(.crit-items b)")
     assert hostile in d.find_element(By.CSS_SELECTOR, "#view-item .query-text").text

@@ -65,11 +65,20 @@ def test_box_spans_of_text_without_boxes_or_with_an_unclosed_box():
         "ok $\\boxed{4}$ then \\boxed{7")
 
 
-def test_flags_read_a_list_a_mapping_and_true_is_fields():
+def test_flags_read_a_list_a_mapping_true_is_fields_and_flag_lists():
     assert flags({"flags": ["injection"], "is_off_grid": True, "is_response_truncated": False,
                   "is_correct": True}) == ["injection", "off_grid"]
     assert flags({"flags": {"off_grid": True, "injection": False}}) == ["off_grid"]
+    assert flags({"is_off_grid": False, "injection_flags": ["ignore-previous", "score-demand"]}) == [
+        "injection:ignore-previous", "injection:score-demand"]
     assert flags({}) == []
+
+
+def test_distribution_reads_the_21_grid_probabilities_of_the_readout():
+    probs = [0.0] * 21
+    probs[14], probs[16] = 0.25, 0.75  # 7 and 8
+    assert distribution({"score_probs": probs, "expected_score": 7.75}) == [[7.0, 0.25], [8.0, 0.75]]
+    assert distribution({"score_probs": []}) == []
 
 
 def test_distribution_accepts_a_mapping_or_pairs_and_ignores_junk():
@@ -105,7 +114,7 @@ def test_item_from_an_older_bench_record_without_texts():
     for c in rec["criteria"]:
         del c["text"], c["items"]
     for c in rec["candidates"]:
-        del c["response"], c["evaluation"]
+        del c["response"], c["text"]
     view = item_from_bench(rec)
     assert view["query"] is None and view["criteria"][0]["items"] == [] and view["candidates"][0]["spans"] == []
     assert view["verdict"] == "correct"  # scores are all it needs
@@ -130,6 +139,8 @@ def test_item_from_score_and_bon_lines():
     assert bon["verdict"] == "chosen" and bon["candidates"][0]["role"] == "chosen"
     tie = item_from_score({**line, "chosen_index": None, "tied": [0, 1], "judgments": [line["judgments"][0]] * 2})
     assert tie["verdict"] == "tie" and [c["role"] for c in tie["candidates"]] == ["tied", "tied"]
+    text_key = item_from_score({**line, "judgments": [{"score": 7, "status": "ok", "text": canned_evaluation(7)}]})
+    assert text_key["candidates"][0]["evaluation"] == canned_evaluation(7)  # the judgment text under "text"
     old = item_from_score({"id": 1, "judgments": [{"score": 2, "status": "ok"}]})  # before `responses`
     assert old["candidates"][0]["response"] is None and old["verdict"] == "unlabelled"
 

@@ -179,7 +179,7 @@ def test_an_older_run_without_texts_and_an_unfinished_run_still_open(tmp_path):
         for c in rec["criteria"]:
             c.pop("text"), c.pop("items")
         for c in rec["candidates"]:
-            c.pop("response"), c.pop("evaluation")
+            c.pop("response"), c.pop("text")
     (run / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     view = load(run)
     assert any("predates judgment texts" in n for n in view.notes)

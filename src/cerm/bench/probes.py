@@ -169,5 +169,5 @@ def run_probe(scorer: Callable[[list[tuple[Query, list[str]]]], list[ScoredItem]
 def _judgment_view(j: Judgment) -> dict:
     """A probe judgment as ``cerm view`` reads it (the bench record's candidate fields)."""
     return {"score": j.score, "status": j.status.value, "criterion_scores": list(j.criterion_scores),
-            "other_points_score": j.other_points_score, "evaluation": j.text, "tokens_in": j.tokens_in,
+            "other_points_score": j.other_points_score, "text": j.text, "tokens_in": j.tokens_in,
             "tokens_out": j.tokens_out, "seconds": j.seconds, "error": j.error}

@@ -16,7 +16,7 @@ Criteria costs are what generating them cost (also when this run read them from 
 
 The texts that ``cerm view`` shows are kept too: ``prompt`` (the query, a string or chat messages),
 ``criteria[].text`` and ``criteria[].items`` ([{term, description}]), ``candidates[].response`` and
-``candidates[].evaluation`` (the judgment text). Runs written before these fields existed lack them;
+``candidates[].text`` (the judgment text). Runs written before these fields existed lack them;
 readers use ``.get``.
 """
 
@@ -53,7 +53,7 @@ def item_record(item: BenchItem, scored: ScoredItem, samples: int = 1) -> dict[s
             "other_points_score": j.other_points_score, "criteria_key": j.criteria_key,
             "tokens_in": j.tokens_in, "tokens_out": j.tokens_out, "seconds": j.seconds,
             "attempts": j.attempts, "score_std": j.score_std, "error": j.error,
-            "response": item.candidates[i], "evaluation": j.text,
+            "response": item.candidates[i], "text": j.text,
         } for i, j in enumerate(scored.judgments)],
     }
 

@@ -92,7 +92,7 @@ def load_bench(run_dir: Path) -> RunView:
     listed = set(order)
     order += [i for i in by_id if i not in listed]  # items written after the summary
     items = list(_items([by_id[i] for i in order], path, item_from_bench))
-    if items and not any(c.get("evaluation") for it in items for c in it["candidates"]):
+    if items and not any(c["evaluation"] for it in items for c in it["candidates"]):
         notes.append("this run predates judgment texts in items.jsonl: scores only (rerun to record texts)")
     bench = summary.get("title") or (recs[0].get("benchmark") if recs else "benchmark")
     return RunView("bench", run_dir, f"{bench} — {_scorer(summary)}", items, summary,

@@ -20,8 +20,7 @@ from cerm.parsing import find_boxes
 PREVIEW_CHARS = 160
 _OTHER_POINTS_RE = re.compile(r"other\s+points?", re.IGNORECASE)
 _BOX = "\\boxed{"
-# Judgment fields that are flags when true (h14's robustness flags land under these names or in "flags")
-_FLAG_PREFIX = "is_"
+_FLAG_PREFIX = "is_"  # judgment fields that are flags when true (is_off_grid, is_response_truncated)
 
 Score = float | None
 
@@ -95,24 +94,37 @@ def box_spans(text: str) -> list[dict[str, Any]]:
 
 
 def flags(judgment: Mapping[str, Any]) -> list[str]:
-    """Names of the judgment's raised flags: a ``flags`` list or mapping, and true ``is_*`` fields."""
+    """Names of the judgment's raised flags: true ``is_*`` fields (``is_off_grid`` -> ``off_grid``), a
+    ``flags`` list or mapping, and the entries of ``*_flags`` lists (``injection_flags`` -> ``injection:x``)."""
     out: list[str] = []
-    raw = judgment.get("flags")
-    if isinstance(raw, Mapping):
-        out += [str(k) for k, v in raw.items() if v]
-    elif isinstance(raw, (list, tuple)):
-        out += [str(x) for x in raw]
-    out += [k[len(_FLAG_PREFIX):] for k, v in judgment.items() if k.startswith(_FLAG_PREFIX) and v is True
-            and k != "is_correct"]
+    for key, value in judgment.items():
+        if key.startswith(_FLAG_PREFIX) and value is True and key != "is_correct":
+            out.append(key[len(_FLAG_PREFIX):])
+        elif key == "flags" and isinstance(value, Mapping):
+            out += [str(k) for k, v in value.items() if v]
+        elif key == "flags" and isinstance(value, (list, tuple)):
+            out += [str(x) for x in value]
+        elif key.endswith("_flags") and isinstance(value, (list, tuple)):
+            out += [f"{key[:-len('_flags')]}:{x}" for x in value]
     return sorted(set(out))
+
+
+GRID = tuple(k / 2 for k in range(21))  # the 0, 0.5, ..., 10 score grid
 
 
 def distribution(judgment: Mapping[str, Any]) -> list[list[float]]:
     """The score distribution at the final box as sorted [score, probability] pairs (empty if absent).
 
-    Accepts a {score: p} mapping or a list of [score, p] / {score, p|prob|probability} entries, under
-    ``score_distribution`` or ``distribution``.
+    Reads ``score_probs`` (21 probabilities of the grid values 0, 0.5, ..., 10, as cerm's readout
+    writes them), or a {score: p} mapping / a list of [score, p] or {score, p} entries under
+    ``score_distribution`` or ``distribution``. Zero-probability grid values are left out.
     """
+    probs = judgment.get("score_probs")
+    if isinstance(probs, (list, tuple)) and len(probs) == len(GRID):
+        try:
+            return [[g, float(p)] for g, p in zip(GRID, probs) if float(p) > 0]
+        except (TypeError, ValueError):
+            return []
     raw = judgment.get("score_distribution", judgment.get("distribution"))
     pairs: list[list[float]] = []
     if isinstance(raw, Mapping):
@@ -138,13 +150,14 @@ def distribution(judgment: Mapping[str, Any]) -> list[list[float]]:
 def candidate_view(judgment: Mapping[str, Any], *, index: int, role: str, is_correct: bool | None,
                    response: Any) -> dict[str, Any]:
     """One candidate's card: its response, score, status, flags, costs and the judgment text with spans."""
-    text = judgment.get("evaluation", judgment.get("text")) or ""
+    text = judgment.get("text", judgment.get("evaluation")) or ""  # bench records: text; score -o: evaluation
     return {
         "index": index, "role": role, "is_correct": is_correct, "response": response,
         "score": judgment.get("score"), "status": judgment.get("status", "ok"),
         "criterion_scores": list(judgment.get("criterion_scores") or []),
         "other_points_score": judgment.get("other_points_score"),
         "expected_score": judgment.get("expected_score"), "distribution": distribution(judgment),
+        "score_entropy": judgment.get("score_entropy"),
         "score_std": judgment.get("score_std"), "evaluation": text, "spans": box_spans(text),
         "flags": flags(judgment), "error": judgment.get("error"), "attempts": judgment.get("attempts"),
         "tokens_in": judgment.get("tokens_in"), "tokens_out": judgment.get("tokens_out"),
