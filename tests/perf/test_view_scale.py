@@ -15,4 +15,4 @@ def test_view_scale_small_run(tmp_path):
                         "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     fig = json.loads(out.read_text())
-    assert fig["items"] == 300 and fig["chunks"] == 2 and "PASS  load + site generation" in r.stdout
+    assert fig["items"] == 300 and fig["chunks"] == 3 and "PASS  load + site generation" in r.stdout

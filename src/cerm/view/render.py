@@ -20,7 +20,7 @@ import jinja2
 from cerm.view.loaders import RunView
 from cerm.view.model import compare_rows, index_row
 
-CHUNK_SIZE = 200  # items per data file: one item page loads one file (a few hundred KB at most)
+CHUNK_SIZE = 100  # items per data file: an item page loads one file (~1 MB for RMB-sized texts)
 ASSETS = ("view.js", "view.css")
 
 
