@@ -190,3 +190,33 @@ def test_compare_view_lists_changed_verdicts_and_shows_run_b_under_the_item(brow
     assert d.find_element(By.CSS_SELECTOR, "#view-item h2 .verdict").text == verdict_a
     assert d.find_element(By.CSS_SELECTOR, "#run-b h3 .verdict").text == verdict_b
     assert len(d.find_elements(By.CSS_SELECTOR, "#run-b .card")) == 2
+
+
+def test_pages_of_a_long_list_and_gap_filter(browser, tmp_path):
+    import json
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    lines = [{"id": f"q{i}", "query": f"query {i}", "responses": ["a", "b"],
+              "judgments": [{"score": i % 11, "status": "ok"}, {"score": 0, "status": "ok"}]} for i in range(120)]
+    path = tmp_path / "scores.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    build_site(load(path), tmp_path / "site", chunk_size=7)
+    d = browser
+    wait = WebDriverWait(d, 10)
+    d.get((tmp_path / "site" / "index.html").as_uri() + "#items")
+    wait.until(lambda _: d.find_element(By.ID, "page-info").text == "page 1 of 3")
+    assert len(d.find_elements(By.CSS_SELECTOR, "#item-list tbody tr")) == 50
+    d.find_element(By.ID, "next-page").click()
+    wait.until(lambda _: d.find_element(By.ID, "page-info").text == "page 2 of 3")
+    assert d.find_element(By.CSS_SELECTOR, "#item-list tbody tr td:nth-child(2)").text == "q50"
+    d.find_elements(By.CSS_SELECTOR, "#item-list tbody tr")[3].click()  # q53, in chunk 7
+    wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, "#view-item .item-id"))
+    assert d.find_element(By.CSS_SELECTOR, "#view-item .item-id").text == "q53"
+    d.back()
+    wait.until(lambda _: d.find_element(By.ID, "page-info").text == "page 2 of 3")
+    gap = d.find_element(By.CSS_SELECTOR, "#filters [name=gapmin]")
+    gap.send_keys("10")
+    d.find_element(By.CSS_SELECTOR, "#filters [name=q]").click()  # leaving the field commits the change
+    wait.until(lambda _: d.find_element(By.ID, "list-count").text.startswith("10 of 120"))
