@@ -220,3 +220,24 @@ def test_pages_of_a_long_list_and_gap_filter(browser, tmp_path):
     gap.send_keys("10")
     d.find_element(By.CSS_SELECTOR, "#filters [name=q]").click()  # leaving the field commits the change
     wait.until(lambda _: d.find_element(By.ID, "list-count").text.startswith("10 of 120"))
+
+
+def test_next_and_previous_walk_the_filtered_list(browser, site):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    d = browser
+    wait = WebDriverWait(d, 10)
+    d.get((site / "index.html").as_uri() + "#items?verdict=correct")
+    wait.until(lambda _: d.find_element(By.ID, "view-items").is_displayed())
+    ids = [r.text for r in d.find_elements(By.CSS_SELECTOR, "#item-list tbody tr td:nth-child(2)")]
+    assert len(ids) >= 2
+    d.find_element(By.CSS_SELECTOR, "#item-list tbody tr").click()
+    wait.until(lambda _: d.find_elements(By.CSS_SELECTOR, "#view-item .item-id"))
+    assert not d.find_elements(By.ID, "prev-item")  # the first of the filtered list
+    d.find_element(By.ID, "next-item").click()
+    wait.until(lambda _: d.find_element(By.CSS_SELECTOR, "#view-item .item-id").text == ids[1])
+    d.find_element(By.TAG_NAME, "body").send_keys("k")  # the keyboard goes back one
+    wait.until(lambda _: d.find_element(By.CSS_SELECTOR, "#view-item .item-id").text == ids[0])
+    d.find_element(By.TAG_NAME, "body").send_keys("u")
+    wait.until(lambda _: d.find_element(By.ID, "view-items").is_displayed() and "verdict=correct" in d.current_url)

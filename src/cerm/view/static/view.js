@@ -216,16 +216,34 @@ const CERM = (() => {
       el("details", { class: "judgment", open: true }, el("summary", {}, "judgment"),
         c.evaluation ? markedText(c.evaluation, c.spans, terms, cardId) : el("p", { class: "note" }, "(judgment text not recorded)")));
   }
+  let currentNav = { prev: null, next: null };
+  document.addEventListener("keydown", (e) => {
+    if ($("#view-item").hidden || e.target.closest("input, select, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.key === "j" && currentNav.next) location.hash = currentNav.next;
+    else if (e.key === "k" && currentNav.prev) location.hash = currentNav.prev;
+    else if (e.key === "u") location.hash = lastListHash;
+  });
   function renderItem(run, n) {
     const v = $("#view-item");
     v.replaceChildren(el("p", { class: "note" }, "loading…"));
     getItem(run, n, (item) => {
       if (!item) return showError(`no item #${n}`);
-      const total = run === "a" ? state.index.length : Infinity;
+      // previous / next walk the list as last filtered (run A); run B's items go by position
+      let prev = n > 0 ? n - 1 : null;
+      let next = n + 1;
+      if (run === "a") {
+        const list = filtered(new URLSearchParams(lastListHash.split("?")[1] || "")).map((r) => r.n);
+        const at = list.indexOf(n);
+        prev = at > 0 ? list[at - 1] : at === -1 && n > 0 ? n - 1 : null;
+        next = at >= 0 ? (at + 1 < list.length ? list[at + 1] : null) : n + 1 < state.index.length ? n + 1 : null;
+      }
+      const href = (k) => `#item/${run === "a" ? "" : run + "/"}${k}`;
       const nav = el("div", { class: "item-nav" },
         el("a", { href: lastListHash, id: "back" }, "‹ back to the list"),
-        n > 0 ? el("a", { href: `#item/${run === "a" ? "" : run + "/"}${n - 1}` }, "‹ previous") : null,
-        n + 1 < total ? el("a", { href: `#item/${run === "a" ? "" : run + "/"}${n + 1}` }, "next ›") : null);
+        prev !== null ? el("a", { href: href(prev), id: "prev-item" }, "‹ previous") : null,
+        next !== null ? el("a", { href: href(next), id: "next-item" }, "next ›") : null,
+        el("span", { class: "note" }, "keys: j / k next / previous, u back"));
+      currentNav = { prev: prev !== null ? href(prev) : null, next: next !== null ? href(next) : null };
       const head = el("h2", {}, el("span", { class: "item-id" }, item.id), " ",
         el("span", { class: "subset" }, item.subset), " ",
         el("span", { class: `verdict v-${item.verdict}` }, item.verdict),
