@@ -36,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 # a prompt must leave at least this many tokens for the evaluation, or it is "too long" [R]
 MIN_EVAL_TOKENS = 512
-TOO_LONG = "too_long"
 _RETRYABLE = {ParseStatus.EMPTY, ParseStatus.NO_BOX, ParseStatus.UNPARSEABLE, ParseStatus.OUT_OF_RANGE,
               ParseStatus.TRUNCATED}
 
@@ -217,7 +216,8 @@ class Judge:
                             tokens_in=gen.tokens_in, tokens_out=gen.tokens_out, seconds=gen.seconds)
         if gen.finish_reason == "error":
             # never cache a failure: the next call retries the generation
-            return replace(criteria, parse_warning=gen.error or "criteria generation failed")
+            return replace(criteria, parse_warning=gen.error or "criteria generation failed",
+                           error_status=gen.error_status)
         self.criteria_cache.put(CriteriaRecord(
             key=key, model=self.backend.model_id, prompt_version=PROMPT_VERSION, decoding=params.__dict__,
             query=slot.query_text, sample_index=slot.sample_index, text=gen.text,
@@ -287,7 +287,7 @@ class Judge:
                               sample_index=s) if cfg.cache_judgments else ""
             keys.append(key)
             if crit.finish_reason == "error":
-                results[t] = Judgment(None, _failed_status(crit.parse_warning), criteria_key=crit.key,
+                results[t] = Judgment(None, crit.error_status, criteria_key=crit.key,
                                       error=crit.parse_warning)
                 continue
             cached = self.judgment_cache.get(key) if cfg.cache_judgments else None
@@ -330,8 +330,7 @@ class Judge:
     def _judgment(self, gen: Generation, criteria_key: str, is_cut: bool) -> Judgment:
         self.stats.add(evaluations_generated=1, tokens_out=gen.tokens_out)
         if gen.finish_reason == "error":
-            status = _failed_status(gen.error)
-            return Judgment(None, status, text=gen.text, criteria_key=criteria_key, error=gen.error,
+            return Judgment(None, gen.error_status, text=gen.text, criteria_key=criteria_key, error=gen.error,
                             tokens_in=gen.tokens_in, seconds=gen.seconds)
         p = parse_judgment(gen.text, gen.finish_reason, self.config.parser)
         return Judgment(p.score, p.status, p.criterion_scores, p.other_points_score, p.is_off_grid, gen.text,
@@ -377,8 +376,9 @@ class Judge:
 
     def _generate_checked(self, prompts: list, params: SamplingParams, too_long: list[bool]) -> list[Generation]:
         """Send the prompts that fit; the others get an explicit too-long failure, never a silent cut."""
-        error = f"{TOO_LONG}: the prompt exceeds the model context ({self.backend.context_length} tokens)"
-        out: list[Generation | None] = [Generation("", "error", error=error) if t else None for t in too_long]
+        error = f"the prompt exceeds the model context ({self.backend.context_length} tokens)"
+        out: list[Generation | None] = [Generation("", "error", error=error, error_status=ParseStatus.TOO_LONG)
+                                        if t else None for t in too_long]
         send = [i for i, t in enumerate(too_long) if not t]
         if send:
             for i, g in zip(send, self.backend.generate([prompts[i] for i in send], params)):
@@ -449,10 +449,6 @@ def _user_criteria(text: str) -> Criteria:
     parsed = parse_criteria(text)
     return Criteria(text=text, items=parsed.items, key=content_key(kind="user-criteria", text=text),
                     source="user", parse_warning=parsed.warning)
-
-
-def _failed_status(error: str | None) -> ParseStatus:
-    return ParseStatus.TOO_LONG if error and error.startswith(TOO_LONG) else ParseStatus.BACKEND_ERROR
 
 
 def _aggregate(samples: list[Judgment]) -> Judgment:

@@ -43,23 +43,6 @@ class SamplingParams:
         return self.temperature == 0.0
 
 
-FinishReason = Literal["stop", "length", "error"]
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One backend output. ``finish_reason == "length"`` means the token limit cut it off."""
-
-    text: str
-    finish_reason: FinishReason = "stop"
-    tokens_in: int = 0
-    tokens_out: int = 0
-    seconds: float = 0.0
-    error: str | None = None
-    # which reply field held the text (OpenAI servers with a reasoning parser fill reasoning_content)
-    source_field: str = "content"
-
-
 class ParseStatus(str, Enum):
     """Outcome of reading an overall score from an evaluation turn."""
 
@@ -77,6 +60,29 @@ class ParseStatus(str, Enum):
         return self is ParseStatus.OK
 
 
+FinishReason = Literal["stop", "length", "error"]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One backend output. ``finish_reason == "length"`` means the token limit cut it off.
+
+    A failed request has ``finish_reason == "error"``, a human-readable ``error`` and a typed
+    ``error_status``: ``ParseStatus.TOO_LONG`` when the prompt does not fit the model context,
+    ``ParseStatus.BACKEND_ERROR`` otherwise. The judge reads the status, never the message text.
+    """
+
+    text: str
+    finish_reason: FinishReason = "stop"
+    tokens_in: int = 0
+    tokens_out: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    # which reply field held the text (OpenAI servers with a reasoning parser fill reasoning_content)
+    source_field: str = "content"
+    error_status: ParseStatus = ParseStatus.BACKEND_ERROR
+
+
 @dataclass(frozen=True)
 class Criterion:
     """One evaluation criterion: a concise term and its description."""
@@ -90,7 +96,7 @@ class Criteria:
     """The criteria turn for one query: the raw generation (fed back verbatim) plus parsed items.
 
     ``items`` is for display only; scoring never depends on it. ``parse_warning`` is set when the list
-    between the markers could not be read.
+    between the markers could not be read (or holds the error when ``finish_reason == "error"``).
     """
 
     text: str
@@ -102,6 +108,7 @@ class Criteria:
     tokens_in: int = 0
     tokens_out: int = 0
     seconds: float = 0.0
+    error_status: ParseStatus = ParseStatus.BACKEND_ERROR  # why generation failed (finish_reason "error")
 
 
 @dataclass(frozen=True)

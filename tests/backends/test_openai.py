@@ -180,7 +180,8 @@ def test_404_hints_at_the_api_prefix_and_context_400_is_too_long(server: Scripte
     with make_backend(server.url) as backend:
         missing, long = backend.generate([prompt("x"), prompt("OVERLONG")], PARAMS)
     assert "HTTP 404" in missing.error and "/v1" in missing.error
-    assert long.error.startswith("too_long:")
+    assert long.error_status is ParseStatus.TOO_LONG and "maximum context length" in long.error
+    assert missing.error_status is ParseStatus.BACKEND_ERROR
     with make_backend(server.url) as backend:
         [j] = Judge(backend, JudgeConfig()).score("OVERLONG query", ["r"], criteria="1. Correctness")
     assert j.status == ParseStatus.TOO_LONG

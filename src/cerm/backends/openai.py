@@ -26,8 +26,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from cerm.judge import TOO_LONG
-from cerm.types import FinishReason, Generation, Message, SamplingParams
+from cerm.types import FinishReason, Generation, Message, ParseStatus, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +53,14 @@ class _Retryable(Exception):
 
 
 class _Fatal(Exception):
-    """A failed try that will fail again (bad request, auth, unknown route, malformed reply)."""
+    """A failed try that will fail again (bad request, auth, unknown route, malformed reply).
+
+    ``status`` is the typed cause the judge reports: TOO_LONG for a context-length 400.
+    """
+
+    def __init__(self, message: str, status: ParseStatus = ParseStatus.BACKEND_ERROR) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -211,8 +217,8 @@ class OpenAIBackend:
                         self._down_until[url] = time.monotonic() + self.backoff_max_s
                 except _Fatal as e:
                     logger.error("request to %s failed: %s", url, e)
-                    # the message leads with the cause: the judge reads a "too_long" prefix as its own status
-                    return Generation("", "error", seconds=time.perf_counter() - start, error=f"{e} [{url}]")
+                    return Generation("", "error", seconds=time.perf_counter() - start, error=f"{e} [{url}]",
+                                      error_status=e.status)
                 else:
                     return Generation(reply.text, reply.finish_reason, reply.tokens_in, reply.tokens_out,
                                       time.perf_counter() - start, source_field=reply.source_field)
@@ -251,8 +257,7 @@ class OpenAIBackend:
             if status in RETRY_STATUS or status >= 500:
                 raise _Retryable(detail, parse_retry_after(response.headers.get("retry-after")))
             if status == 400 and CONTEXT_ERROR_MARKER in response.text.lower():
-                # the judge reads this prefix as the explicit too_long status
-                raise _Fatal(f"{TOO_LONG}: {detail}")
+                raise _Fatal(f"the prompt is too long: {detail}", ParseStatus.TOO_LONG)
             if status == 404:
                 detail += " (base URLs include the API prefix, e.g. http://host:8000/v1; check the model name)"
             raise _Fatal(detail)
