@@ -28,6 +28,7 @@ from pathlib import Path
 from cerm import EMBEDDED_WARNING, Judge, JudgeConfig, Store, get_backend
 from cerm.reward.scoring import RewardConfig
 from cerm.reward.trl import CermReward
+from cerm.types import CRITERIA_MAX_NEW_TOKENS, EVAL_MAX_NEW_TOKENS
 
 TINY_PROMPTS = [
     "Explain why the sky is blue in two sentences.",
@@ -108,8 +109,8 @@ def main() -> None:
     ap.add_argument("--judge-backend", default="fake", help="fake | hf | vllm | openai | llamacpp")
     ap.add_argument("--judge-model", default="PKU-ONELab/CE-RM-4B", help="'embedded' = packaged SmolLM2")
     ap.add_argument("--judge-base-url", action="append", help="openai backend: server URL(s)")
-    ap.add_argument("--criteria-max-new-tokens", type=int, default=4096)
-    ap.add_argument("--eval-max-new-tokens", type=int, default=8192)
+    ap.add_argument("--criteria-max-new-tokens", type=int, default=CRITERIA_MAX_NEW_TOKENS)
+    ap.add_argument("--eval-max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS)
     ap.add_argument("--cache", type=Path, help="SQLite criteria/judgment cache (share it across processes)")
     ap.add_argument("--failure-reward", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)

@@ -19,6 +19,10 @@ from cerm.cache import CriteriaCache, CriteriaRecord, JudgmentCache, Store, cont
 from cerm.parsing import ParserMode, parse_criteria, parse_judgment
 from cerm.prompts import PROMPT_VERSION, criteria_messages, evaluation_messages, render_query
 from cerm.types import (
+    CRITERIA_MAX_NEW_TOKENS,
+    EVAL_MAX_NEW_TOKENS,
+    SAMPLE_TEMPERATURE,
+    SAMPLE_TOP_P,
     BestOfNResult,
     Comparison,
     Criteria,
@@ -44,16 +48,16 @@ _RETRYABLE = {ParseStatus.EMPTY, ParseStatus.NO_BOX, ParseStatus.UNPARSEABLE, Pa
 class JudgeConfig:
     """How the judge decodes and aggregates. Defaults follow the protocol: greedy, 4096/8192 tokens."""
 
-    criteria_max_new_tokens: int = 4096
-    eval_max_new_tokens: int = 8192
+    criteria_max_new_tokens: int = CRITERIA_MAX_NEW_TOKENS
+    eval_max_new_tokens: int = EVAL_MAX_NEW_TOKENS
     samples: int = 1  # k evaluations per response; k > 1 samples them (test-time scaling)
     criteria_samples: int = 1  # k_c criteria sets per query; k_c > 1 samples them
-    sample_temperature: float = 0.7
-    sample_top_p: float = 0.95
+    sample_temperature: float = SAMPLE_TEMPERATURE
+    sample_top_p: float = SAMPLE_TOP_P
     unified_criteria: bool = True  # False = the paper's "w/o unified criteria" ablation
     parser: ParserMode = "hardened"
     retries: int = 0  # re-sample a failed evaluation up to this many extra times (off for greedy runs)
-    retry_temperature: float = 0.7
+    retry_temperature: float = SAMPLE_TEMPERATURE
     seed: int = 0
     overlong: Literal["error", "truncate"] = "error"
     tie_break_samples: int = 4  # evaluations per tied response under tie_policy="mean"
@@ -427,7 +431,7 @@ class Judge:
     def _break_by_mean(self, query: Query, responses: list[str], criteria: Criteria, tied: tuple[int, ...]
                        ) -> int | None:
         sampler = Judge(self.backend, replace(self.config, samples=self.config.tie_break_samples,
-                                              sample_temperature=self.config.sample_temperature or 0.7),
+                                              sample_temperature=self.config.sample_temperature or SAMPLE_TEMPERATURE),
                         self.store)
         sampler.stats = self.stats
         means = [j.score for j in sampler.score(query, responses, criteria=criteria)]

@@ -9,6 +9,13 @@ from typing import Literal
 
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
+# The protocol's decoding defaults, defined once; every config, CLI option and adapter reads these
+# (docs/protocol.md, "Decoding").
+CRITERIA_MAX_NEW_TOKENS = 4096
+EVAL_MAX_NEW_TOKENS = 8192
+SAMPLE_TEMPERATURE = 0.7  # [R] sampled evaluations, retries and tie-break re-judging
+SAMPLE_TOP_P = 0.95  # [R]
+
 
 class Message(TypedDict):
     """An OpenAI-style chat message."""

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from cerm.backends.base import DEFAULT_MODEL
 from cerm.reward.scoring import BackendFailure, RewardConfig, group_ids, map_scores, strip_think
-from cerm.types import ParseStatus, Query
+from cerm.types import CRITERIA_MAX_NEW_TOKENS, EVAL_MAX_NEW_TOKENS, ParseStatus, Query
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ class VerlSettings:
     backend: str = "hf"
     model: str = DEFAULT_MODEL
     cache: str | None = None
-    criteria_max_new_tokens: int = 4096
-    eval_max_new_tokens: int = 8192
+    criteria_max_new_tokens: int = CRITERIA_MAX_NEW_TOKENS
+    eval_max_new_tokens: int = EVAL_MAX_NEW_TOKENS
     router_address: str | None = None
     scale: Literal["unit", "raw"] = "unit"
     failure_reward: float = 0.0

@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from cerm.types import CRITERIA_MAX_NEW_TOKENS, EVAL_MAX_NEW_TOKENS
+
 Grouping = Literal["three_group", "single_group", "per_criteria"]
 RewardMode = Literal["indicator", "margin"]
 
@@ -34,8 +36,8 @@ class RLConfig:
     # rollout structure: 4 criteria x 2 responses x 2 judgments = 4 + 16 trajectories per pair [T]/[R]
     num_criteria: int = 4
     num_judgments: int = 2
-    criteria_max_new_tokens: int = 4096  # [R]
-    eval_max_new_tokens: int = 8192  # [R]
+    criteria_max_new_tokens: int = CRITERIA_MAX_NEW_TOKENS  # [R] the judge's defaults
+    eval_max_new_tokens: int = EVAL_MAX_NEW_TOKENS  # [R]
     temperature: float = 1.0  # [R]
     top_p: float = 1.0  # [R]
     chat_template_kwargs: dict[str, Any] = field(default_factory=lambda: {"enable_thinking": False})
