@@ -14,7 +14,7 @@ from openai_test_server import InFlight, Reply, ScriptedServer, chat_reply
 from cerm import Judge, JudgeConfig
 from cerm.backends.base import get_backend
 from cerm.backends.fake import CANNED_CRITERIA, hash_score
-from cerm.backends.openai import OpenAIBackend, parse_retry_after, read_reply
+from cerm.backends.openai import OpenAIBackend, read_reply
 from cerm.types import ParseStatus, SamplingParams
 
 PARAMS = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=64, seed=7)
@@ -293,9 +293,3 @@ def test_close_and_bad_arguments(server: ScriptedServer) -> None:
         OpenAIBackend("m", ["localhost:8000"])
     with pytest.raises(ValueError, match="concurrency_limit"):
         OpenAIBackend("m", ["http://x/v1"], concurrency_limit=0)
-
-
-def test_parse_retry_after() -> None:
-    assert parse_retry_after("2") == 2.0
-    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") < 0  # a date in the past: no wait
