@@ -8,14 +8,11 @@ Values tagged [T] in the spec are the defaults where known (lr 2e-6, KL 1e-3, 4 
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import TypeAdapter, ValidationError
-
+from cerm.train import recipe
 from cerm.types import CRITERIA_MAX_NEW_TOKENS, EVAL_MAX_NEW_TOKENS
 
 Grouping = Literal["three_group", "single_group", "per_criteria"]
@@ -132,58 +129,11 @@ class RLConfig:
         return dataclasses.asdict(self)
 
 
-FIELDS = {f.name for f in dataclasses.fields(RLConfig)}
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """``["lr=1e-5", "use_lora=true"]`` -> typed values (each value is read as YAML)."""
-    out: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"override {item!r} must look like key=value, e.g. learning_rate=1e-5.")
-        if key not in FIELDS:
-            raise ValueError(f"override {item!r}: unknown key {key!r}; valid keys: {', '.join(sorted(FIELDS))}.")
-        value = yaml.safe_load(raw) if raw.strip() else None
-        # YAML 1.1 reads yes/no/on/off as booleans; only true/false mean that here (mixed_precision=no)
-        if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
-            value = raw.strip()
-        # YAML 1.1 also reads 1e-2 (no dot) as a string; that is how everyone writes a learning rate
-        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-            value = float(value)
-        out[key] = value
-    return out
+    """``["lr=1e-5", "use_lora=true"]`` -> typed values (read as a recipe reads them, cerm.train.recipe)."""
+    return recipe.parse_overrides(RLConfig, overrides)
 
 
 def load_rl_config(path: str | Path | None, overrides: list[str] | None = None) -> RLConfig:
     """Read a flat YAML recipe, apply overrides, validate. Errors name the file, line and field."""
-    values: dict[str, Any] = {}
-    lines: dict[str, int] = {}
-    where = "overrides"
-    if path is not None:
-        path = Path(path)
-        where = str(path)
-        text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text)
-        if node is not None:
-            if not isinstance(node, yaml.MappingNode):
-                raise ValueError(f"{path}: a recipe must be a flat mapping of key: value.")
-            lines = {k.value: k.start_mark.line + 1 for k, _ in node.value}
-            values = yaml.safe_load(text) or {}
-        for key in values:
-            if key not in FIELDS:
-                raise ValueError(f"{path}:{lines.get(key, '?')}: unknown key {key!r}; "
-                                 f"valid keys: {', '.join(sorted(FIELDS))}.")
-    override_values = parse_overrides(overrides or [])
-    values.update(override_values)
-    try:
-        return TypeAdapter(RLConfig).validate_python(values)
-    except ValidationError as err:
-        first = err.errors()[0]
-        if not first["loc"]:  # raised by __post_init__: a bad combination, not one bad field
-            raise ValueError(f"{where}: {first['msg']}") from None
-        key = str(first["loc"][0])
-        origin = "override" if key in override_values else f"{where}:{lines.get(key, '?')}"
-        raise ValueError(f"{origin}: field {key!r}: {first['msg']} (got {first.get('input')!r:.80}).") from None
+    return recipe.load_recipe(RLConfig, path, overrides)

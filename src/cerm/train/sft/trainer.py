@@ -172,7 +172,7 @@ def _trl_args(cfg: SFTRunConfig, has_eval: bool) -> Any:
 
 
 def _peft_config(cfg: SFTRunConfig) -> Any:
-    if not cfg.lora:
+    if not cfg.use_lora:
         return None
     from peft import LoraConfig
 
@@ -190,7 +190,7 @@ def final_dir(cfg: SFTRunConfig) -> Path:
 
 def _save(trainer: Any, cfg: SFTRunConfig, tokenizer: Any) -> None:
     final = final_dir(cfg)
-    if not cfg.lora:
+    if not cfg.use_lora:
         trainer.save_model(str(final))  # gathers FSDP / ZeRO-3 shards; saves the tokenizer too
         return
     trainer.save_model(str(Path(cfg.output_dir) / "adapter"))
