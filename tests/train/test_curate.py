@@ -13,6 +13,7 @@ import pytest
 from cerm.backends.fake import CANNED_CRITERIA, FakeBackend, canned_evaluation
 from cerm.cache import Store
 from cerm.judge import JudgeConfig
+from cerm.train.curate.config import CurateConfig
 from cerm.train.curate.dedup import cluster_near_duplicates, drop_exact_duplicates
 from cerm.train.curate.filters import (
     EvalIndex,
@@ -22,7 +23,7 @@ from cerm.train.curate.filters import (
     drop_too_long,
 )
 from cerm.train.curate.passrate import pass_rate
-from cerm.train.curate.pipeline import CurateConfig, curate, split_heldout, water_fill
+from cerm.train.curate.pipeline import curate, split_heldout, water_fill
 from cerm.train.curate.report import pass_rate_histogram
 from cerm.train.pairs import PreferencePair
 from cerm.types import Message, SamplingParams

@@ -59,7 +59,7 @@ def curate(
     judge_chunk_pairs: Annotated[int, typer.Option(help="pairs per judge batch (flushed after each)")] = 256,
 ) -> None:
     """Curate preference pairs: validate, filter, dedupe, pass-rate filter, balance, split, report."""
-    from cerm.train.curate.pipeline import CurateConfig
+    from cerm.train.curate.config import CurateConfig
     from cerm.train.curate.pipeline import curate as run_curate
 
     if judge_opts.samples != 1:

@@ -7,16 +7,14 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded_id
 from cerm.judge import Judge
 from cerm.prompts import PROMPT_VERSION
+from cerm.train.curate.config import CurateConfig, StepCount
 from cerm.train.curate.passrate import PassRate
 from cerm.train.pairs import PreferencePair, RowProblem
-
-if TYPE_CHECKING:
-    from cerm.train.curate.pipeline import CurateConfig, StepCount
 
 HIST_BINS = 10
 MAX_PROBLEMS_IN_REPORT = 50
