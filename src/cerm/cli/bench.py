@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded
+from cerm.backends.embedded import embedded_warning
 from cerm.bench import BENCHMARKS, load_items, resolve_sources, select_items
 from cerm.bench.common import DataError, HFSource, data_files
 from cerm.bench.runner import RunConfig, Scorer, describe_scorer, run_benchmark
@@ -138,7 +138,7 @@ def run(
                           RunConfig(out / "baselines" / b, seed=seed, chunk_size=max(chunk_size, 256),
                                     bootstrap=bootstrap, selection=selection), labels, [])
         rows.append(result.summary)
-    warnings = [EMBEDDED_WARNING] if scorer == "judge" and is_embedded(judge_opts.model) else []
+    warnings = [w for w in [embedded_warning(judge_opts.model)] if w and scorer == "judge"]
     result = _run_one(bench, items, _make_scorer(scorer, judge_opts, out), run_cfg, labels, warnings, rows)
     s = result.summary
     h = s["headline"]
@@ -254,7 +254,7 @@ def probe(
     except ValueError as e:
         raise fail(str(e)) from None
     s = _make_scorer(scorer, judge_opts, out)
-    warnings = [EMBEDDED_WARNING] if scorer == "judge" and is_embedded(judge_opts.model) else []
+    warnings = [w for w in [embedded_warning(judge_opts.model)] if w and scorer == "judge"]
     table = Table(title=f"bias probes on {bench.title} ({len(items)} items); shift = variant − original")
     for col in ("probe", "pairs (valid)", "mean original", "mean variant", "shift", "95% CI", "up/down/equal %"):
         table.add_column(col)

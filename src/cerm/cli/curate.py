@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded
+from cerm.backends.embedded import embedded_warning
 from cerm.cache import Store
 from cerm.cli.common import JudgeOptions, console, fail, with_judge_options
 
@@ -80,8 +80,8 @@ def curate(
         raise fail(str(e)) from None
     backend = None
     if pass_k:
-        if is_embedded(judge_opts.model):
-            console.print(f"[yellow]{EMBEDDED_WARNING}[/]")
+        if warning := embedded_warning(judge_opts.model):
+            console.print(f"[yellow]{warning}[/]")
         try:
             backend = judge_opts.backend_options().build()
         except (ImportError, ValueError, OSError) as e:
@@ -142,8 +142,8 @@ def distill(
     if not pairs:
         raise fail(f"{pairs_file}: no valid pairs.")
     judge = judge_opts.make_judge()
-    if is_embedded(judge_opts.model):
-        console.print(f"[yellow]{EMBEDDED_WARNING}[/]")
+    if warning := embedded_warning(judge_opts.model):
+        console.print(f"[yellow]{warning}[/]")
     logging.getLogger("cerm.train").setLevel(logging.INFO)
     try:
         result = run_distill(pairs, judge, output, cfg)

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded
+from cerm.backends.embedded import embedded_warning
 from cerm.cli.common import JudgeOptions, console, fail, with_judge_options
 
 
@@ -65,7 +65,7 @@ def serve(
             batch=BatcherConfig(max_batch_size=max_batch_size, window_s=batch_window_ms / 1000,
                                 max_queue=max_queue),
             scale=scale, failure_reward=failure_reward, drain_timeout_s=graceful_timeout_s,
-            warning=EMBEDDED_WARNING if is_embedded(judge_opts.model) else None)
+            warning=embedded_warning(judge_opts.model))
         stops = tuple(stop_string) if stop_string else None
         if tokenizer is not None:
             splitter = PromptSplitter.from_pretrained(tokenizer, extractor=extractor, stop_strings=stops,

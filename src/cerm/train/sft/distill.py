@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded_id
+from cerm.backends.embedded import embedded_warning
 from cerm.judge import Judge
 from cerm.prompts import PROMPT_VERSION, evaluation_messages
 from cerm.train.pairs import PreferencePair
@@ -161,7 +161,7 @@ def distill(pairs: Sequence[PreferencePair], judge: Judge, out_path: str | Path,
         "teacher": teacher, "prompt_version": PROMPT_VERSION, "min_margin": cfg.min_margin,
         "pairs": len(pairs), "skipped_already_done": result.skipped, "kept_pairs": kept, "rows_written": 2 * kept,
         "rejected": result.rejected, "judge": judge.stats.as_dict(),
-        "warnings": [EMBEDDED_WARNING] if is_embedded_id(teacher) else [],
+        "warnings": [w for w in [embedded_warning(teacher)] if w],
     }
     Path(f"{out}.summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return result
