@@ -407,7 +407,14 @@ class Judge:
         responses with ``tie_break_samples`` sampled evaluations and takes the best mean."""
         if not responses:
             raise ValueError("best_of_n needs at least one response.")
-        item = self.score_batch([(query, responses)])[0]
+        return self.pick_best(query, responses, self.score_batch([(query, responses)])[0], tie_policy=tie_policy)
+
+    def pick_best(self, query: Query, responses: Sequence[str], item: ScoredItem, *,
+                  tie_policy: TiePolicy = "none") -> BestOfNResult:
+        """``best_of_n`` on an item already scored (by ``score_batch``): no response is judged again,
+        except the tied ones under ``tie_policy="mean"``."""
+        if len(item.judgments) != len(responses):
+            raise ValueError(f"item has {len(item.judgments)} judgments for {len(responses)} responses.")
         judgments = item.judgments
         valid = [(j.score, i) for i, j in enumerate(judgments) if j.score is not None]
         if not valid:

@@ -49,6 +49,15 @@ def test_bad_lines_name_file_line_field(workdir):
     assert len((workdir / "o.jsonl").read_text().splitlines()) == 1
 
 
+def test_bon_scores_each_response_once_and_counts_once(workdir):
+    r = runner.invoke(app, ["-c", "cfg.yaml", "bon", "--cache", "fresh.sqlite", "-i", "in.jsonl",
+                            "--tie-policy", "first"])
+    assert r.exit_code == 0, r.output
+    summary = " ".join(r.output.split())
+    # 2 queries, 3 responses: 2 criteria turns and 3 evaluations, none of them served twice from the cache
+    assert "criteria generated 2 (cache hits 0), evaluations 3 (cache hits 0)" in summary
+
+
 def test_bon_and_criteria_commands(workdir):
     r = runner.invoke(app, ["-c", "cfg.yaml", "bon", "-i", "in.jsonl", "-o", "bon.jsonl", "--tie-policy", "first"])
     assert r.exit_code == 0, r.output

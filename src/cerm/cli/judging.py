@@ -162,7 +162,8 @@ def bon(
     judge = judge_opts.make_judge()
 
     def record(row: ScoreRow, item: ScoredItem) -> dict[str, Any]:
-        result = judge.best_of_n(row.query, row.responses, tie_policy=tie_policy)  # type: ignore[arg-type]
+        # the chunk is already scored: pick from it, never judge (or count) the responses twice
+        result = judge.pick_best(row.query, row.responses, item, tie_policy=tie_policy)  # type: ignore[arg-type]
         rec = _base_record(row, item, judge)
         rec.update(chosen_index=result.index, tied=list(result.tied), tie_policy=tie_policy)
         return rec
