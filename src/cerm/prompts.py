@@ -1,4 +1,4 @@
-"""CE-RM prompt templates and the two-turn message layout (spec/protocol.md §2, §4).
+"""CE-RM prompt templates and the two-turn message layout (docs/protocol.md §2, §4).
 
 The templates ship as package data, byte-identical to the spec. They are filled with ``str.replace``,
 never ``str.format``: ``$\\boxed{}$`` is literal text and user text may contain braces.

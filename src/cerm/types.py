@@ -10,7 +10,7 @@ from typing import Literal
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 # The protocol's decoding defaults, defined once; every config, CLI option and adapter reads these
-# (docs/protocol.md, "Decoding").
+# (docs/protocol.md §3).
 CRITERIA_MAX_NEW_TOKENS = 4096
 EVAL_MAX_NEW_TOKENS = 8192
 SAMPLE_TEMPERATURE = 0.7  # [R] sampled evaluations, retries and tie-break re-judging

@@ -171,7 +171,7 @@ def embedded_hf_dir(cache_dir: str | Path | None = None) -> Path:
     """The embedded SmolLM2 as a bf16 HF directory, converted from the packaged GGUF on first use.
 
     transformers dequantises the GGUF but refuses ``save_pretrained`` on it, so the weights are copied into
-    a fresh ``LlamaForCausalLM`` first (spec/environment.md §2). The result (~260 MB) is cached under
+    a fresh ``LlamaForCausalLM`` first (docs/architecture.md §6.1). The result (~260 MB) is cached under
     ``cache_dir``, by default ``$CERM_CACHE_DIR`` or ``~/.cache/cerm``, as ``embedded-hf``; a file lock
     makes concurrent first uses convert once.
     """

@@ -28,7 +28,7 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class BenchItem:
-    """One prompt and all its candidates (interfaces.md §5, our normalised record [R]).
+    """One prompt and all its candidates (docs/architecture.md §3, our normalised record [R]).
 
     ``correct`` lists the indices of the preferred/correct candidates; ``roles`` names each candidate
     (``chosen``, ``rejected[1]``, ``A`` ...). All candidates of an item are judged under one criteria set.

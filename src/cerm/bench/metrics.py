@@ -1,4 +1,4 @@
-"""Official benchmark metrics as pure functions over plain sequences (spec/benchmarks.md).
+"""Official benchmark metrics as pure functions over plain sequences (docs/benchmarks.md).
 
 A score is a float or ``None`` (the judge failed). Each function applies its benchmark's own rule for
 ties and failures; none of them turns a failure into a number silently: the rule is in the docstring.

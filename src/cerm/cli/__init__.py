@@ -1,4 +1,7 @@
-"""The `cerm` command line. The only place that reads argv, environment variables and config files."""
+"""The `cerm` command line. The only place that reads argv, environment variables and config files.
+
+May import: every other package (it wires them together); nothing imports ``cerm.cli``.
+"""
 
 from __future__ import annotations
 

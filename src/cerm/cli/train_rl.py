@@ -41,7 +41,7 @@ def rl(
     resume: Annotated[str | None, typer.Option(help="'auto' (latest checkpoint in output_dir) or a checkpoint "
                                                     "directory")] = None,
 ) -> None:
-    """Two-stage rollout RL: criteria samples, then judgments under each, rewarded per role (training.md §3)."""
+    """Two-stage rollout RL: criteria samples, then judgments under each, rewarded per role (docs/training.md §3)."""
     from cerm.train.rl.config import load_rl_config
 
     try:

@@ -4,7 +4,7 @@ verl calls ``compute_score(data_source, solution_str, ground_truth, extra_info, 
 sample (the naive and reward-loop managers; the ``async`` variant is detected automatically), or
 ``compute_score_batch(data_sources, solution_strs, ground_truths, extra_infos, **kwargs)`` with
 ``reward_model.reward_manager=batch``, which groups the batch by prompt. ``solution_str`` is the decoded
-response only; the query must travel in ``extra_info["question"]`` (spec/interfaces.md §2).
+response only; the query must travel in ``extra_info["question"]`` (docs/architecture.md §4.2).
 
 Settings come from ``custom_reward_function.reward_kwargs`` (verl merges them into every call):
 

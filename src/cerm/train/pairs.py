@@ -2,10 +2,10 @@
 
 Two row types cross files:
 
-- ``PreferencePair`` (training.md §1): ``{"id", "prompt", "chosen", "rejected", "source", "domain"}``.
+- ``PreferencePair`` (docs/training.md §1): ``{"id", "prompt", "chosen", "rejected", "source", "domain"}``.
   ``prompt`` is a string or a chat history ending with the user's turn; ``chosen``/``rejected`` are strings.
   Readers accept the TRL preference formats (explicit or implicit prompt, string or conversational; see
-  interfaces.md §5), RMB pairwise JSON files, parquet, and Hugging Face dataset ids when the hub is reachable.
+  docs/architecture.md §3), RMB pairwise JSON files, parquet, and Hugging Face dataset ids when the hub is reachable.
 - ``SFTRow``: one CE-RM two-turn conversation written by a teacher (``cerm distill``), trained by
   ``cerm train sft``.
 

@@ -1,7 +1,7 @@
 """One loader for every training recipe (SFT and RL): a flat YAML file plus ``key=value`` overrides.
 
 A recipe is a flat mapping whose keys are the fields of a config dataclass. Values in the file and in the
-overrides are read by the same YAML rules, with two fixes [R] (docs/training.md, "Recipes"):
+overrides are read by the same YAML rules, with two fixes [R] (docs/training.md §5):
 
 - only ``true``/``false`` are booleans (YAML 1.1 also reads yes/no/on/off, so ``save_strategy: no`` and
   ``mixed_precision=no`` would become ``False``);

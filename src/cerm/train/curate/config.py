@@ -19,13 +19,13 @@ class CurateConfig:
     strict: bool = False  # raise on the first bad row instead of reporting it
     languages: tuple[str, ...] = ("en",)  # ISO 639-1 codes of the final user turn; () keeps every language
     max_prompt_tokens: int = 8192
-    max_response_tokens: int = 4096  # training.md §1: "a response over 4K tokens"
+    max_response_tokens: int = 4096  # docs/training.md §1: "a response over 4K tokens"
     tokenizer: str | None = None  # HF tokenizer for the length filter; None counts 4 characters per token
     decontaminate: tuple[str, ...] = ()  # evaluation files/directories whose prompts must not be trained on
     near_dup_threshold: float = 0.8
     max_pairs_per_prompt: int = 1
     domain_weights: Mapping[str, float] | None = None  # None: equal weight for every domain present
-    pass_k: int = 4  # evaluations sampled per response; training.md suggests 4-8
+    pass_k: int = 4  # evaluations sampled per response; docs/training.md suggests 4-8
     pass_temperature: float = 1.0
     min_pass_rate: float = 0.0  # keep pairs with min_pass_rate < rate < max_pass_rate
     max_pass_rate: float = 1.0

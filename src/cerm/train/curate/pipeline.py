@@ -1,7 +1,7 @@
 """``cerm curate``: raw preference pairs -> a curated, balanced training set and a disjoint held-out split.
 
 The paper curates ~5.7K pairs from an open-source preference set but publishes neither the data nor the
-recipe; every step and default here is ours [R] (training.md §1):
+recipe; every step and default here is ours [R] (docs/training.md §1):
 
 1. load and validate (bad rows go to ``invalid.jsonl`` with file:line:field, never dropped silently);
 2. drop identical responses, over-budget lengths, other languages, prompts found in evaluation sets;

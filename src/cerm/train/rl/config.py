@@ -1,6 +1,6 @@
-"""Configuration of the two-stage rollout RL trainer (spec/training.md §3), checked on construction.
+"""Configuration of the two-stage rollout RL trainer (docs/training.md §3), checked on construction.
 
-A run is one flat YAML file plus ``key=value`` overrides (verl/OpenRLHF style, spec/interfaces.md §7).
+A run is one flat YAML file plus ``key=value`` overrides (verl/OpenRLHF style, docs/training.md §5).
 Values tagged [T] in the spec are the defaults where known (lr 2e-6, KL 1e-3, 4 mini-batches, 4 criteria
 + 16 judgments); everything else is our choice [R] and says so below.
 """
@@ -24,7 +24,7 @@ class RLConfig:
     """Every knob of ``cerm train rl``. Defaults reproduce the paper where known ([T]), else ours ([R])."""
 
     model: str  # HF id or local directory of the SFT cold-start model
-    train_data: str  # JSONL of preference pairs {"id", "prompt", "chosen", "rejected"} (training.md §1)
+    train_data: str  # JSONL of preference pairs {"id", "prompt", "chosen", "rejected"} (docs/training.md §1)
     output_dir: str
     eval_data: str | None = None  # held-out pairs for greedy pairwise accuracy
     eval_holdout: int = 0  # [R] or hold out this many pairs of train_data (never test benchmarks)
@@ -39,14 +39,14 @@ class RLConfig:
     top_p: float = 1.0  # [R]
     chat_template_kwargs: dict[str, Any] = field(default_factory=lambda: {"enable_thinking": False})
 
-    # rewards (training.md §3.2, all [R])
+    # rewards (docs/training.md §3.2, all [R])
     reward_mode: RewardMode = "indicator"
     tie_credit: float = 0.0
     format_penalty: float = -1.0
-    # advantages (training.md §3.3): three groups per pair [T]; the others are ablations [R]
+    # advantages (docs/training.md §3.3): three groups per pair [T]; the others are ablations [R]
     advantage_grouping: Grouping = "three_group"
 
-    # optimisation (training.md §3.4)
+    # optimisation (docs/training.md §3.4)
     pairs_per_step: int = 256  # rollout batch over all processes [R reading of "RLmini64/4mini/step"]
     num_mini_batches: int = 4  # [T]
     micro_batch_size: int = 4  # trajectories per forward/backward (gradient accumulation) [R]

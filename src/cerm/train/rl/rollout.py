@@ -1,4 +1,4 @@
-"""Two-stage rollouts: criteria samples first, then judgments conditioned on each (spec/training.md §3.1).
+"""Two-stage rollouts: criteria samples first, then judgments conditioned on each (docs/training.md §3.1).
 
 For every preference pair: C criteria samples of turn 1, then for each criteria sample and each of chosen /
 rejected, J samples of turn 2 in the same two-turn conversation (C + 2CJ trajectories; 4 + 16 by default).

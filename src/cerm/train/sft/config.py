@@ -1,6 +1,6 @@
 """Settings for the SFT cold start, read from a flat YAML recipe plus ``key=value`` overrides.
 
-Paper values [T] (training.md §2): batch 64, learning rate 1e-5, 3 epochs, base ``Qwen/Qwen3-4B-Instruct-2507``.
+Paper values [T] (docs/training.md §2): batch 64, learning rate 1e-5, 3 epochs, base ``Qwen/Qwen3-4B-Instruct-2507``.
 Ours [R]: cosine schedule, 3% warmup, 16K-token sequences, bf16, LoRA settings.
 """
 

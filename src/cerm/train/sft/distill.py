@@ -1,4 +1,4 @@
-"""``cerm distill``: SFT traces from a teacher judge (training.md §2; the recipe is ours [R]).
+"""``cerm distill``: SFT traces from a teacher judge (docs/training.md §2; the recipe is ours [R]).
 
 For each preference pair the teacher (any backend, usually an OpenAI-compatible server with a strong model)
 writes the criteria once, then an evaluation of the chosen and of the rejected response, with the CE-RM
