@@ -80,12 +80,14 @@ class JudgeConfig:
             raise ValueError(f"overlong {self.overlong!r} must be 'error' or 'truncate'.")
 
     def criteria_params(self, sample_index: int) -> SamplingParams:
+        """Decoding of criteria sample ``sample_index``: greedy for one sample, else seeded sampling."""
         if self.criteria_samples == 1:
             return SamplingParams(0.0, 1.0, self.criteria_max_new_tokens, None)
         return SamplingParams(self.sample_temperature, self.sample_top_p, self.criteria_max_new_tokens,
                               self.seed + sample_index)
 
     def eval_params(self, sample_index: int, attempt: int = 0) -> SamplingParams:
+        """Decoding of evaluation sample ``sample_index``; ``attempt > 0`` is a retry at ``retry_temperature``."""
         if attempt:
             return SamplingParams(self.retry_temperature, self.sample_top_p, self.eval_max_new_tokens,
                                   self.seed + 1000 * attempt + sample_index)
@@ -109,20 +111,24 @@ class JudgeStats:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **deltas: int) -> None:
+        """Add to the named counters."""
         with self._lock:
             for name, value in deltas.items():
                 setattr(self, name, getattr(self, name) + value)
 
     def count_status(self, status: ParseStatus) -> None:
+        """Count one final evaluation status."""
         with self._lock:
             self.statuses[status.value] += 1
 
     @property
     def parse_failure_rate(self) -> float:
+        """Share of evaluation samples whose score could not be read."""
         total = sum(self.statuses.values())
         return 0.0 if total == 0 else 1 - self.statuses.get("ok", 0) / total
 
     def as_dict(self) -> dict[str, Any]:
+        """The counters as a JSON-ready dict."""
         return {
             "criteria_generated": self.criteria_generated, "criteria_cache_hits": self.criteria_cache_hits,
             "evaluations_generated": self.evaluations_generated, "judgment_cache_hits": self.judgment_cache_hits,
@@ -159,6 +165,7 @@ class Judge:
 
     # ---- criteria -------------------------------------------------------------------------------
     def criteria_key(self, query: Query, sample_index: int = 0, response_index: int | None = None) -> str:
+        """The cache key of the criteria for ``query`` (and sample, and response in the ablation)."""
         return self._criteria_key(_Slot(render_query(query), sample_index, response_index))
 
     def _criteria_key(self, slot: _Slot) -> str:
@@ -402,17 +409,22 @@ class Judge:
 
     def best_of_n(self, query: Query, responses: Sequence[str], *, tie_policy: TiePolicy = "none"
                   ) -> BestOfNResult:
-        """Pick the best response. Ties at the top follow ``tie_policy``:
-        "none" picks nothing, "first" the lowest index, "random" a seeded draw, "mean" re-judges the tied
-        responses with ``tie_break_samples`` sampled evaluations and takes the best mean."""
+        """Pick the best response.
+
+        Ties at the top follow ``tie_policy``: "none" picks nothing, "first" the lowest index, "random" a
+        seeded draw, "mean" re-judges the tied responses with ``tie_break_samples`` sampled evaluations and
+        takes the best mean.
+        """
         if not responses:
             raise ValueError("best_of_n needs at least one response.")
         return self.pick_best(query, responses, self.score_batch([(query, responses)])[0], tie_policy=tie_policy)
 
     def pick_best(self, query: Query, responses: Sequence[str], item: ScoredItem, *,
                   tie_policy: TiePolicy = "none") -> BestOfNResult:
-        """``best_of_n`` on an item already scored (by ``score_batch``): no response is judged again,
-        except the tied ones under ``tie_policy="mean"``."""
+        """``best_of_n`` on an item already scored by ``score_batch``.
+
+        No response is judged again, except the tied ones under ``tie_policy="mean"``.
+        """
         if len(item.judgments) != len(responses):
             raise ValueError(f"item has {len(item.judgments)} judgments for {len(responses)} responses.")
         judgments = item.judgments
@@ -468,7 +480,7 @@ def _aggregate(samples: list[Judgment]) -> Judgment:
         return samples[0]
     valid = [j.score for j in samples if j.score is not None]
     first = next((j for j in samples if j.score is not None), samples[0])
-    common = dict(tokens_in=sum(j.tokens_in for j in samples), tokens_out=sum(j.tokens_out for j in samples),
+    common: dict[str, Any] = dict(tokens_in=sum(j.tokens_in for j in samples), tokens_out=sum(j.tokens_out for j in samples),
                   seconds=sum(j.seconds for j in samples), attempts=sum(j.attempts for j in samples),
                   samples=tuple(samples))
     if not valid:

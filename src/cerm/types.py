@@ -47,6 +47,7 @@ class SamplingParams:
 
     @property
     def is_greedy(self) -> bool:
+        """Whether these settings decode greedily."""
         return self.temperature == 0.0
 
 
@@ -64,6 +65,7 @@ class ParseStatus(str, Enum):
 
     @property
     def is_ok(self) -> bool:
+        """Whether the score was read."""
         return self is ParseStatus.OK
 
 
@@ -145,6 +147,7 @@ class Judgment:
 
     @property
     def is_valid(self) -> bool:
+        """Whether the judgment has a score."""
         return self.score is not None
 
     @property
@@ -155,14 +158,18 @@ class Judgment:
 
 @dataclass(frozen=True)
 class ScoredItem:
-    """All judgments for one query: the criteria used (one per criteria sample; one per response in the
-    "w/o unified criteria" ablation) and one judgment per response, in input order."""
+    """All judgments for one query.
+
+    ``criteria`` holds the criteria used (one per criteria sample; one per response in the "w/o unified
+    criteria" ablation) and ``judgments`` one judgment per response, in input order.
+    """
 
     criteria: tuple[Criteria, ...]
     judgments: tuple[Judgment, ...]
 
     @property
     def scores(self) -> list[float | None]:
+        """The overall score of each response, None where it failed."""
         return [j.score for j in self.judgments]
 
 
@@ -177,6 +184,7 @@ class Comparison:
 
     @property
     def is_tie(self) -> bool:
+        """Whether both scores are equal."""
         return self.winner == "tie"
 
 
@@ -185,8 +193,11 @@ TiePolicy = Literal["none", "first", "random", "mean"]
 
 @dataclass(frozen=True)
 class BestOfNResult:
-    """Best-of-N selection. ``index`` is None when no response has a valid score, or on a tie under
-    ``tie_policy="none"``; ``tied`` lists every index that shares the top score."""
+    """Best-of-N selection.
+
+    ``index`` is None when no response has a valid score, or on a tie under
+    ``tie_policy="none"``; ``tied`` lists every index that shares the top score.
+    """
 
     index: int | None
     judgments: tuple[Judgment, ...]
@@ -196,10 +207,12 @@ class BestOfNResult:
 
     @property
     def is_tie(self) -> bool:
+        """Whether several responses share the top score."""
         return len(self.tied) > 1
 
     @property
     def scores(self) -> list[float | None]:
+        """The overall score of each response, None where it failed."""
         return [j.score for j in self.judgments]
 
 

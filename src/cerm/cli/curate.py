@@ -1,5 +1,8 @@
-"""`cerm curate` (raw preference pairs -> curated train/held-out pairs) and `cerm distill` (curated pairs ->
-teacher SFT traces). Data flow: raw pairs -> curate -> distill -> `cerm train sft` -> `cerm train rl`."""
+"""`cerm curate` and `cerm distill`: the data steps before training.
+
+`cerm curate` turns raw preference pairs into curated train/held-out pairs; `cerm distill` turns curated
+pairs into teacher SFT traces. Data flow: raw pairs -> curate -> distill -> `cerm train sft` -> `cerm train rl`.
+"""
 
 from __future__ import annotations
 
@@ -122,8 +125,10 @@ def distill(
     limit: Annotated[int | None, typer.Option(help="only the first N pairs")] = None,
     skip_bad: Annotated[bool, typer.Option(help="skip malformed pairs (reported) instead of stopping")] = False,
 ) -> None:
-    """Teacher traces for SFT: criteria + one evaluation per response, kept when they order the pair as
-    labelled. Use a strong teacher, e.g. --backend openai --base-url http://host:8000/v1 --model NAME."""
+    """Teacher traces for SFT: criteria + one evaluation per response, kept when they order the pair right.
+
+    Use a strong teacher, e.g. --backend openai --base-url http://host:8000/v1 --model NAME.
+    """
     from cerm.train.pairs import load_pairs
     from cerm.train.sft.distill import DistillConfig
     from cerm.train.sft.distill import distill as run_distill

@@ -86,7 +86,8 @@ def serve(
     previous = signal.signal(signal.SIGTERM, _raise_stop) if on_main else None
     try:
         uvicorn.run(create_app(judge, config, splitter), host=host, port=port, log_level=log_level,
-                    timeout_graceful_shutdown=graceful_timeout_s, access_log=False)
+                    # uvicorn annotates an int but waits with asyncio.wait_for, which takes the float as is
+                    timeout_graceful_shutdown=graceful_timeout_s, access_log=False)  # type: ignore[arg-type]
     except (KeyboardInterrupt, _Stop):
         pass  # the queue is already drained: the app's lifespan closed the batcher
     finally:

@@ -1,8 +1,8 @@
-"""``cerm train rl`` (the two-stage rollout RL trainer) and ``cerm train plot`` (its curves as PNGs).
+r"""``cerm train rl`` (the two-stage rollout RL trainer) and ``cerm train plot`` (its curves as PNGs).
 
 Multi-GPU runs go through accelerate, which starts one process per device::
 
-    accelerate launch --config_file recipes/accelerate/<strategy>.yaml -m cerm.cli.train_rl rl \\
+    accelerate launch --config_file recipes/accelerate/<strategy>.yaml -m cerm.cli.train_rl rl \
         -c recipes/ce-rm-4b-rl.yaml output_dir=runs/ce-rm-4b-rl
 """
 

@@ -180,13 +180,13 @@ def _results(ids: list[int], groups: dict, verdicts: list[list[Verdict]], s: Ver
 
 def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None,
                   **kwargs: Any) -> dict[str, Any]:
-    """verl's per-sample reward function (naive reward manager)."""
+    """Verl's per-sample reward function (naive reward manager)."""
     return compute_score_batch([data_source], [solution_str], [ground_truth], [extra_info], **kwargs)[0]
 
 
 async def compute_score_async(data_source: str, solution_str: str, ground_truth: Any,
                               extra_info: dict | None = None, **kwargs: Any) -> dict[str, Any]:
-    """verl's async per-sample reward function (reward loop); concurrent calls share judge batches."""
+    """Verl's async per-sample reward function (reward loop); concurrent calls share judge batches."""
     s = VerlSettings.from_kwargs(kwargs)
     ids, groups = _plan([solution_str], [extra_info], s)
     return _results(ids, groups, await _scorer(s).ascore(groups), s)[0]
@@ -194,7 +194,7 @@ async def compute_score_async(data_source: str, solution_str: str, ground_truth:
 
 def compute_score_batch(data_sources: Sequence[str], solution_strs: Sequence[str], ground_truths: Sequence[Any],
                         extra_infos: Sequence[dict | None], **kwargs: Any) -> list[dict[str, Any]]:
-    """verl's batch reward function (``reward_model.reward_manager=batch``): criteria once per prompt."""
+    """Verl's batch reward function (``reward_model.reward_manager=batch``): criteria once per prompt."""
     if not len(solution_strs) == len(extra_infos) == len(data_sources):
         raise ValueError(f"verl batch lists differ in length: {len(data_sources)} data_sources, "
                          f"{len(solution_strs)} solution_strs, {len(extra_infos)} extra_infos.")

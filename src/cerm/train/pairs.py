@@ -220,6 +220,7 @@ def normalise_row(raw: Any, default_id: str, default_source: str) -> PreferenceP
         err = e.errors()[0]
         field = ".".join(str(x) for x in err["loc"]) or "<row>"
         raise _FieldError(field, err["msg"]) from None
+    prompt: Query
     if row.prompt is None:
         if isinstance(row.chosen, str) or isinstance(row.rejected, str):
             raise _FieldError("prompt", "missing; string chosen/rejected need an explicit prompt")
@@ -230,7 +231,7 @@ def normalise_row(raw: Any, default_id: str, default_source: str) -> PreferenceP
         chosen = row.chosen if isinstance(row.chosen, str) else _one_assistant(row.chosen, "chosen")
         rejected = row.rejected if isinstance(row.rejected, str) else _one_assistant(row.rejected, "rejected")
     try:
-        text = render_query(prompt)  # type: ignore[arg-type]
+        text = render_query(prompt)
     except ValueError as e:
         raise _FieldError("prompt", str(e)) from None
     last = prompt if isinstance(prompt, str) else prompt[-1]["content"]

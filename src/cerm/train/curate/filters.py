@@ -130,8 +130,10 @@ class EvalIndex:
 
 
 def drop_contaminated(pairs: Sequence[PreferencePair], index: EvalIndex) -> FilterResult:
-    """Drop pairs whose prompt equals an evaluation prompt after normalisation or shares a 13-gram with one
-    (docs/training.md §1 step 2)."""
+    """Drop pairs whose prompt matches an evaluation prompt (docs/training.md §1 step 2).
+
+    A match is equality after normalisation or a shared 13-gram.
+    """
 
     def why(p: PreferencePair) -> str | None:
         text = p.prompt_text

@@ -61,8 +61,10 @@ class CurateResult:
 
 
 def water_fill(total: int, weights: Mapping[str, float], caps: Mapping[str, int]) -> dict[str, int]:
-    """Integer quotas summing to ``min(total, sum(caps))``, proportional to ``weights`` and capped by ``caps``;
-    what a capped domain cannot take goes to the others. Remainders go by largest fraction, then by name."""
+    """Integer quotas summing to ``min(total, sum(caps))``, proportional to ``weights``, capped by ``caps``.
+
+    What a capped domain cannot take goes to the others. Remainders go by largest fraction, then by name.
+    """
     quotas = {d: 0 for d in weights}
     active = {d for d, w in weights.items() if w > 0 and caps.get(d, 0) > 0}
     remaining = min(total, sum(caps.get(d, 0) for d in active))
@@ -237,7 +239,6 @@ def curate(sources: Sequence[str | Path], out_dir: str | Path, config: CurateCon
         store: the judge cache (default ``out_dir/judge-cache.sqlite``); a rerun resumes from it.
         judge_config: decoding limits for the pass-rate judge; samples and temperature come from ``config``.
     """
-
     cfg = config or CurateConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -94,8 +94,11 @@ def sft_rows(pair: PreferencePair, criteria: Criteria, chosen: Judgment, rejecte
 
 
 def done_pair_ids(path: Path) -> set[str]:
-    """Pair ids already written whole to ``path``. What an interrupted run left half-written (a last line
-    without its newline, a pair with one row) is removed from the file, so that pair is redone."""
+    """Pair ids already written whole to ``path``.
+
+    What an interrupted run left half-written (a last line
+    without its newline, a pair with one row) is removed from the file, so that pair is redone.
+    """
     if not path.exists():
         return set()
     data = path.read_bytes()
