@@ -6,6 +6,9 @@ the last try the error is raised, never turned into a score.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import httpx
 
 from cerm.retry import Backoff, Retryable, parse_retry_after
@@ -13,6 +16,15 @@ from cerm.reward.schemas import ScoreResponse
 from cerm.types import Query
 
 _RETRYABLE = {429, 500, 502, 503, 504}
+
+
+@contextmanager
+def _connection_errors_retry() -> Iterator[None]:
+    """A connection that failed may work on the next try: the error becomes a ``Retryable``."""
+    try:
+        yield
+    except httpx.TransportError as e:
+        raise Retryable(f"{type(e).__name__}: {e}") from e
 
 
 class RemoteError(RuntimeError):
@@ -43,31 +55,25 @@ class CermClient:
         self._client = httpx.Client(timeout=timeout_s, headers=self.headers)
 
     def score(self, query: Query, responses: list[str]) -> ScoreResponse:
+        """Score ``responses`` to ``query`` under one criteria set; raises ``RemoteError`` after the last try."""
         payload = {"query": query, "responses": responses, "include_text": False}
         try:
             for attempt in self._backoff.retrying():
-                with attempt:
-                    try:
-                        r = self._client.post(f"{self.url}/v1/score", json=payload)
-                    except httpx.TransportError as e:
-                        raise Retryable(f"{type(e).__name__}: {e}") from e
-                    return self._read(r)
+                with attempt, _connection_errors_retry():
+                    return self._read(self._client.post(f"{self.url}/v1/score", json=payload))
         except Retryable as e:
             raise self._gave_up(e) from e
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     async def ascore(self, query: Query, responses: list[str]) -> ScoreResponse:
+        """``score`` for async callers (its own HTTP client per call, so any event loop works)."""
         payload = {"query": query, "responses": responses, "include_text": False}
         # one client per call: callers (verl's reward loop) may run on different event loops
         async with httpx.AsyncClient(timeout=self.timeout_s, headers=self.headers) as client:
             try:
                 async for attempt in self._backoff.aretrying():
-                    with attempt:
-                        try:
-                            r = await client.post(f"{self.url}/v1/score", json=payload)
-                        except httpx.TransportError as e:
-                            raise Retryable(f"{type(e).__name__}: {e}") from e
-                        return self._read(r)
+                    with attempt, _connection_errors_retry():
+                        return self._read(await client.post(f"{self.url}/v1/score", json=payload))
             except Retryable as e:
                 raise self._gave_up(e) from e
         raise AssertionError("unreachable: tenacity either returns or raises")
@@ -84,4 +90,5 @@ class CermClient:
         return RemoteError(f"{self.url}/v1/score failed after {self._backoff.tries} tries: {error}")
 
     def close(self) -> None:
+        """Close the HTTP connection pool."""
         self._client.close()
