@@ -129,8 +129,8 @@ def probe_result(probe: str, judgments: Sequence[tuple[Judgment, Judgment]], *, 
     shifts = [b.score - a.score for a, b in valid]  # type: ignore[operator]
     failures = sum((a.score is None) + (b.score is None) for a, b in judgments)
     ci = bootstrap(shifts, lambda xs: {"shift": mean(xs)}, n_resamples=n_resamples, seed=seed)["shift"]
-    other = [(a.other_points_score, b.other_points_score) for a, b in valid]
-    other = [(x, y) for x, y in other if x is not None and y is not None]
+    other_pairs = [(a.other_points_score, b.other_points_score) for a, b in valid]
+    other = [(x, y) for x, y in other_pairs if x is not None and y is not None]
     n = len(shifts)
     return ProbeResult(
         probe=probe, n_pairs=len(judgments), n_valid=n, parse_failures=failures,

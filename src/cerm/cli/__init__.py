@@ -1,4 +1,7 @@
-"""The `cerm` command line. The only place that reads argv, environment variables and config files."""
+"""The `cerm` command line. The only place that reads argv, environment variables and config files.
+
+May import: every other package (it wires them together); nothing imports ``cerm.cli``.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ app.command(help="Read a run's criteria and judgments in a browser (static site;
 
 
 def _defaults_for(command: Any, flat: dict[str, Any]) -> dict[str, Any]:
-    """click default_map for every subcommand: a flat YAML applies to whichever command runs."""
+    """Click default_map for every subcommand: a flat YAML applies to whichever command runs."""
     if isinstance(command, typer.core.TyperGroup):
         return {name: _defaults_for(sub, flat) for name, sub in command.commands.items()}
     names = {p.name for p in command.params}
