@@ -25,9 +25,11 @@ import logging
 import time
 from pathlib import Path
 
-from cerm import EMBEDDED_WARNING, Judge, JudgeConfig, Store, get_backend
+from cerm import Judge, JudgeConfig, Store, get_backend
+from cerm.backends.embedded import embedded_warning
 from cerm.reward.scoring import RewardConfig
 from cerm.reward.trl import CermReward
+from cerm.types import CRITERIA_MAX_NEW_TOKENS, EVAL_MAX_NEW_TOKENS
 
 TINY_PROMPTS = [
     "Explain why the sky is blue in two sentences.",
@@ -108,8 +110,8 @@ def main() -> None:
     ap.add_argument("--judge-backend", default="fake", help="fake | hf | vllm | openai | llamacpp")
     ap.add_argument("--judge-model", default="PKU-ONELab/CE-RM-4B", help="'embedded' = packaged SmolLM2")
     ap.add_argument("--judge-base-url", action="append", help="openai backend: server URL(s)")
-    ap.add_argument("--criteria-max-new-tokens", type=int, default=4096)
-    ap.add_argument("--eval-max-new-tokens", type=int, default=8192)
+    ap.add_argument("--criteria-max-new-tokens", type=int, default=CRITERIA_MAX_NEW_TOKENS)
+    ap.add_argument("--eval-max-new-tokens", type=int, default=EVAL_MAX_NEW_TOKENS)
     ap.add_argument("--cache", type=Path, help="SQLite criteria/judgment cache (share it across processes)")
     ap.add_argument("--failure-reward", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
@@ -126,8 +128,8 @@ def main() -> None:
                   JudgeConfig(criteria_max_new_tokens=args.criteria_max_new_tokens,
                               eval_max_new_tokens=args.eval_max_new_tokens, seed=args.seed),
                   Store(args.cache))
-    if args.judge_model == "embedded":
-        print(EMBEDDED_WARNING)
+    if warning := embedded_warning(args.judge_model):
+        print(warning)
     reward = RecordingReward(judge, RewardConfig(failure_reward=args.failure_reward))
 
     dataset = Dataset.from_dict({"prompt": load_prompts(args.prompts, args.max_prompts)})
@@ -147,7 +149,7 @@ def main() -> None:
         "policy": policy, "judge_model": judge.backend.model_id, "steps": trainer.state.global_step,
         "seconds": round(time.perf_counter() - start, 2), "weights_changed": changed,
         "log_history": trainer.state.log_history, "reward_calls": reward.calls, "judge": judge.stats.as_dict(),
-        "warning": EMBEDDED_WARNING if args.judge_model == "embedded" else None,
+        "warning": embedded_warning(args.judge_model),
     }
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"trained {summary['steps']} steps in {summary['seconds']} s; weights changed: {changed}; "

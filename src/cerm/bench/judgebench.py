@@ -60,7 +60,8 @@ def parse(rows: Iterable[Row], source: str) -> list[BenchItem]:
 
 def aggregate(outcomes: Sequence[Outcome]) -> dict[str, float]:
     """Accuracy per split and category, per split overall, and over all pairs of every split loaded, under
-    the two-game protocol (unprefixed) and the single-game one (``single_game/...``)."""
+    the two-game protocol (unprefixed) and the single-game one (``single_game/...``).
+    """
     by: dict[str, list[bool]] = {}
     for o in outcomes:
         sa, sb = o.scores[0], o.scores[1]

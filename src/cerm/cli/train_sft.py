@@ -1,8 +1,8 @@
-"""``cerm train sft``: the SFT cold start on `cerm distill` traces (TRL SFTTrainer, full or LoRA).
+r"""``cerm train sft``: the SFT cold start on `cerm distill` traces (TRL SFTTrainer, full or LoRA).
 
 Multi-GPU runs go through accelerate, which starts one process per device::
 
-    accelerate launch --config_file recipes/accelerate/deepspeed-zero3.yaml -m cerm.cli.train_sft \\
+    accelerate launch --config_file recipes/accelerate/deepspeed-zero3.yaml -m cerm.cli.train_sft \
         -c recipes/ce-rm-4b-sft.yaml train_data=data/sft/traces.jsonl
 """
 

@@ -4,7 +4,7 @@ verl (0.9: the reward loop) calls ``compute_score(data_source, solution_str, gro
 **kwargs)`` once per sample under every reward-loop manager (naive, dapo, gdpo, rate_limited, remote), or
 ``compute_score_async`` (detected as a coroutine; not under ``remote``, which runs functions in Ray actors).
 ``solution_str`` is the decoded response only; the query must travel in ``extra_info["question"]``
-(docs/protocol.md). Concurrent calls share judge batches, and the criteria are generated once per prompt
+(docs/architecture.md §4.2). Concurrent calls share judge batches, and the criteria are generated once per prompt
 (the server's or the in-process judge's cache).
 
 Settings come from ``reward.custom_reward_function.reward_kwargs`` (verl merges them into every call):
@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 from cerm.backends.base import DEFAULT_MODEL
 from cerm.reward.scoring import BackendFailure, RewardConfig, group_ids, reward_rule, strip_think
-from cerm.types import Query
+from cerm.types import CRITERIA_MAX_NEW_TOKENS, EVAL_MAX_NEW_TOKENS, Query
 
 
 class VerlRewardAbort(BaseException):
@@ -56,8 +56,8 @@ class VerlSettings:
     backend: str = "hf"
     model: str | None = None  # None: the router's served model, else DEFAULT_MODEL
     cache: str | None = None
-    criteria_max_new_tokens: int = 4096
-    eval_max_new_tokens: int = 8192
+    criteria_max_new_tokens: int = CRITERIA_MAX_NEW_TOKENS
+    eval_max_new_tokens: int = EVAL_MAX_NEW_TOKENS
     router_address: str | None = None
     scale: Literal["unit", "raw"] = "unit"
     failure_reward: float = 0.0
@@ -70,6 +70,7 @@ class VerlSettings:
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> VerlSettings:
+        """The settings from verl's merged call kwargs (unknown ``cerm_*`` keys are an error)."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(k for k in kwargs if k.startswith("cerm_") and k[5:] not in names)
         if unknown:
@@ -82,6 +83,8 @@ class VerlSettings:
 
 @dataclass(frozen=True)
 class Verdict:
+    """A judgment as the reward rule reads it (from the in-process judge or a ``cerm serve`` reply)."""
+
     score: float | None
     status: str
     error: str | None = None
@@ -119,7 +122,8 @@ class _LocalScorer:
 
 def served_model(base_url: str, timeout_s: float = 30.0) -> str:
     """The one model an OpenAI-compatible server serves (``GET /v1/models``); verl's GRM router serves the
-    model of ``reward.reward_model.model_path`` under whatever name its engine reports."""
+    model of ``reward.reward_model.model_path`` under whatever name its engine reports.
+    """
     import httpx
 
     try:
@@ -224,7 +228,7 @@ def _score(scorer: _LocalScorer | _RemoteScorer, groups: dict) -> list[list[Verd
 
 def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None,
                   **kwargs: Any) -> dict[str, Any]:
-    """verl's per-sample reward function (every reward-loop manager)."""
+    """Verl's per-sample reward function (every reward-loop manager)."""
     s = VerlSettings.from_kwargs(kwargs)
     ids, groups = _plan([solution_str], [extra_info], s)
     return _results(ids, groups, _score(_scorer(s), groups), s)[0]
@@ -232,7 +236,7 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_
 
 async def compute_score_async(data_source: str, solution_str: str, ground_truth: Any,
                               extra_info: dict | None = None, **kwargs: Any) -> dict[str, Any]:
-    """verl's async per-sample reward function; concurrent calls share judge batches."""
+    """Verl's async per-sample reward function; concurrent calls share judge batches."""
     s = VerlSettings.from_kwargs(kwargs)
     ids, groups = _plan([solution_str], [extra_info], s)
     return _results(ids, groups, await _ascore(_scorer(s), groups), s)[0]
