@@ -71,6 +71,7 @@ class HFEngine:
         out: list[Completion] = []
         device = self.accelerator.device
         seeds: list[int | None]
+        batches: list[Sequence[Sequence[int]]]
         if params.seed is not None and not params.is_greedy:
             batches = [[p] for p in prompt_ids]
             seeds = list(prompt_seeds(params.seed, prompt_ids))
