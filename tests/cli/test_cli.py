@@ -68,3 +68,19 @@ def test_bon_and_criteria_commands(workdir):
     assert r.exit_code == 0 and "Brevity" in r.output and "cache" in r.output
     r = runner.invoke(app, ["criteria", "show", "zzzz", "--cache", "c.sqlite"])
     assert r.exit_code == 2 and "matches no entries" in r.output
+
+
+def test_criteria_edit_opens_editor(workdir, monkeypatch):
+    """`criteria edit KEY` without --text-file runs $EDITOR on the text (it crashed on typer.edit)."""
+    assert runner.invoke(app, ["-c", "cfg.yaml", "score", "--query", "What is 2+2?", "--response", "4"]).exit_code == 0
+    r = runner.invoke(app, ["criteria", "export", "crit.jsonl", "--cache", "c.sqlite"])
+    key = json.loads((workdir / "crit.jsonl").read_text().splitlines()[0])["key"]
+    editor = workdir / "editor.sh"
+    editor.write_text("#!/bin/sh\nprintf '[Start of Criteria]\\n1. Tone: polite\\n[End of Criteria]' > \"$1\"\n")
+    editor.chmod(0o755)
+    monkeypatch.setenv("EDITOR", str(editor))
+    monkeypatch.delenv("VISUAL", raising=False)
+    r = runner.invoke(app, ["criteria", "edit", key[:10], "--cache", "c.sqlite"])
+    assert r.exit_code == 0 and "updated" in r.output, r.output
+    r = runner.invoke(app, ["criteria", "show", key[:10], "--cache", "c.sqlite"])
+    assert "Tone: polite" in r.output and "edited=True" in r.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.table import Table
 
@@ -123,7 +124,7 @@ def edit(
     """Replace one entry's criteria text; every later judgment of that query uses the new text."""
     c = _cache(cache)
     r = _find(c, key)
-    text = text_file.read_text(encoding="utf-8") if text_file else typer.edit(r.text)
+    text = text_file.read_text(encoding="utf-8") if text_file else click.edit(r.text, require_save=True)
     if text is None or text == r.text:
         console.print("unchanged")
         return
