@@ -21,7 +21,7 @@ from rich.console import Console
 
 from cerm.backends.base import DEFAULT_MODEL, Backend, get_backend
 from cerm.cache import Store
-from cerm.judge import Judge, JudgeConfig
+from cerm.judge import Judge, JudgeConfig, config_for_model, default_for
 
 console = Console(stderr=True)
 
@@ -34,8 +34,12 @@ BaseUrlOpt = Annotated[
 ]
 CacheOpt = Annotated[Path | None, typer.Option(help="SQLite cache file (default: ~/.cache/cerm/cache.sqlite)")]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency-limit", help="openai: requests in flight")]
-CriteriaTokensOpt = Annotated[int, typer.Option(help="max new tokens for the criteria turn")]
-EvalTokensOpt = Annotated[int, typer.Option(help="max new tokens for the evaluation turn")]
+CriteriaTokensOpt = Annotated[int | None, typer.Option(
+    help=f"criteria turn budget (default {default_for(DEFAULT_MODEL, 'criteria_max_new_tokens')}; "
+         f"embedded: {default_for('embedded', 'criteria_max_new_tokens')})")]
+EvalTokensOpt = Annotated[int | None, typer.Option(
+    help=f"evaluation turn budget (default {default_for(DEFAULT_MODEL, 'eval_max_new_tokens')}; "
+         f"embedded: {default_for('embedded', 'eval_max_new_tokens')})")]
 SamplesOpt = Annotated[int, typer.Option(help="k sampled evaluations per response (test-time scaling)")]
 SeedOpt = Annotated[int, typer.Option(help="seed for every random choice and sampled decoding")]
 
@@ -90,8 +94,8 @@ class JudgeOptions:
     base_url: list[str] | None = None
     concurrency_limit: int = 16
     cache: Path | None = None
-    criteria_max_new_tokens: int = 4096
-    eval_max_new_tokens: int = 8192
+    criteria_max_new_tokens: int | None = None  # None: the model's default (cerm.judge.MODEL_OVERRIDES)
+    eval_max_new_tokens: int | None = None
     samples: int = 1
     criteria_samples: int = 1
     sample_temperature: float = 0.7
@@ -102,9 +106,9 @@ class JudgeOptions:
     unified_criteria: bool = True
 
     def config(self) -> JudgeConfig:
-        return JudgeConfig(
-            criteria_max_new_tokens=self.criteria_max_new_tokens, eval_max_new_tokens=self.eval_max_new_tokens,
-            samples=self.samples, criteria_samples=self.criteria_samples,
+        return config_for_model(
+            self.model, criteria_max_new_tokens=self.criteria_max_new_tokens,
+            eval_max_new_tokens=self.eval_max_new_tokens, samples=self.samples, criteria_samples=self.criteria_samples,
             sample_temperature=self.sample_temperature, retries=self.retries, seed=self.seed,
             parser=self.parser, overlong=self.overlong, unified_criteria=self.unified_criteria,  # type: ignore[arg-type]
         )
@@ -125,8 +129,8 @@ _JUDGE_PARAMS: list[tuple[str, Any, Any]] = [
     ("base_url", BaseUrlOpt, None),
     ("concurrency_limit", ConcurrencyOpt, 16),
     ("cache", CacheOpt, None),
-    ("criteria_max_new_tokens", CriteriaTokensOpt, 4096),
-    ("eval_max_new_tokens", EvalTokensOpt, 8192),
+    ("criteria_max_new_tokens", CriteriaTokensOpt, None),
+    ("eval_max_new_tokens", EvalTokensOpt, None),
     ("samples", SamplesOpt, 1),
     ("criteria_samples", Annotated[int, typer.Option(help="k_c sampled criteria sets per query")], 1),
     ("sample_temperature", Annotated[float, typer.Option(help="temperature for sampled evaluations")], 0.7),

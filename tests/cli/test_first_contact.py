@@ -1,0 +1,44 @@
+"""What a new user meets first: the README's demo line, per-model budgets, data discovery, editor, help."""
+
+import json
+import shlex
+
+from support import ROOT
+from typer.testing import CliRunner
+
+from cerm.cli import app
+from cerm.cli.common import JudgeOptions
+from cerm.judge import JudgeConfig, config_for_model
+
+runner = CliRunner()
+
+
+def test_readme_demo_line_is_what_demo_sh_runs():
+    script = (ROOT / "scripts" / "demo.sh").read_text()
+    exec_line = next(line for line in script.splitlines() if line.startswith("exec "))
+    script_args = shlex.split(exec_line)[2:-1]  # drop `exec .venv/bin/cerm` and the trailing "$@"
+    readme = (ROOT / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if "# what scripts/demo.sh runs" in x)
+    assert shlex.split(line.split("#")[0])[1:] == script_args
+
+
+def test_embedded_never_inherits_the_gpu_budgets():
+    cfg = JudgeOptions(model="embedded").config()
+    assert (cfg.criteria_max_new_tokens, cfg.eval_max_new_tokens) == (192, 160)
+    cfg = JudgeOptions(model="PKU-ONELab/CE-RM-4B").config()
+    assert (cfg.criteria_max_new_tokens, cfg.eval_max_new_tokens) == (JudgeConfig().criteria_max_new_tokens,
+                                                                      JudgeConfig().eval_max_new_tokens)
+    assert config_for_model("embedded", eval_max_new_tokens=7).eval_max_new_tokens == 7  # explicit wins
+    r = runner.invoke(app, ["score", "--help"], env={"COLUMNS": "200"})
+    assert "embedded: 192" in r.output and "embedded: 160" in r.output
+
+
+def test_demo_finds_shared_data_in_cwd(tmp_path, monkeypatch):
+    folder = tmp_path / "shared" / "data" / "arena-hard" / "arena-hard-v0.1"
+    folder.mkdir(parents=True)
+    (folder / "question.jsonl").write_text(json.dumps({"uid": "u1", "prompt": "Name a prime."}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CERM_DATA_ROOT", raising=False)
+    r = runner.invoke(app, ["demo", "--backend", "fake", "--model", "m", "--cache", "c.sqlite", "--n", "2"])
+    assert r.exit_code == 0, r.output
+    assert "Name a prime." in r.output
