@@ -42,3 +42,48 @@ def test_demo_finds_shared_data_in_cwd(tmp_path, monkeypatch):
     r = runner.invoke(app, ["demo", "--backend", "fake", "--model", "m", "--cache", "c.sqlite", "--n", "2"])
     assert r.exit_code == 0, r.output
     assert "Name a prime." in r.output
+
+
+def test_version_backends_and_recipes():
+    from importlib import metadata
+
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.strip() == f"cerm {metadata.version('cerm')}"
+    r = runner.invoke(app, ["backends"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0
+    for name in ("hf", "vllm", "openai", "llamacpp", "fake"):
+        assert f"│ {name} " in r.output
+    assert "pip install 'cerm[hf]'" in r.output and "setup_vllm_venv.sh" in r.output
+    r = runner.invoke(app, ["recipes"])
+    assert "ce-rm-4b-sft.yaml" in r.output.split() and "sft/tiny-cpu.yaml" in r.output.split()
+    r = runner.invoke(app, ["recipes", "recipes/ce-rm-4b-rl.yaml"])
+    assert r.exit_code == 0 and "RLConfig" in r.output
+    assert runner.invoke(app, ["recipes", "nope.yaml"]).exit_code == 2
+
+
+def test_recipes_are_package_data():
+    """Every shipped recipe matches a package-data glob, so the wheel carries what the help points at."""
+    import fnmatch
+
+    import tomllib
+
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["cerm"]
+    root = ROOT / "src" / "cerm"
+    files = [p.relative_to(root).as_posix() for p in (root / "recipes").rglob("*.yaml")]
+    assert files and all(any(fnmatch.fnmatch(f, g) and f.count("/") == g.count("/") for g in globs) for f in files)
+    for f in files:  # and no recipe cites a spec file or command that does not exist
+        text = (root / f).read_text()
+        assert "spec/" not in text and "cerm train curate" not in text, f
+
+
+def test_missing_extra_hint_survives_rich_markup(monkeypatch):
+    from cerm.backends import base
+
+    def broken(name, model, **kwargs):
+        raise base.missing_extra(name, "torch and transformers")
+
+    monkeypatch.setattr("cerm.cli.common.get_backend", broken)
+    r = runner.invoke(app, ["score", "--backend", "hf", "--query", "q", "--response", "a"], env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "pip install 'cerm[hf]'" in r.output
+    r = runner.invoke(app, ["score", "--backend", "vllm", "--query", "q", "--response", "a"], env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "setup_vllm_venv.sh" in r.output

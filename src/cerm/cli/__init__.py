@@ -15,6 +15,7 @@ from cerm.cli import criteria as criteria_cmds
 from cerm.cli import train_rl, train_sft
 from cerm.cli.curate import curate, distill
 from cerm.cli.demo import demo
+from cerm.cli.info import backends, recipes, version
 from cerm.cli.judging import bon, score
 from cerm.cli.serve import serve
 
@@ -35,6 +36,14 @@ app.command(help="Curate preference pairs: validate, filter, dedupe, pass-rate f
 app.command(help="SFT traces from a teacher judge, kept when they order the pair as labelled.")(distill)
 train_rl.app.command("sft", help="SFT cold start with TRL SFTTrainer (loss on both assistant turns).")(train_sft.sft)
 app.add_typer(train_rl.app, name="train")
+app.command(help="List the backends, what each needs and whether it imports here.")(backends)
+app.command(help="List the shipped training recipes or print one.")(recipes)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"cerm {version()}")
+        raise typer.Exit()
 
 
 def _defaults_for(command: Any, flat: dict[str, Any]) -> dict[str, Any]:
@@ -50,6 +59,8 @@ def root(
     ctx: typer.Context,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML of flag defaults (flags override)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+    show_version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                               help="print the version and exit")] = False,
 ) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cerm.backends.base import DEFAULT_MODEL, Backend, get_backend
 from cerm.cache import Store
@@ -75,7 +76,7 @@ def make_judge(opts: BackendOptions, config: JudgeConfig, cache: Path | None = N
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print an error the user can act on and return the Exit to raise."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")  # escaped: "cerm[hf]" is not markup
     return typer.Exit(code)
 
 
