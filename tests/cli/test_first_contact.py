@@ -87,3 +87,18 @@ def test_missing_extra_hint_survives_rich_markup(monkeypatch):
     assert r.exit_code == 2 and "pip install 'cerm[hf]'" in r.output
     r = runner.invoke(app, ["score", "--backend", "vllm", "--query", "q", "--response", "a"], env={"COLUMNS": "200"})
     assert r.exit_code == 2 and "setup_vllm_venv.sh" in r.output
+
+
+def test_unreachable_openai_pool_fails_fast(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    start = time.perf_counter()
+    r = runner.invoke(app, ["score", "--backend", "openai", "--base-url", dead, "--model", "m",
+                            "--cache", str(tmp_path / "c.sqlite"), "--query", "q", "--response", "a"],
+                      env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and dead in r.output and "unreachable" in r.output, r.output
+    assert time.perf_counter() - start < 10

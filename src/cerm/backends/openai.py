@@ -118,6 +118,7 @@ class OpenAIBackend:
         self._rng = random.Random(seed)
         self._in_flight = dict.fromkeys(self.base_urls, 0)
         self._down_until = dict.fromkeys(self.base_urls, 0.0)  # monotonic time a dead server is skipped until
+        self._failing: dict[str, bool] = dict.fromkeys(self.base_urls, False)  # logged once per state change
         self._turn = 0  # rotates ties between equally loaded servers
         self._closed = False
         self._loop = asyncio.new_event_loop()
@@ -136,6 +137,32 @@ class OpenAIBackend:
     async def agenerate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
         """The same batch call for async callers; the work runs on the backend's own loop."""
         return await asyncio.wrap_future(self._submit(self._generate_all(prompts, params)))
+
+    def check_pool(self, timeout_s: float = 10.0) -> None:
+        """Fail fast before a run: every base URL must answer ``GET {url}/models`` (any HTTP status counts
+        as reachable; auth and model names are checked by the first real request).
+
+        Raises:
+            ConnectionError: naming each URL that could not be reached and why.
+        """
+        down = self._submit(self._unreachable(timeout_s)).result()
+        if down:
+            raise ConnectionError("OpenAI-compatible server(s) unreachable: " + "; ".join(
+                f"{url} ({why})" for url, why in down) + ". Start the server or fix --base-url (it includes "
+                "the API prefix, e.g. http://host:8000/v1).")
+
+    async def _unreachable(self, timeout_s: float) -> list[tuple[str, str]]:
+        async def probe(url: str) -> str | None:
+            try:
+                await asyncio.wait_for(self._client.get(f"{url}/models"), timeout_s)
+            except (asyncio.TimeoutError, httpx.TimeoutException):
+                return f"no answer within {timeout_s:g} s"
+            except httpx.TransportError as e:
+                return f"{type(e).__name__}: {e}"
+            return None
+
+        results = await asyncio.gather(*(probe(u) for u in self.base_urls))
+        return [(u, why) for u, why in zip(self.base_urls, results) if why is not None]
 
     def count_tokens(self, messages: list[Message]) -> int | None:
         """Always None: the server's tokenizer is not available here (the server rejects overlong prompts)."""
@@ -207,6 +234,7 @@ class OpenAIBackend:
                     reply = await self._post(url, body | {"messages": messages})
                 except _Retryable as e:
                     error, retry_after_s = f"{e} [{url}]", e.retry_after_s
+                    self._set_failing(url, str(e))
                     if e.is_down and len(self.base_urls) > 1:
                         self._down_until[url] = time.monotonic() + self.backoff_max_s
                 except _Fatal as e:
@@ -214,6 +242,7 @@ class OpenAIBackend:
                     # the message leads with the cause: the judge reads a "too_long" prefix as its own status
                     return Generation("", "error", seconds=time.perf_counter() - start, error=f"{e} [{url}]")
                 else:
+                    self._set_failing(url, None)
                     return Generation(reply.text, reply.finish_reason, reply.tokens_in, reply.tokens_out,
                                       time.perf_counter() - start, source_field=reply.source_field)
                 finally:
@@ -223,12 +252,24 @@ class OpenAIBackend:
                 break
             # the slot is released while waiting, so a throttled request does not block healthy ones
             delay_s = self._backoff_s(attempt, retry_after_s)
-            logger.warning("try %d/%d failed (%s); retrying in %.2f s", attempt + 1, self.max_retries + 1,
-                           error, delay_s)
+            # per try at debug level: a dead server is logged once by _set_failing, not once per request
+            logger.debug("try %d/%d failed (%s); retrying in %.2f s", attempt + 1, self.max_retries + 1,
+                         error, delay_s)
             await asyncio.sleep(delay_s)
-        logger.error("giving up after %d tries: %s", self.max_retries + 1, error)
+        logger.debug("giving up after %d tries: %s", self.max_retries + 1, error)  # counted as backend_error
         return Generation("", "error", seconds=time.perf_counter() - start,
                           error=f"failed after {self.max_retries + 1} tries: {error}")
+
+    def _set_failing(self, url: str, error: str | None) -> None:
+        """Log a server's transitions only (failing -> recovered and back), never once per request."""
+        failing = error is not None
+        if failing == self._failing[url]:
+            return
+        self._failing[url] = failing
+        if failing:
+            logger.warning("server %s is failing (%s); retrying with backoff", url, error)
+        else:
+            logger.warning("server %s answers again", url)
 
     def _backoff_s(self, attempt: int, retry_after_s: float | None) -> float:
         if retry_after_s is not None:

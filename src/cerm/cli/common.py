@@ -66,7 +66,14 @@ class BackendOptions:
             kwargs["base_urls"] = self.base_url or [os.environ.get("OPENAI_BASE_URL", "http://localhost:8000/v1")]
             kwargs["api_key"] = self.api_key or os.environ.get("OPENAI_API_KEY")
             kwargs["concurrency_limit"] = self.concurrency_limit
-        return get_backend(self.backend, self.model, **kwargs)
+        backend = get_backend(self.backend, self.model, **kwargs)
+        if self.backend == "openai":
+            try:
+                backend.check_pool()  # type: ignore[attr-defined]  # a dead URL fails here, not after the run
+            except ConnectionError:
+                backend.close()
+                raise
+        return backend
 
 
 def make_judge(opts: BackendOptions, config: JudgeConfig, cache: Path | None = None) -> Judge:
@@ -120,7 +127,7 @@ class JudgeOptions:
     def make_judge(self) -> Judge:
         try:
             return make_judge(self.backend_options(), self.config(), self.cache)
-        except (ImportError, ValueError, OSError) as e:
+        except (ImportError, ValueError, OSError) as e:  # OSError includes ConnectionError (an unreachable pool)
             raise fail(str(e)) from None
 
 
