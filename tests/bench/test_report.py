@@ -46,7 +46,7 @@ def test_summary_and_report(tmp_path):
     assert s["run_stats"]["criteria_generated"] == 8 and s["run_stats"]["items_scored"] == 8
     assert s["groups"]["gpt-4o/Math"]["parse_failures"] == 1
     report = (tmp_path / "report.md").read_text()
-    assert "| fake:scores (greedy) | gpt-4o/overall | 50.0 |" in report
+    assert "| fake:scores (greedy) [SCRIPTED fake backend, not a judge] | gpt-4o/overall | 50.0 |" in report
     assert "| gpt-4o/Knowledge | 50.0 |" in report
     assert "Single game" in report  # the benchmark's notes travel with the numbers
     for png in ("scores", "tie_rate", "accuracy"):

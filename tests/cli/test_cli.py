@@ -84,3 +84,26 @@ def test_criteria_edit_opens_editor(workdir, monkeypatch):
     assert r.exit_code == 0 and "updated" in r.output, r.output
     r = runner.invoke(app, ["criteria", "show", key[:10], "--cache", "c.sqlite"])
     assert "Tone: polite" in r.output and "edited=True" in r.output
+
+
+def test_resume_refuses_an_output_made_with_other_settings(workdir):
+    r = runner.invoke(app, ["-c", "cfg.yaml", "score", "-i", "in.jsonl", "-o", "out.jsonl"])
+    assert r.exit_code == 0, r.output
+    row = json.loads((workdir / "out.jsonl").read_text().splitlines()[0])
+    assert row["settings"]["model"] == row["model"] and row["settings"]["eval_max_new_tokens"] == 8192
+    before = (workdir / "out.jsonl").read_text()
+    r = runner.invoke(app, ["-c", "cfg.yaml", "score", "-i", "in.jsonl", "-o", "out.jsonl", "--model", "other"])
+    assert r.exit_code == 2, r.output
+    assert "out.jsonl:1: written with other settings" in " ".join(r.output.split()) and "'fake:other' now" in " ".join(r.output.split())
+    r = runner.invoke(app, ["-c", "cfg.yaml", "score", "-i", "in.jsonl", "-o", "out.jsonl", "--seed", "3"])
+    assert r.exit_code == 2 and "seed" in r.output
+    assert (workdir / "out.jsonl").read_text() == before  # nothing appended
+
+
+def test_output_dash_is_stdout_and_bon_prints_no_lone_tie(workdir):
+    r = runner.invoke(app, ["-c", "cfg.yaml", "score", "-i", "in.jsonl", "-o", "-"])
+    assert r.exit_code == 0 and not (workdir / "-").exists()
+    rows = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert [row["id"] for row in rows] == ["a", 2]
+    r = runner.invoke(app, ["-c", "cfg.yaml", "bon", "-i", "in.jsonl", "--tie-policy", "first"])
+    assert r.exit_code == 0 and "tied [" not in r.output and "chosen" in r.output

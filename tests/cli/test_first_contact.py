@@ -102,3 +102,14 @@ def test_unreachable_openai_pool_fails_fast(tmp_path):
                       env={"COLUMNS": "200"})
     assert r.exit_code == 2 and dead in r.output and "unreachable" in r.output, r.output
     assert time.perf_counter() - start < 10
+
+
+def test_fake_backend_outputs_are_labelled_scripted(tmp_path):
+    from cerm.bench.report import scorer_label
+
+    assert JudgeOptions(backend="fake", model="PKU-ONELab/CE-RM-4B").run_name == "scripted-fake_PKU-ONELab/CE-RM-4B"
+    assert JudgeOptions(backend="hf", model="x").run_name == "x"
+    assert "SCRIPTED" in scorer_label({"scorer": {"kind": "judge", "model": "fake:PKU-ONELab/CE-RM-4B"}})
+    r = runner.invoke(app, ["score", "--backend", "fake", "--cache", str(tmp_path / "c.sqlite"), "--query", "q",
+                            "--response", "a"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "scripted text" in r.output

@@ -23,7 +23,8 @@ def scorer_label(summary: dict[str, Any]) -> str:
     s = summary.get("scorer", {})
     if s.get("kind") == "judge":
         k = s.get("config", {}).get("samples", 1)
-        return f"{s['model']}" + (f" (k={k} sampled evaluations)" if k > 1 else " (greedy)")
+        scripted = " [SCRIPTED fake backend, not a judge]" if str(s["model"]).startswith("fake:") else ""
+        return f"{s['model']}" + (f" (k={k} sampled evaluations)" if k > 1 else " (greedy)") + scripted
     return s.get("name", s.get("kind", "?"))
 
 

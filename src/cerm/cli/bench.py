@@ -122,7 +122,7 @@ def run(
     bench, items, labels = _load(benchmark, data, data_root, subset, limit, seed)
     if not items:
         raise fail(f"no {bench.title} items selected; check --data and --subset.")
-    name = _slug(judge_opts.model if scorer == "judge" else scorer)
+    name = _slug(judge_opts.run_name if scorer == "judge" else scorer)
     name += f"-k{judge_opts.samples}" if scorer == "judge" and judge_opts.samples > 1 else ""
     out = out or Path("runs") / bench.name / name
     selection = {"subsets": list(subset or []), "limit": limit}
@@ -247,7 +247,7 @@ def probe(
         raise fail(f"--scorer {scorer!r} must be one of {', '.join(SCORERS)}.")
     seed = judge_opts.seed
     bench, items, labels = _load(benchmark, data, data_root, subset, limit, seed)
-    out = out or Path("runs") / "probes" / _slug(judge_opts.model if scorer == "judge" else scorer)
+    out = out or Path("runs") / "probes" / _slug(judge_opts.run_name if scorer == "judge" else scorer)
     out.mkdir(parents=True, exist_ok=True)
     try:
         judge_opts.config()

@@ -45,6 +45,10 @@ SamplesOpt = Annotated[int, typer.Option(help="k sampled evaluations per respons
 SeedOpt = Annotated[int, typer.Option(help="seed for every random choice and sampled decoding")]
 
 
+SCRIPTED_WARNING = ("--backend fake returns scripted text (scores hashed from the response): "
+                    "outputs test the plumbing and are not judgments of any model.")
+
+
 def default_cache_path() -> Path:
     return Path(os.environ.get("CERM_CACHE", Path.home() / ".cache" / "cerm" / "cache.sqlite"))
 
@@ -124,7 +128,14 @@ class JudgeOptions:
     def backend_options(self) -> BackendOptions:
         return BackendOptions(self.backend, self.model, self.base_url, concurrency_limit=self.concurrency_limit)
 
+    @property
+    def run_name(self) -> str:
+        """The model as a default output name; scripted fake runs are labelled so, never as the real model."""
+        return f"scripted-fake_{self.model}" if self.backend == "fake" else self.model
+
     def make_judge(self) -> Judge:
+        if self.backend == "fake":
+            console.print(f"[yellow]warning:[/] {SCRIPTED_WARNING}")
         try:
             return make_judge(self.backend_options(), self.config(), self.cache)
         except (ImportError, ValueError, OSError) as e:  # OSError includes ConnectionError (an unreachable pool)

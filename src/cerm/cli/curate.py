@@ -151,6 +151,15 @@ def distill(
         raise fail(str(e)) from None
     finally:
         judge.backend.close()
-    console.print(f"[bold green]done[/]: {result.kept} of {result.judged} pairs kept ({2 * result.kept} rows) "
+    failed = sum(n for reason, n in result.rejected.items() if reason.endswith(_FAILED))
+    colour = "bold red" if failed else "bold green"
+    console.print(f"[{colour}]done[/]: {result.kept} of {result.judged} pairs kept ({2 * result.kept} rows) "
                   f"-> {output}; {result.skipped} already done; rejected {result.rejected or 'none'} "
                   f"(see {output}.rejected.jsonl, {output}.summary.json)")
+    if failed:  # the teacher failed, which is no verdict on the pair: the run did not do its work
+        raise fail(f"{failed} of {result.judged} pairs failed in the teacher backend (not judged); rerun to "
+                   "retry them (finished pairs are kept).", code=1)
+
+
+# rejection reasons that are backend failures, not the teacher's verdict (see cerm.train.sft.distill)
+_FAILED = ("_error", "_backend_error")
