@@ -107,3 +107,14 @@ def test_output_dash_is_stdout_and_bon_prints_no_lone_tie(workdir):
     assert [row["id"] for row in rows] == ["a", 2]
     r = runner.invoke(app, ["-c", "cfg.yaml", "bon", "-i", "in.jsonl", "--tie-policy", "first"])
     assert r.exit_code == 0 and "tied [" not in r.output and "chosen" in r.output
+
+
+def test_config_file_unknown_keys_and_sections_are_errors(workdir):
+    (workdir / "typo.yaml").write_text("backend: fake\ncache: c.sqlite\neval_max_tokens: 64\n")
+    r = runner.invoke(app, ["-c", "typo.yaml", "score", "--query", "q", "--response", "a"], env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "unknown key 'eval_max_tokens' for `cerm score`" in r.output, r.output
+    (workdir / "nested.yaml").write_text("backend: fake\njudge:\n  seed: 1\n")
+    r = runner.invoke(app, ["-c", "nested.yaml", "score", "--query", "q", "--response", "a"], env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "nested section" in r.output
+    (workdir / "bench.yaml").write_text("backend: fake\nbenchmark: judgebench\n")  # a key of a bench subcommand
+    assert "unknown key" not in runner.invoke(app, ["-c", "bench.yaml", "bench", "list"]).output

@@ -54,10 +54,29 @@ def _defaults_for(command: Any, flat: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if k in names}
 
 
+def _flag_names(command: Any) -> set[str]:
+    if isinstance(command, typer.core.TyperGroup):
+        return set().union(*(_flag_names(sub) for sub in command.commands.values()))
+    return {p.name for p in command.params if p.name}
+
+
+def _check_keys(config: Path, flat: dict[str, Any], command: Any, name: str | None) -> None:
+    """Unknown keys and nested sections are errors, never silently dropped."""
+    target = command.commands.get(name) if name else None
+    known = _flag_names(target if target is not None else command) - {"config"}
+    for key, value in flat.items():
+        if isinstance(value, dict):
+            raise typer.BadParameter(f"{config}: key {key!r} holds a nested section; the file is flat "
+                                     "(flag names to values)", param_hint="--config")
+        if key not in known:
+            hint = " (training recipes go after the command: cerm train sft -c RECIPE)" if name == "train" else ""
+            raise typer.BadParameter(f"{config}: unknown key {key!r} for `cerm {name}`{hint}", param_hint="--config")
+
+
 @app.callback()
 def root(
     ctx: typer.Context,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML of flag defaults (flags override)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML of settings for the command (keys: its flag names; unknown keys are errors; flags override)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
     show_version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                                help="print the version and exit")] = False,
@@ -71,7 +90,8 @@ def root(
             raise typer.BadParameter(f"cannot read {config}: {e}", param_hint="--config") from None
         if not isinstance(flat, dict):
             raise typer.BadParameter(f"{config} must hold a mapping of flag names to values", param_hint="--config")
-        flat = {k.replace("-", "_"): v for k, v in flat.items()}
+        flat = {str(k).replace("-", "_"): v for k, v in flat.items()}
+        _check_keys(config, flat, ctx.command, ctx.invoked_subcommand)
         ctx.default_map = _defaults_for(ctx.command, flat)
 
 

@@ -36,7 +36,7 @@ def _print_step(step: int, metrics: dict[str, float]) -> None:
 
 
 def rl(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="flat YAML recipe (see recipes/)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML of settings (a recipe: `cerm recipes`; keys: RLConfig fields; unknown keys are errors)")] = None,
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides of the recipe")] = None,
     resume: Annotated[str | None, typer.Option(help="'auto' (latest checkpoint in output_dir) or a checkpoint "
                                                     "directory")] = None,

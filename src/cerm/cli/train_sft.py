@@ -18,7 +18,7 @@ from cerm.cli.common import console, fail
 
 
 def sft(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="flat YAML recipe (recipes/ce-rm-4b-sft.yaml)")
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML of settings (a recipe: `cerm recipes`; keys: SFT config fields; unknown keys are errors)")
                       ] = None,
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides of the recipe")] = None,
     resume: Annotated[str | None, typer.Option(help="'auto' (latest checkpoint in output_dir) or a checkpoint "
