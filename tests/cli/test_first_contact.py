@@ -113,3 +113,11 @@ def test_fake_backend_outputs_are_labelled_scripted(tmp_path):
     r = runner.invoke(app, ["score", "--backend", "fake", "--cache", str(tmp_path / "c.sqlite"), "--query", "q",
                             "--response", "a"], env={"COLUMNS": "200"})
     assert r.exit_code == 0 and "scripted text" in r.output
+
+
+def test_license_file_is_the_declared_apache_2():
+    import tomllib
+
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["license"] == "Apache-2.0"
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
