@@ -20,6 +20,7 @@ from cerm.cli.judging import bon, score
 from cerm.cli.serve import serve
 
 app = typer.Typer(
+    rich_markup_mode=None,  # plain click help: wraps at 80 columns, never truncates (rich's table cut names)
     name="cerm",
     help="CE-RM: criteria-first pointwise generative reward model. Judge, benchmark, serve and train.",
     no_args_is_help=True,

@@ -28,8 +28,11 @@ from cerm.bench.common import DataError, HFSource, data_files
 from cerm.bench.runner import RunConfig, Scorer, describe_scorer, run_benchmark
 from cerm.cli.common import JudgeOptions, fail, with_judge_options
 
-app = typer.Typer(help="Evaluate a judge on reward-model benchmarks with their official metrics.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None,  # plain click help: wraps at 80 columns, never truncates (rich's table cut names)
+    help="Evaluate a judge on reward-model benchmarks with their official metrics.",
+    no_args_is_help=True,
+)
 out_console = Console()
 
 BenchmarkOpt = Annotated[str, typer.Option("--benchmark", "-b", help=f"one of: {', '.join(BENCHMARKS)}")]

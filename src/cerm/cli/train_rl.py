@@ -16,8 +16,11 @@ import typer
 
 from cerm.cli.common import console, fail
 
-app = typer.Typer(help="Train CE-RM: the two-stage rollout RL trainer and its plots.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    rich_markup_mode=None,  # plain click help: wraps at 80 columns, never truncates (rich's table cut names)
+    help="Train CE-RM: the two-stage rollout RL trainer and its plots.", no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 
 # the headline columns of the per-step console line; everything else goes to metrics.jsonl
 _COLUMNS = {"rollout/pairwise_accuracy": "acc", "rollout/tie_rate": "ties", "rollout/parse_failure_rate": "fail",

@@ -48,7 +48,9 @@ def sft(
                   f"model in {final_dir(cfg)}; log in {Path(cfg.output_dir) / 'run.json'}")
 
 
-app = typer.Typer(help="SFT cold start of a CE-RM judge.", no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    rich_markup_mode=None,  # plain click help: wraps at 80 columns, never truncates (rich's table cut names)
+    help="SFT cold start of a CE-RM judge.", no_args_is_help=True, pretty_exceptions_enable=False)
 app.command("sft")(sft)
 
 if __name__ == "__main__":  # `accelerate launch -m cerm.cli.train_sft -c recipe.yaml key=value ...`
