@@ -32,6 +32,15 @@ def sft(
         cfg.gradient_accumulation_steps(SFTRunConfig.world_size())
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
+    if cfg.model == "embedded":  # the packaged SmolLM2 as an HF directory (converted once; plumbing only)
+        from dataclasses import replace
+
+        from cerm.backends import vllm as vllm_backend
+
+        try:
+            cfg = replace(cfg, model=str(vllm_backend.embedded_hf_dir()))
+        except ImportError as e:
+            raise fail(str(e)) from None
     from cerm.train.sft.trainer import (  # imports torch: only once the config is known to be good
         final_dir,
         train_sft,
