@@ -88,6 +88,13 @@ class RLTrainer:
         self.pairs_per_update = cfg.pairs_per_step // world // cfg.num_mini_batches  # per process
         traj_per_update = self.pairs_per_update * cfg.trajectories_per_pair
         self.grad_accum = math.ceil(traj_per_update / cfg.micro_batch_size)
+        # the data first: a bad row fails in a second, before minutes of model loading
+        train = read_pairs(cfg.train_data)
+        self.eval_pairs: list[PreferencePair] = read_pairs(cfg.eval_data) if cfg.eval_data else []
+        if cfg.eval_holdout:
+            train, self.eval_pairs = split_holdout(train, cfg.eval_holdout, cfg.seed)
+        self.stream = PairStream(train, cfg.seed)
+        self.num_train_pairs = len(train)
         self.accelerator = Accelerator(gradient_accumulation_steps=self.grad_accum, mixed_precision=cfg.mixed_precision,
                                        log_with=cfg.report_to or None, project_dir=str(self.out))
         set_seed(cfg.seed)
@@ -111,12 +118,6 @@ class RLTrainer:
         self.reward_cfg = RoleRewardConfig(cfg.reward_mode, cfg.tie_credit, cfg.format_penalty)
         self.criteria_params = SamplingParams(cfg.temperature, cfg.top_p, cfg.criteria_max_new_tokens)
         self.eval_params = SamplingParams(cfg.temperature, cfg.top_p, cfg.eval_max_new_tokens)
-        train = read_pairs(cfg.train_data)
-        self.eval_pairs: list[PreferencePair] = read_pairs(cfg.eval_data) if cfg.eval_data else []
-        if cfg.eval_holdout:
-            train, self.eval_pairs = split_holdout(train, cfg.eval_holdout, cfg.seed)
-        self.stream = PairStream(train, cfg.seed)
-        self.num_train_pairs = len(train)
         main = self.accelerator.is_main_process
         self.metrics = MetricsLogger(self.out / "metrics.jsonl" if main else None, self.accelerator, callbacks)
         if main and cfg.report_to:
