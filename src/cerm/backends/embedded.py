@@ -6,8 +6,11 @@ It proves the plumbing and judges at chance: every output made with it carries `
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -41,5 +44,32 @@ def is_embedded_id(model_id: str) -> bool:
     return EMBEDDED_ID in model_id or GGUF_FILE in model_id
 
 
+_warned = False
+
+
 def warn_embedded() -> None:
-    logger.warning(EMBEDDED_WARNING)
+    """Log the plumbing-model warning once per process (every backend load called it; the CLI repeats it
+    in its summary)."""
+    global _warned
+    if not _warned:
+        _warned = True
+        logger.warning(EMBEDDED_WARNING.removeprefix("WARNING: "))  # the log line already says WARNING
+
+
+@contextlib.contextmanager
+def quiet_gguf_conversion() -> Iterator[None]:
+    """Hide transformers' "Converting and de-quantizing GGUF tensors" bar, shown on every embedded load."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
