@@ -141,3 +141,13 @@ def test_every_help_is_readable_at_80_columns():
         assert "…" not in r.output, f"{where} --help truncates:\n{r.output}"
         assert max(len(line) for line in r.output.splitlines()) <= 80, where
         assert "spec/" not in r.output and "train curate" not in r.output, where
+
+
+def test_hub_error_names_the_model(monkeypatch, tmp_path):
+    def offline(name, model, **kwargs):
+        raise OSError("We couldn't connect to the hub to load this file; you are in offline mode.")
+
+    monkeypatch.setattr("cerm.cli.common.get_backend", offline)
+    r = runner.invoke(app, ["score", "--model", "PKU-ONELab/CE-RM-4B", "--cache", str(tmp_path / "c.sqlite"),
+                            "--query", "q", "--response", "a"], env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "cannot load model 'PKU-ONELab/CE-RM-4B' (backend hf)" in r.output

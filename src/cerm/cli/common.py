@@ -138,7 +138,11 @@ class JudgeOptions:
             console.print(f"[yellow]warning:[/] {SCRIPTED_WARNING}")
         try:
             return make_judge(self.backend_options(), self.config(), self.cache)
-        except (ImportError, ValueError, OSError) as e:  # OSError includes ConnectionError (an unreachable pool)
+        except ConnectionError as e:  # an unreachable pool: the message names each URL
+            raise fail(str(e)) from None
+        except OSError as e:  # hub/offline/missing files: transformers' message may not name the model
+            raise fail(f"cannot load model {self.model!r} (backend {self.backend}): {e}") from None
+        except (ImportError, ValueError) as e:
             raise fail(str(e)) from None
 
 
