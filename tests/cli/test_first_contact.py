@@ -151,3 +151,17 @@ def test_hub_error_names_the_model(monkeypatch, tmp_path):
     r = runner.invoke(app, ["score", "--model", "PKU-ONELab/CE-RM-4B", "--cache", str(tmp_path / "c.sqlite"),
                             "--query", "q", "--response", "a"], env={"COLUMNS": "200"})
     assert r.exit_code == 2 and "cannot load model 'PKU-ONELab/CE-RM-4B' (backend hf)" in r.output
+
+
+def test_bench_progress_is_printed_periodically_without_a_terminal(capsys, monkeypatch):
+    from cerm.cli import bench
+
+    clock = iter([0.0, 1.0, 31.0, 32.0, 40.0])
+    monkeypatch.setattr(bench.time, "monotonic", lambda: next(clock))
+    p = bench._PlainProgress("judgebench → runs/x")
+    p(1, 10)   # 1 s: too soon
+    p(5, 10)   # 31 s: printed
+    p(6, 10)   # 32 s: too soon
+    p(10, 10)  # the end is always printed
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["judgebench → runs/x: 5/10 items (50%), 31 s", "judgebench → runs/x: 10/10 items (100%), 40 s"]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -158,14 +160,34 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
+class _PlainProgress:
+    """Progress for a log file or pipe (rich only draws the final state there): a line every ``every_s``."""
+
+    def __init__(self, label: str, every_s: float = 30.0) -> None:
+        self.label, self.every_s = label, every_s
+        self.start = self.last = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self.last < self.every_s:
+            return
+        self.last = now
+        print(f"{self.label}: {done}/{total} items ({100 * done / max(total, 1):.0f}%), {now - self.start:.0f} s",
+              file=sys.stderr, flush=True)
+
+
 def _run_one(bench, items, scorer, run_cfg, labels, warnings, rows=()):
-    with _progress() as bar:
-        task = bar.add_task(f"{bench.name} → {run_cfg.out_dir}", total=len(items))
-        try:
+    label = f"{bench.name} → {run_cfg.out_dir}"
+    try:
+        if not sys.stderr.isatty():
+            return run_benchmark(bench, items, scorer, run_cfg, sources=labels, warnings=warnings,
+                                 baseline_rows=rows, progress=_PlainProgress(label))
+        with _progress() as bar:
+            task = bar.add_task(label, total=len(items))
             return run_benchmark(bench, items, scorer, run_cfg, sources=labels, warnings=warnings,
                                  baseline_rows=rows, progress=lambda done, total: bar.update(task, completed=done))
-        except (DataError, ValueError) as e:
-            raise fail(str(e)) from None
+    except (DataError, ValueError) as e:
+        raise fail(str(e)) from None
 
 
 @app.command()
