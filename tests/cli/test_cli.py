@@ -113,6 +113,7 @@ def test_config_file_unknown_keys_and_sections_are_errors(workdir):
     (workdir / "typo.yaml").write_text("backend: fake\ncache: c.sqlite\neval_max_tokens: 64\n")
     r = runner.invoke(app, ["-c", "typo.yaml", "score", "--query", "q", "--response", "a"], env={"COLUMNS": "200"})
     assert r.exit_code == 2 and "unknown key 'eval_max_tokens' for `cerm score`" in r.output, r.output
+    assert r.output.startswith("error: --config typo.yaml")  # one error style: ours, not click's box
     (workdir / "nested.yaml").write_text("backend: fake\njudge:\n  seed: 1\n")
     r = runner.invoke(app, ["-c", "nested.yaml", "score", "--query", "q", "--response", "a"], env={"COLUMNS": "200"})
     assert r.exit_code == 2 and "nested section" in r.output

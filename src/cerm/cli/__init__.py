@@ -13,6 +13,7 @@ import yaml
 from cerm.cli import bench as bench_cmds
 from cerm.cli import criteria as criteria_cmds
 from cerm.cli import train_rl, train_sft
+from cerm.cli.common import fail
 from cerm.cli.curate import curate, distill
 from cerm.cli.demo import demo
 from cerm.cli.info import backends, recipes, version
@@ -67,11 +68,11 @@ def _check_keys(config: Path, flat: dict[str, Any], command: Any, name: str | No
     known = _flag_names(target if target is not None else command) - {"config"}
     for key, value in flat.items():
         if isinstance(value, dict):
-            raise typer.BadParameter(f"{config}: key {key!r} holds a nested section; the file is flat "
-                                     "(flag names to values)", param_hint="--config")
+            raise fail(f"--config {config}: key {key!r} holds a nested section; the file is flat "
+                       "(flag names to values)")
         if key not in known:
             hint = " (training recipes go after the command: cerm train sft -c RECIPE)" if name == "train" else ""
-            raise typer.BadParameter(f"{config}: unknown key {key!r} for `cerm {name}`{hint}", param_hint="--config")
+            raise fail(f"--config {config}: unknown key {key!r} for `cerm {name}`{hint}")
 
 
 @app.callback()
@@ -88,9 +89,9 @@ def root(
         try:
             flat = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as e:
-            raise typer.BadParameter(f"cannot read {config}: {e}", param_hint="--config") from None
+            raise fail(f"--config {config}: cannot read it: {e}") from None
         if not isinstance(flat, dict):
-            raise typer.BadParameter(f"{config} must hold a mapping of flag names to values", param_hint="--config")
+            raise fail(f"--config {config}: must hold a mapping of flag names to values")
         flat = {str(k).replace("-", "_"): v for k, v in flat.items()}
         _check_keys(config, flat, ctx.command, ctx.invoked_subcommand)
         ctx.default_map = _defaults_for(ctx.command, flat)

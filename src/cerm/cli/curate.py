@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded
@@ -135,7 +136,7 @@ def distill(
         raise fail(str(e)) from None
     if loaded.problems:
         for p in loaded.problems[:20]:
-            console.print(f"[red]{p}[/]")
+            console.print(f"[red]{escape(str(p))}[/]")
         if not skip_bad:
             raise fail(f"{len(loaded.problems)} bad row(s) in {pairs_file}; fix them or pass --skip-bad.")
     pairs = loaded.pairs[:limit] if limit is not None else loaded.pairs

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded, is_embedded_id
@@ -60,12 +61,12 @@ def _load_rows(input_path: Path | None, query: str | None, responses: list[str] 
                         else line.record.model_copy(update={"id": line.lineno}))
     if bad and not skip_bad:
         for e in bad[:20]:
-            console.print(f"[red]{e}[/]")
+            console.print(f"[red]{escape(str(e))}[/]")
         raise fail(f"{len(bad)} malformed line(s) in {input_path}; fix them or pass --skip-bad.")
     if bad:
         console.print(f"[yellow]skipped {len(bad)} malformed line(s):[/]")
         for e in bad[:20]:
-            console.print(f"  [yellow]{e}[/]")
+            console.print(f"  [yellow]{escape(str(e))}[/]")
     return rows
 
 
