@@ -269,9 +269,10 @@ class RLTrainer:
         while self.state.step < cfg.max_steps:
             metrics = self.step()
             self.metrics.log(self.state.step, metrics)
-            logger.debug("step %d: rollout acc %.3f, parse failures %.3f, kl %.4g, %.1fs", self.state.step,  # the CLI prints each step
-                        metrics["rollout/pairwise_accuracy"], metrics["rollout/parse_failure_rate"],
-                        metrics["loss/kl"], metrics["time/step_s"])
+            # debug: `cerm train rl` prints each step's row already
+            logger.debug("step %d: rollout acc %.3f, parse failures %.3f, kl %.4g, %.1fs", self.state.step,
+                         metrics["rollout/pairwise_accuracy"], metrics["rollout/parse_failure_rate"],
+                         metrics["loss/kl"], metrics["time/step_s"])
             if self.eval_pairs and cfg.eval_every and self.state.step % cfg.eval_every == 0:
                 evals[self.state.step] = self._log_eval()
             if cfg.save_every and self.state.step % cfg.save_every == 0:
