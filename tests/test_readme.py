@@ -14,6 +14,9 @@ from cerm.cli import app
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```", README, flags=re.S | re.M)
+# the examples' README: its `cerm` lines are checked too (its python snippet is a deliberate fragment)
+EXAMPLE_BLOCKS = re.findall(r"^```(\w+)\n(.*?)^```", (ROOT / "examples" / "README.md").read_text(encoding="utf-8"),
+                            flags=re.S | re.M)
 
 
 def python_blocks() -> list[str]:
@@ -23,7 +26,7 @@ def python_blocks() -> list[str]:
 def cerm_lines() -> list[str]:
     """The `cerm ...` command lines of the bash blocks, continuation lines joined, comments dropped."""
     out = []
-    for lang, code in BLOCKS:
+    for lang, code in BLOCKS + EXAMPLE_BLOCKS:
         if lang != "bash":
             continue
         for line in code.replace("\\\n", " ").splitlines():
