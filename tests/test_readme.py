@@ -31,7 +31,7 @@ def cerm_lines() -> list[str]:
             continue
         for line in code.replace("\\\n", " ").splitlines():
             if line.strip().startswith("cerm "):
-                out.append(line.strip())
+                out.append(line.strip().removesuffix("&").strip())  # `cerm serve ... &` runs in the background
     return out
 
 
