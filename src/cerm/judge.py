@@ -19,6 +19,10 @@ from cerm.cache import CriteriaCache, CriteriaRecord, JudgmentCache, Store, cont
 from cerm.parsing import ParserMode, parse_criteria, parse_judgment
 from cerm.prompts import PROMPT_VERSION, criteria_messages, evaluation_messages, render_query
 from cerm.types import (
+    CRITERIA_MAX_NEW_TOKENS,
+    EVAL_MAX_NEW_TOKENS,
+    SAMPLE_TEMPERATURE,
+    SAMPLE_TOP_P,
     BestOfNResult,
     Comparison,
     Criteria,
@@ -36,7 +40,6 @@ logger = logging.getLogger(__name__)
 
 # a prompt must leave at least this many tokens for the evaluation, or it is "too long" [R]
 MIN_EVAL_TOKENS = 512
-TOO_LONG = "too_long"
 _RETRYABLE = {ParseStatus.EMPTY, ParseStatus.NO_BOX, ParseStatus.UNPARSEABLE, ParseStatus.OUT_OF_RANGE,
               ParseStatus.TRUNCATED}
 
@@ -45,16 +48,16 @@ _RETRYABLE = {ParseStatus.EMPTY, ParseStatus.NO_BOX, ParseStatus.UNPARSEABLE, Pa
 class JudgeConfig:
     """How the judge decodes and aggregates. Defaults follow the protocol: greedy, 4096/8192 tokens."""
 
-    criteria_max_new_tokens: int = 4096
-    eval_max_new_tokens: int = 8192
+    criteria_max_new_tokens: int = CRITERIA_MAX_NEW_TOKENS
+    eval_max_new_tokens: int = EVAL_MAX_NEW_TOKENS
     samples: int = 1  # k evaluations per response; k > 1 samples them (test-time scaling)
     criteria_samples: int = 1  # k_c criteria sets per query; k_c > 1 samples them
-    sample_temperature: float = 0.7
-    sample_top_p: float = 0.95
+    sample_temperature: float = SAMPLE_TEMPERATURE
+    sample_top_p: float = SAMPLE_TOP_P
     unified_criteria: bool = True  # False = the paper's "w/o unified criteria" ablation
     parser: ParserMode = "hardened"
     retries: int = 0  # re-sample a failed evaluation up to this many extra times (off for greedy runs)
-    retry_temperature: float = 0.7
+    retry_temperature: float = SAMPLE_TEMPERATURE
     seed: int = 0
     overlong: Literal["error", "truncate"] = "error"
     tie_break_samples: int = 4  # evaluations per tied response under tie_policy="mean"
@@ -77,12 +80,14 @@ class JudgeConfig:
             raise ValueError(f"overlong {self.overlong!r} must be 'error' or 'truncate'.")
 
     def criteria_params(self, sample_index: int) -> SamplingParams:
+        """Decoding of criteria sample ``sample_index``: greedy for one sample, else seeded sampling."""
         if self.criteria_samples == 1:
             return SamplingParams(0.0, 1.0, self.criteria_max_new_tokens, None)
         return SamplingParams(self.sample_temperature, self.sample_top_p, self.criteria_max_new_tokens,
                               self.seed + sample_index)
 
     def eval_params(self, sample_index: int, attempt: int = 0) -> SamplingParams:
+        """Decoding of evaluation sample ``sample_index``; ``attempt > 0`` is a retry at ``retry_temperature``."""
         if attempt:
             return SamplingParams(self.retry_temperature, self.sample_top_p, self.eval_max_new_tokens,
                                   self.seed + 1000 * attempt + sample_index)
@@ -124,20 +129,24 @@ class JudgeStats:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **deltas: int) -> None:
+        """Add to the named counters."""
         with self._lock:
             for name, value in deltas.items():
                 setattr(self, name, getattr(self, name) + value)
 
     def count_status(self, status: ParseStatus) -> None:
+        """Count one final evaluation status."""
         with self._lock:
             self.statuses[status.value] += 1
 
     @property
     def parse_failure_rate(self) -> float:
+        """Share of evaluation samples whose score could not be read."""
         total = sum(self.statuses.values())
         return 0.0 if total == 0 else 1 - self.statuses.get("ok", 0) / total
 
     def as_dict(self) -> dict[str, Any]:
+        """The counters as a JSON-ready dict."""
         return {
             "criteria_generated": self.criteria_generated, "criteria_cache_hits": self.criteria_cache_hits,
             "evaluations_generated": self.evaluations_generated, "judgment_cache_hits": self.judgment_cache_hits,
@@ -174,6 +183,7 @@ class Judge:
 
     # ---- criteria -------------------------------------------------------------------------------
     def criteria_key(self, query: Query, sample_index: int = 0, response_index: int | None = None) -> str:
+        """The cache key of the criteria for ``query`` (and sample, and response in the ablation)."""
         return self._criteria_key(_Slot(render_query(query), sample_index, response_index))
 
     def _criteria_key(self, slot: _Slot) -> str:
@@ -235,7 +245,8 @@ class Judge:
                             tokens_in=gen.tokens_in, tokens_out=gen.tokens_out, seconds=gen.seconds)
         if gen.finish_reason == "error":
             # never cache a failure: the next call retries the generation
-            return replace(criteria, parse_warning=gen.error or "criteria generation failed")
+            return replace(criteria, parse_warning=gen.error or "criteria generation failed",
+                           error_status=gen.error_status)
         self.criteria_cache.put(CriteriaRecord(
             key=key, model=self.backend.model_id, prompt_version=PROMPT_VERSION, decoding=params.__dict__,
             query=slot.query_text, sample_index=slot.sample_index, text=gen.text,
@@ -305,7 +316,7 @@ class Judge:
                               sample_index=s) if cfg.cache_judgments else ""
             keys.append(key)
             if crit.finish_reason == "error":
-                results[t] = Judgment(None, _failed_status(crit.parse_warning), criteria_key=crit.key,
+                results[t] = Judgment(None, crit.error_status, criteria_key=crit.key,
                                       error=crit.parse_warning)
                 continue
             cached = self.judgment_cache.get(key) if cfg.cache_judgments else None
@@ -348,8 +359,7 @@ class Judge:
     def _judgment(self, gen: Generation, criteria_key: str, is_cut: bool) -> Judgment:
         self.stats.add(evaluations_generated=1, tokens_out=gen.tokens_out)
         if gen.finish_reason == "error":
-            status = _failed_status(gen.error)
-            return Judgment(None, status, text=gen.text, criteria_key=criteria_key, error=gen.error,
+            return Judgment(None, gen.error_status, text=gen.text, criteria_key=criteria_key, error=gen.error,
                             tokens_in=gen.tokens_in, seconds=gen.seconds)
         p = parse_judgment(gen.text, gen.finish_reason, self.config.parser)
         return Judgment(p.score, p.status, p.criterion_scores, p.other_points_score, p.is_off_grid, gen.text,
@@ -395,8 +405,9 @@ class Judge:
 
     def _generate_checked(self, prompts: list, params: SamplingParams, too_long: list[bool]) -> list[Generation]:
         """Send the prompts that fit; the others get an explicit too-long failure, never a silent cut."""
-        error = f"{TOO_LONG}: the prompt exceeds the model context ({self.backend.context_length} tokens)"
-        out: list[Generation | None] = [Generation("", "error", error=error) if t else None for t in too_long]
+        error = f"the prompt exceeds the model context ({self.backend.context_length} tokens)"
+        out: list[Generation | None] = [Generation("", "error", error=error, error_status=ParseStatus.TOO_LONG)
+                                        if t else None for t in too_long]
         send = [i for i, t in enumerate(too_long) if not t]
         if send:
             for i, g in zip(send, self.backend.generate([prompts[i] for i in send], params)):
@@ -416,12 +427,24 @@ class Judge:
 
     def best_of_n(self, query: Query, responses: Sequence[str], *, tie_policy: TiePolicy = "none"
                   ) -> BestOfNResult:
-        """Pick the best response. Ties at the top follow ``tie_policy``:
-        "none" picks nothing, "first" the lowest index, "random" a seeded draw, "mean" re-judges the tied
-        responses with ``tie_break_samples`` sampled evaluations and takes the best mean."""
+        """Pick the best response.
+
+        Ties at the top follow ``tie_policy``: "none" picks nothing, "first" the lowest index, "random" a
+        seeded draw, "mean" re-judges the tied responses with ``tie_break_samples`` sampled evaluations and
+        takes the best mean.
+        """
         if not responses:
             raise ValueError("best_of_n needs at least one response.")
-        item = self.score_batch([(query, responses)])[0]
+        return self.pick_best(query, responses, self.score_batch([(query, responses)])[0], tie_policy=tie_policy)
+
+    def pick_best(self, query: Query, responses: Sequence[str], item: ScoredItem, *,
+                  tie_policy: TiePolicy = "none") -> BestOfNResult:
+        """``best_of_n`` on an item already scored by ``score_batch``.
+
+        No response is judged again, except the tied ones under ``tie_policy="mean"``.
+        """
+        if len(item.judgments) != len(responses):
+            raise ValueError(f"item has {len(item.judgments)} judgments for {len(responses)} responses.")
         judgments = item.judgments
         valid = [(j.score, i) for i, j in enumerate(judgments) if j.score is not None]
         if not valid:
@@ -445,7 +468,7 @@ class Judge:
     def _break_by_mean(self, query: Query, responses: list[str], criteria: Criteria, tied: tuple[int, ...]
                        ) -> int | None:
         sampler = Judge(self.backend, replace(self.config, samples=self.config.tie_break_samples,
-                                              sample_temperature=self.config.sample_temperature or 0.7),
+                                              sample_temperature=self.config.sample_temperature or SAMPLE_TEMPERATURE),
                         self.store)
         sampler.stats = self.stats
         means = [j.score for j in sampler.score(query, responses, criteria=criteria)]
@@ -469,17 +492,13 @@ def _user_criteria(text: str) -> Criteria:
                     source="user", parse_warning=parsed.warning)
 
 
-def _failed_status(error: str | None) -> ParseStatus:
-    return ParseStatus.TOO_LONG if error and error.startswith(TOO_LONG) else ParseStatus.BACKEND_ERROR
-
-
 def _aggregate(samples: list[Judgment]) -> Judgment:
     """One judgment per response: the sample itself, or the mean and spread of the valid samples."""
     if len(samples) == 1:
         return samples[0]
     valid = [j.score for j in samples if j.score is not None]
     first = next((j for j in samples if j.score is not None), samples[0])
-    common = dict(tokens_in=sum(j.tokens_in for j in samples), tokens_out=sum(j.tokens_out for j in samples),
+    common: dict[str, Any] = dict(tokens_in=sum(j.tokens_in for j in samples), tokens_out=sum(j.tokens_out for j in samples),
                   seconds=sum(j.seconds for j in samples), attempts=sum(j.attempts for j in samples),
                   samples=tuple(samples))
     if not valid:

@@ -42,7 +42,7 @@ class ParsedCriteria:
 
 
 def find_boxes(text: str) -> list[tuple[int, str | None]]:
-    """Every ``\\boxed{...}`` span as (start offset, content); content is None if the braces never close."""
+    r"""Every ``\boxed{...}`` span as (start offset, content); content is None if the braces never close."""
     boxes: list[tuple[int, str | None]] = []
     pos = text.find(_BOX)
     while pos != -1:
@@ -57,7 +57,7 @@ def find_boxes(text: str) -> list[tuple[int, str | None]]:
 
 
 def normalise_box(content: str) -> float | None:
-    """Number inside a box after stripping ``$``, whitespace, ``\\text{}``-style wrappers and ``/10``."""
+    r"""Number inside a box after stripping ``$``, whitespace, ``\text{}``-style wrappers and ``/10``."""
     s = content.replace("$", "").strip()
     while (m := _WRAPPER_RE.match(s)) is not None:
         s = m.group(1).strip()

@@ -9,6 +9,13 @@ from typing import Literal
 
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
+# The protocol's decoding defaults, defined once; every config, CLI option and adapter reads these
+# (docs/protocol.md §3).
+CRITERIA_MAX_NEW_TOKENS = 4096
+EVAL_MAX_NEW_TOKENS = 8192
+SAMPLE_TEMPERATURE = 0.7  # [R] sampled evaluations, retries and tie-break re-judging
+SAMPLE_TOP_P = 0.95  # [R]
+
 
 class Message(TypedDict):
     """An OpenAI-style chat message."""
@@ -40,24 +47,8 @@ class SamplingParams:
 
     @property
     def is_greedy(self) -> bool:
+        """Whether these settings decode greedily."""
         return self.temperature == 0.0
-
-
-FinishReason = Literal["stop", "length", "error"]
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One backend output. ``finish_reason == "length"`` means the token limit cut it off."""
-
-    text: str
-    finish_reason: FinishReason = "stop"
-    tokens_in: int = 0
-    tokens_out: int = 0
-    seconds: float = 0.0
-    error: str | None = None
-    # which reply field held the text (OpenAI servers with a reasoning parser fill reasoning_content)
-    source_field: str = "content"
 
 
 class ParseStatus(str, Enum):
@@ -74,7 +65,31 @@ class ParseStatus(str, Enum):
 
     @property
     def is_ok(self) -> bool:
+        """Whether the score was read."""
         return self is ParseStatus.OK
+
+
+FinishReason = Literal["stop", "length", "error"]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One backend output. ``finish_reason == "length"`` means the token limit cut it off.
+
+    A failed request has ``finish_reason == "error"``, a human-readable ``error`` and a typed
+    ``error_status``: ``ParseStatus.TOO_LONG`` when the prompt does not fit the model context,
+    ``ParseStatus.BACKEND_ERROR`` otherwise. The judge reads the status, never the message text.
+    """
+
+    text: str
+    finish_reason: FinishReason = "stop"
+    tokens_in: int = 0
+    tokens_out: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    # which reply field held the text (OpenAI servers with a reasoning parser fill reasoning_content)
+    source_field: str = "content"
+    error_status: ParseStatus = ParseStatus.BACKEND_ERROR
 
 
 @dataclass(frozen=True)
@@ -90,7 +105,7 @@ class Criteria:
     """The criteria turn for one query: the raw generation (fed back verbatim) plus parsed items.
 
     ``items`` is for display only; scoring never depends on it. ``parse_warning`` is set when the list
-    between the markers could not be read.
+    between the markers could not be read (or holds the error when ``finish_reason == "error"``).
     """
 
     text: str
@@ -102,6 +117,7 @@ class Criteria:
     tokens_in: int = 0
     tokens_out: int = 0
     seconds: float = 0.0
+    error_status: ParseStatus = ParseStatus.BACKEND_ERROR  # why generation failed (finish_reason "error")
 
 
 @dataclass(frozen=True)
@@ -131,6 +147,7 @@ class Judgment:
 
     @property
     def is_valid(self) -> bool:
+        """Whether the judgment has a score."""
         return self.score is not None
 
     @property
@@ -141,14 +158,18 @@ class Judgment:
 
 @dataclass(frozen=True)
 class ScoredItem:
-    """All judgments for one query: the criteria used (one per criteria sample; one per response in the
-    "w/o unified criteria" ablation) and one judgment per response, in input order."""
+    """All judgments for one query.
+
+    ``criteria`` holds the criteria used (one per criteria sample; one per response in the "w/o unified
+    criteria" ablation) and ``judgments`` one judgment per response, in input order.
+    """
 
     criteria: tuple[Criteria, ...]
     judgments: tuple[Judgment, ...]
 
     @property
     def scores(self) -> list[float | None]:
+        """The overall score of each response, None where it failed."""
         return [j.score for j in self.judgments]
 
 
@@ -163,6 +184,7 @@ class Comparison:
 
     @property
     def is_tie(self) -> bool:
+        """Whether both scores are equal."""
         return self.winner == "tie"
 
 
@@ -171,8 +193,11 @@ TiePolicy = Literal["none", "first", "random", "mean"]
 
 @dataclass(frozen=True)
 class BestOfNResult:
-    """Best-of-N selection. ``index`` is None when no response has a valid score, or on a tie under
-    ``tie_policy="none"``; ``tied`` lists every index that shares the top score."""
+    """Best-of-N selection.
+
+    ``index`` is None when no response has a valid score, or on a tie under
+    ``tie_policy="none"``; ``tied`` lists every index that shares the top score.
+    """
 
     index: int | None
     judgments: tuple[Judgment, ...]
@@ -182,10 +207,12 @@ class BestOfNResult:
 
     @property
     def is_tie(self) -> bool:
+        """Whether several responses share the top score."""
         return len(self.tied) > 1
 
     @property
     def scores(self) -> list[float | None]:
+        """The overall score of each response, None where it failed."""
         return [j.score for j in self.judgments]
 
 

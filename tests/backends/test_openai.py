@@ -14,7 +14,7 @@ from openai_test_server import InFlight, Reply, ScriptedServer, chat_reply
 from cerm import Judge, JudgeConfig
 from cerm.backends.base import get_backend
 from cerm.backends.fake import CANNED_CRITERIA, hash_score
-from cerm.backends.openai import OpenAIBackend, parse_retry_after, read_reply
+from cerm.backends.openai import OpenAIBackend, read_reply
 from cerm.types import ParseStatus, SamplingParams
 
 PARAMS = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=64, seed=7)
@@ -180,7 +180,8 @@ def test_404_hints_at_the_api_prefix_and_context_400_is_too_long(server: Scripte
     with make_backend(server.url) as backend:
         missing, long = backend.generate([prompt("x"), prompt("OVERLONG")], PARAMS)
     assert "HTTP 404" in missing.error and "/v1" in missing.error
-    assert long.error.startswith("too_long:")
+    assert long.error_status is ParseStatus.TOO_LONG and "maximum context length" in long.error
+    assert missing.error_status is ParseStatus.BACKEND_ERROR
     with make_backend(server.url) as backend:
         [j] = Judge(backend, JudgeConfig()).score("OVERLONG query", ["r"], criteria="1. Correctness")
     assert j.status == ParseStatus.TOO_LONG
@@ -292,12 +293,6 @@ def test_close_and_bad_arguments(server: ScriptedServer) -> None:
         OpenAIBackend("m", ["localhost:8000"])
     with pytest.raises(ValueError, match="concurrency_limit"):
         OpenAIBackend("m", ["http://x/v1"], concurrency_limit=0)
-
-
-def test_parse_retry_after() -> None:
-    assert parse_retry_after("2") == 2.0
-    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") < 0  # a date in the past: no wait
 
 
 def test_check_pool_names_the_unreachable_url(server: ScriptedServer) -> None:

@@ -49,6 +49,33 @@ def test_bad_lines_name_file_line_field(workdir):
     assert len((workdir / "o.jsonl").read_text().splitlines()) == 1
 
 
+def test_bon_scores_each_response_once_and_counts_once(workdir):
+    r = runner.invoke(app, ["-c", "cfg.yaml", "bon", "--cache", "fresh.sqlite", "-i", "in.jsonl",
+                            "--tie-policy", "first"])
+    assert r.exit_code == 0, r.output
+    summary = " ".join(r.output.split())
+    # 2 queries, 3 responses: 2 criteria turns and 3 evaluations, none of them served twice from the cache
+    assert "criteria generated 2 (cache hits 0), evaluations 3 (cache hits 0)" in summary
+
+
+def test_criteria_edit_opens_the_editor_without_text_file(workdir, monkeypatch):
+    """typer has no ``edit``: the editor path crashed with AttributeError before (found by mypy)."""
+    import click
+
+    r = runner.invoke(app, ["-c", "cfg.yaml", "criteria", "generate", "--query", "What is 2+2?"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["criteria", "export", "crit.jsonl", "--cache", "c.sqlite"])
+    key = json.loads((workdir / "crit.jsonl").read_text().splitlines()[0])["key"]
+    seen = []
+    monkeypatch.setattr(click, "edit", lambda text: seen.append(text) or "[Start of Criteria]\n1. Edited: yes\n"
+                                                                       "[End of Criteria]")
+    r = runner.invoke(app, ["criteria", "edit", key[:10], "--cache", "c.sqlite"])
+    assert r.exit_code == 0 and "updated" in r.output, r.output
+    assert "[Start of Criteria]" in seen[0]  # the editor opened on the current text
+    r = runner.invoke(app, ["criteria", "show", key[:10], "--cache", "c.sqlite"])
+    assert "Edited: yes" in r.output
+
+
 def test_bon_and_criteria_commands(workdir):
     r = runner.invoke(app, ["-c", "cfg.yaml", "bon", "-i", "in.jsonl", "-o", "bon.jsonl", "--tie-policy", "first"])
     assert r.exit_code == 0, r.output

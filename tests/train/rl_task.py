@@ -77,7 +77,7 @@ def sft_cold_start(model_dir: Path, rows: list[dict], out: Path, judgment: Calla
     chosen/rejected (label-free).
 
     Sequences are built with the RL trainer's own ChatLayout so SFT and RL see identical token layouts; loss on
-    the assistant turn only (the judgment conversations carry the criteria as context, training.md §2).
+    the assistant turn only (the judgment conversations carry the criteria as context, docs/training.md §2).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -22,11 +22,14 @@ class Backend(Protocol):
     model_id: str
     context_length: int | None
 
-    def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]: ...
+    def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
+        """Generate one ``Generation`` per prompt; a failed request is an error ``Generation``, never a raise."""
 
-    def count_tokens(self, messages: list[Message]) -> int | None: ...
+    def count_tokens(self, messages: list[Message]) -> int | None:
+        """Prompt tokens of ``messages`` under the model's chat template, or None if this backend cannot count."""
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the model or connections; the backend is unusable afterwards."""
 
 
 # name -> "module:Class"; imported lazily so `import cerm` needs no heavy dependency
@@ -62,6 +65,7 @@ def get_backend(name: str, model: str = DEFAULT_MODEL, **kwargs: Any) -> Backend
 
 
 def missing_extra(backend: str, package: str) -> ImportError:
+    """The ImportError to raise when ``backend`` needs ``package``, naming the extra to install."""
     if backend == "vllm":
         return ImportError(f"backend 'vllm' needs {package}. {VLLM_HINT}.")
     return ImportError(f"backend {backend!r} needs {package}: pip install 'cerm[{EXTRAS[backend]}]'")

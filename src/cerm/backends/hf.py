@@ -117,7 +117,7 @@ class HFBackend:
         return out  # type: ignore[return-value]
 
     def close(self) -> None:
-        self.model = None  # type: ignore[assignment]
+        self.model = None
 
     # ---- internals --------------------------------------------------------------------------------
     def _prefix_groups(self, encoded: list[_Encoded]) -> list[list[_Encoded]]:

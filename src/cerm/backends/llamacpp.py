@@ -17,8 +17,7 @@ from typing import Any
 
 from cerm.backends.base import missing_extra
 from cerm.backends.embedded import embedded_gguf, is_embedded, warn_embedded
-from cerm.judge import TOO_LONG
-from cerm.types import FinishReason, Generation, Message, SamplingParams
+from cerm.types import FinishReason, Generation, Message, ParseStatus, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -111,10 +110,9 @@ class LlamaCppBackend:
             n_prompt = len(self._prompt_tokens(messages))
             room = (self.context_length or 0) - n_prompt
             if room < 1:
-                # the judge reads this prefix as its explicit too_long status
                 return Generation("", "error", tokens_in=n_prompt, seconds=time.perf_counter() - start,
-                                  error=f"{TOO_LONG}: the prompt has {n_prompt} tokens; n_ctx is "
-                                        f"{self.context_length}")
+                                  error=f"the prompt has {n_prompt} tokens; n_ctx is {self.context_length}",
+                                  error_status=ParseStatus.TOO_LONG)
             out = self._handler(
                 llama=self._llama, messages=messages, enable_thinking=False,
                 temperature=params.temperature, top_p=params.top_p, seed=params.seed,

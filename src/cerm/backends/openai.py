@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import email.utils
 import logging
 import random
 import threading
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import httpx
 
-from cerm.judge import TOO_LONG
-from cerm.types import FinishReason, Generation, Message, SamplingParams
+from cerm.retry import Backoff, Retryable, parse_retry_after
+from cerm.types import FinishReason, Generation, Message, ParseStatus, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -43,18 +41,15 @@ RETRY_STATUS = {408, 409, 429}
 CONTEXT_ERROR_MARKER = "context length"
 
 
-class _Retryable(Exception):
-    """A failed try that may succeed later; ``retry_after_s`` is the server's Retry-After, if any.
-    ``is_down`` marks a server that could not be reached at all."""
-
-    def __init__(self, message: str, retry_after_s: float | None = None, is_down: bool = False) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-        self.is_down = is_down
-
-
 class _Fatal(Exception):
-    """A failed try that will fail again (bad request, auth, unknown route, malformed reply)."""
+    """A failed try that will fail again (bad request, auth, unknown route, malformed reply).
+
+    ``status`` is the typed cause the judge reports: TOO_LONG for a context-length 400.
+    """
+
+    def __init__(self, message: str, status: ParseStatus = ParseStatus.BACKEND_ERROR) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -115,7 +110,9 @@ class OpenAIBackend:
         self.send_chat_template_kwargs = send_chat_template_kwargs
         self.extra_body = dict(extra_body or {})
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._rng = random.Random(seed)
+        # per-try lines at debug: _set_failing logs each server's state changes instead
+        self._backoff = Backoff(max_retries + 1, backoff_base_s, backoff_max_s, random.Random(seed), "openai",
+                                logging.DEBUG)
         self._in_flight = dict.fromkeys(self.base_urls, 0)
         self._down_until = dict.fromkeys(self.base_urls, 0.0)  # monotonic time a dead server is skipped until
         self._failing: dict[str, bool] = dict.fromkeys(self.base_urls, False)  # logged once per state change
@@ -224,41 +221,42 @@ class OpenAIBackend:
 
     async def _generate_one(self, messages: list[Message], body: dict[str, Any]) -> Generation:
         start = time.perf_counter()
-        failed_url: str | None = None
-        error, retry_after_s = "", None
-        for attempt in range(self.max_retries + 1):
-            async with self._semaphore:
-                url = self._pick_url(failed_url)
-                self._in_flight[url] += 1
-                try:
-                    reply = await self._post(url, body | {"messages": messages})
-                except _Retryable as e:
-                    error, retry_after_s = f"{e} [{url}]", e.retry_after_s
-                    self._set_failing(url, str(e))
-                    if e.is_down and len(self.base_urls) > 1:
-                        self._down_until[url] = time.monotonic() + self.backoff_max_s
-                except _Fatal as e:
-                    logger.error("request to %s failed: %s", url, e)
-                    # the message leads with the cause: the judge reads a "too_long" prefix as its own status
-                    return Generation("", "error", seconds=time.perf_counter() - start, error=f"{e} [{url}]")
-                else:
-                    self._set_failing(url, None)
-                    return Generation(reply.text, reply.finish_reason, reply.tokens_in, reply.tokens_out,
-                                      time.perf_counter() - start, source_field=reply.source_field)
-                finally:
-                    self._in_flight[url] -= 1
-            failed_url = url
-            if attempt == self.max_retries:
-                break
-            # the slot is released while waiting, so a throttled request does not block healthy ones
-            delay_s = self._backoff_s(attempt, retry_after_s)
-            # per try at debug level: a dead server is logged once by _set_failing, not once per request
-            logger.debug("try %d/%d failed (%s); retrying in %.2f s", attempt + 1, self.max_retries + 1,
-                         error, delay_s)
-            await asyncio.sleep(delay_s)
-        logger.debug("giving up after %d tries: %s", self.max_retries + 1, error)  # counted as backend_error
-        return Generation("", "error", seconds=time.perf_counter() - start,
-                          error=f"failed after {self.max_retries + 1} tries: {error}")
+        failed: list[str] = []  # servers whose try failed; the next try prefers another one
+        try:
+            # the slot is released while tenacity waits, so a throttled request does not block healthy ones
+            async for attempt in self._backoff.aretrying():
+                with attempt:
+                    reply = await self._try_once(body | {"messages": messages}, failed)
+        except Retryable as e:
+            # debug: a dead server is logged once by _set_failing; the request counts as backend_error
+            logger.debug("giving up after %d tries: %s", self._backoff.tries, e)
+            return Generation("", "error", seconds=time.perf_counter() - start,
+                              error=f"failed after {self._backoff.tries} tries: {e}")
+        except _Fatal as e:
+            logger.error("request failed: %s", e)
+            return Generation("", "error", seconds=time.perf_counter() - start, error=str(e),
+                              error_status=e.status)
+        return Generation(reply.text, reply.finish_reason, reply.tokens_in, reply.tokens_out,
+                          time.perf_counter() - start, source_field=reply.source_field)
+
+    async def _try_once(self, payload: dict[str, Any], failed: list[str]) -> _Reply:
+        async with self._semaphore:
+            url = self._pick_url(failed[-1] if failed else None)
+            self._in_flight[url] += 1
+            try:
+                reply = await self._post(url, payload)
+            except Retryable as e:
+                self._set_failing(url, str(e))
+                failed.append(url)
+                if e.is_down and len(self.base_urls) > 1:
+                    self._down_until[url] = time.monotonic() + self.backoff_max_s
+                raise Retryable(f"{e} [{url}]", e.retry_after_s, e.is_down) from e
+            except _Fatal as e:
+                raise _Fatal(f"{e} [{url}]", e.status) from e
+            finally:
+                self._in_flight[url] -= 1
+            self._set_failing(url, None)
+            return reply
 
     def _set_failing(self, url: str, error: str | None) -> None:
         """Log a server's transitions only (failing -> recovered and back), never once per request."""
@@ -271,29 +269,22 @@ class OpenAIBackend:
         else:
             logger.warning("server %s answers again", url)
 
-    def _backoff_s(self, attempt: int, retry_after_s: float | None) -> float:
-        if retry_after_s is not None:
-            return min(max(retry_after_s, 0.0), self.backoff_max_s)
-        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2**attempt)
-        return ceiling * (0.5 + self._rng.random() / 2)  # jitter spreads out retries that failed together
-
     async def _post(self, url: str, payload: dict[str, Any]) -> _Reply:
         try:
             # wait_for bounds the whole request; httpx's own timeout only bounds each read/write
             response = await asyncio.wait_for(self._client.post(f"{url}/chat/completions", json=payload),
                                               self.timeout_s)
         except (asyncio.TimeoutError, httpx.TimeoutException) as e:
-            raise _Retryable(f"timed out after {self.timeout_s:g} s") from e
+            raise Retryable(f"timed out after {self.timeout_s:g} s") from e
         except httpx.TransportError as e:
-            raise _Retryable(f"connection error: {type(e).__name__}: {e}", is_down=True) from e
+            raise Retryable(f"connection error: {type(e).__name__}: {e}", is_down=True) from e
         status = response.status_code
         if status != 200:
             detail = f"HTTP {status}: {response.text[:300]}"
             if status in RETRY_STATUS or status >= 500:
-                raise _Retryable(detail, parse_retry_after(response.headers.get("retry-after")))
+                raise Retryable(detail, parse_retry_after(response.headers.get("retry-after")))
             if status == 400 and CONTEXT_ERROR_MARKER in response.text.lower():
-                # the judge reads this prefix as the explicit too_long status
-                raise _Fatal(f"{TOO_LONG}: {detail}")
+                raise _Fatal(f"the prompt is too long: {detail}", ParseStatus.TOO_LONG)
             if status == 404:
                 detail += " (base URLs include the API prefix, e.g. http://host:8000/v1; check the model name)"
             raise _Fatal(detail)
@@ -326,20 +317,3 @@ def read_reply(data: Any) -> _Reply:
     usage = data.get("usage") or {}
     return _Reply(text, source_field, finish_reason, int(usage.get("prompt_tokens") or 0),
                   int(usage.get("completion_tokens") or 0))
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent or bad."""
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return (when - datetime.now(timezone.utc)).total_seconds()

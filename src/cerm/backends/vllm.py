@@ -28,7 +28,7 @@ from cerm.backends.embedded import (
     quiet_gguf_conversion,
     warn_embedded,
 )
-from cerm.types import FinishReason, Generation, Message, SamplingParams
+from cerm.types import FinishReason, Generation, Message, ParseStatus, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +111,8 @@ class VLLMBackend:
             n = self.count_tokens(messages)
             # vLLM needs room for at least one new token; it would reject the whole batch otherwise
             if self.context_length is not None and n >= self.context_length:
-                out[i] = Generation("", "error", tokens_in=n,
-                                    error=f"too_long: prompt has {n} tokens, model context is {self.context_length}")
+                out[i] = Generation("", "error", tokens_in=n, error_status=ParseStatus.TOO_LONG,
+                                    error=f"prompt has {n} tokens, model context is {self.context_length}")
             else:
                 send.append(i)
         if send:
@@ -177,7 +177,7 @@ def embedded_hf_dir(cache_dir: str | Path | None = None) -> Path:
     """The embedded SmolLM2 as a bf16 HF directory, converted from the packaged GGUF on first use.
 
     transformers dequantises the GGUF but refuses ``save_pretrained`` on it, so the weights are copied into
-    a fresh ``LlamaForCausalLM`` first (spec/environment.md §2). The result (~260 MB) is cached under
+    a fresh ``LlamaForCausalLM`` first (docs/architecture.md §6.1). The result (~260 MB) is cached under
     ``cache_dir``, by default ``$CERM_CACHE_DIR`` or ``~/.cache/cerm``, as ``embedded-hf``; a file lock
     makes concurrent first uses convert once.
     """

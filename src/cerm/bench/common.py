@@ -6,6 +6,7 @@ JSON/JSONL/parquet, HF loading, field checks and ``--subset``/``--limit`` select
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import random
@@ -28,7 +29,7 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class BenchItem:
-    """One prompt and all its candidates (interfaces.md §5, our normalised record [R]).
+    """One prompt and all its candidates (docs/architecture.md §3, our normalised record [R]).
 
     ``correct`` lists the indices of the preferred/correct candidates; ``roles`` names each candidate
     (``chosen``, ``rejected[1]``, ``A`` ...). All candidates of an item are judged under one criteria set.
@@ -124,7 +125,9 @@ class Row:
     def str(self, name: str) -> str:
         return self.get(name, str)
 
-    def str_list(self, name: str, *, length: int | None = None, min_length: int = 1) -> list[str]:
+    # below the ``str`` method, a bare ``str`` in an annotation would name the method: spell the type in full
+    def str_list(self, name: builtins.str, *, length: int | None = None, min_length: int = 1
+                 ) -> list[builtins.str]:
         value = self.get(name, (list, tuple))
         if length is not None and len(value) != length:
             raise self.error(name, f"expected {length} entries, got {len(value)}.")
@@ -135,7 +138,7 @@ class Row:
                 raise self.error(f"{name}[{i}]", f"expected str, got {type(v).__name__}.")
         return list(value)
 
-    def messages(self, name: str) -> list[Message]:
+    def messages(self, name: builtins.str) -> list[Message]:
         """A chat history ``[{role, content, ...}]`` whose last message is the user's (extra keys dropped)."""
         value = self.get(name, (list, tuple))
         if not value:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from cerm.backends.embedded import embedded_warning
 from cerm.bench.common import BenchItem, Benchmark, Outcome
 from cerm.bench.records import item_record, outcome_from_record, read_records
 from cerm.bench.summary import summarize
@@ -135,11 +136,9 @@ def run_benchmark(bench: Benchmark, items: Sequence[BenchItem], scorer: Scorer, 
     records = [done[it.id] for it in items]
     outcomes = [outcome_from_record(r) for r in records]
     all_warnings = list(warnings)
-    if "SmolLM2-135M" in str(info.get("model", "")):
-        from cerm.backends.embedded import EMBEDDED_WARNING
-
-        if EMBEDDED_WARNING not in all_warnings:
-            all_warnings.append(EMBEDDED_WARNING)
+    embedded = embedded_warning(info.get("model"))
+    if embedded and embedded not in all_warnings:
+        all_warnings.append(embedded)
     summary = summarize(bench, outcomes, records, n_resamples=config.bootstrap, seed=config.seed)
     summary.update({
         "scorer": info, "data": list(sources), "selection": config.selection, "seed": config.seed,

@@ -1,4 +1,7 @@
-"""The `cerm` command line. The only place that reads argv, environment variables and config files."""
+"""The `cerm` command line. The only place that reads argv, environment variables and config files.
+
+May import: every other package (it wires them together); nothing imports ``cerm.cli``.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from cerm.cli.demo import demo
 from cerm.cli.info import backends, recipes, version
 from cerm.cli.judging import bon, score
 from cerm.cli.serve import serve
+from cerm.cli.view import view
 
 app = typer.Typer(
     rich_markup_mode=None,  # plain click help: wraps at 80 columns, never truncates (rich's table cut names)
@@ -46,10 +50,11 @@ def _print_version(value: bool) -> None:
     if value:
         typer.echo(f"cerm {version()}")
         raise typer.Exit()
+app.command(help="Read a run's criteria and judgments in a browser (static site; --serve to serve it).")(view)
 
 
 def _defaults_for(command: Any, flat: dict[str, Any]) -> dict[str, Any]:
-    """click default_map for every subcommand: a flat YAML applies to whichever command runs."""
+    """Click default_map for every subcommand: a flat YAML applies to whichever command runs."""
     if isinstance(command, typer.core.TyperGroup):
         return {name: _defaults_for(sub, flat) for name, sub in command.commands.items()}
     names = {p.name for p in command.params}

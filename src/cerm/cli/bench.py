@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded
+from cerm.backends.embedded import embedded_warning
 from cerm.bench import BENCHMARKS, load_items, resolve_sources, select_items
 from cerm.bench.common import DataError, HFSource, data_files
 from cerm.bench.runner import RunConfig, Scorer, describe_scorer, run_benchmark
@@ -66,8 +66,10 @@ def _slug(text: str) -> str:
 
 
 def _make_scorer(scorer: str, judge_opts: JudgeOptions, out: Path) -> Scorer:
-    """The judge (its SQLite cache defaults to ``OUT/cache.sqlite``, so a run directory resumes alone)
-    or a baseline."""
+    """The judge or a baseline.
+
+    The judge's SQLite cache defaults to ``OUT/cache.sqlite``, so a run directory resumes alone.
+    """
     if scorer == "judge":
         return replace(judge_opts, cache=judge_opts.cache or out / "cache.sqlite").make_judge()
     from cerm.bench.baselines import make_baseline
@@ -143,7 +145,7 @@ def run(
                           RunConfig(out / "baselines" / b, seed=seed, chunk_size=max(chunk_size, 256),
                                     bootstrap=bootstrap, selection=selection), labels, [])
         rows.append(result.summary)
-    warnings = [EMBEDDED_WARNING] if scorer == "judge" and is_embedded(judge_opts.model) else []
+    warnings = [w for w in [embedded_warning(judge_opts.model)] if w and scorer == "judge"]
     result = _run_one(bench, items, _make_scorer(scorer, judge_opts, out), run_cfg, labels, warnings, rows)
     s = result.summary
     h = s["headline"]
@@ -214,7 +216,7 @@ def compare(
         return "–" if x is None else f"{100 * x:.1f}"
 
     for d in result.diffs:
-        ci = "–" if d.ci_low is None else f"[{100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f}]"
+        ci = "–" if d.ci_low is None or d.ci_high is None else f"[{100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f}]"
         table.add_row(escape(d.metric), pct(d.value_a), pct(d.value_b), "–" if d.diff is None else f"{100 * d.diff:+.1f}", ci)
     out_console.print(table)
     if json_out:
@@ -279,7 +281,7 @@ def probe(
     except ValueError as e:
         raise fail(str(e)) from None
     s = _make_scorer(scorer, judge_opts, out)
-    warnings = [EMBEDDED_WARNING] if scorer == "judge" and is_embedded(judge_opts.model) else []
+    warnings = [w for w in [embedded_warning(judge_opts.model)] if w and scorer == "judge"]
     table = Table(title=f"bias probes on {bench.title} ({len(items)} items); shift = variant − original")
     for col in ("probe", "pairs (valid)", "mean original", "mean variant", "shift", "95% CI", "up/down/equal %"):
         table.add_column(col)
@@ -301,9 +303,11 @@ def probe(
             results.append(result.as_dict())
             table.add_row(p, f"{result.n_pairs} ({result.n_valid})", num(result.mean_original),
                           num(result.mean_variant), num(result.shift, "{:+.2f}"),
-                          "–" if result.ci_low is None else f"[{result.ci_low:+.2f}, {result.ci_high:+.2f}]",
-                          "–" if result.share_up is None else
-                          f"{100 * result.share_up:.0f}/{100 * result.share_down:.0f}/{100 * result.share_equal:.0f}")
+                          "–" if result.ci_low is None or result.ci_high is None else
+                          f"[{result.ci_low:+.2f}, {result.ci_high:+.2f}]",
+                          "–" if result.share_up is None or result.share_down is None or result.share_equal is None
+                          else f"{100 * result.share_up:.0f}/{100 * result.share_down:.0f}/"
+                               f"{100 * result.share_equal:.0f}")
     summary = {"benchmark": bench.name, "data": labels, "selection": {"subsets": subset or [], "limit": limit},
                "seed": seed, "scorer": describe_scorer(s), "warnings": warnings, "probes": results}
     (out / "probes.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

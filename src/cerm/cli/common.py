@@ -6,6 +6,7 @@ Commands declare ``backend``, ``model`` ... with the ``Annotated`` aliases below
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import json
@@ -23,6 +24,7 @@ from rich.markup import escape
 from cerm.backends.base import DEFAULT_MODEL, Backend, get_backend
 from cerm.cache import Store
 from cerm.judge import Judge, JudgeConfig, config_for_model, default_for
+from cerm.types import SAMPLE_TEMPERATURE
 
 console = Console(stderr=True)
 
@@ -110,7 +112,7 @@ class JudgeOptions:
     eval_max_new_tokens: int | None = None
     samples: int = 1
     criteria_samples: int = 1
-    sample_temperature: float = 0.7
+    sample_temperature: float = SAMPLE_TEMPERATURE
     retries: int = 0
     seed: int = 0
     parser: str = "hardened"
@@ -122,7 +124,7 @@ class JudgeOptions:
             self.model, criteria_max_new_tokens=self.criteria_max_new_tokens,
             eval_max_new_tokens=self.eval_max_new_tokens, samples=self.samples, criteria_samples=self.criteria_samples,
             sample_temperature=self.sample_temperature, retries=self.retries, seed=self.seed,
-            parser=self.parser, overlong=self.overlong, unified_criteria=self.unified_criteria,  # type: ignore[arg-type]
+            parser=self.parser, overlong=self.overlong, unified_criteria=self.unified_criteria,
         )
 
     def backend_options(self) -> BackendOptions:
@@ -146,24 +148,25 @@ class JudgeOptions:
             raise fail(str(e)) from None
 
 
-_JUDGE_PARAMS: list[tuple[str, Any, Any]] = [
-    ("backend", BackendOpt, "hf"),
-    ("model", ModelOpt, DEFAULT_MODEL),
-    ("base_url", BaseUrlOpt, None),
-    ("concurrency_limit", ConcurrencyOpt, 16),
-    ("cache", CacheOpt, None),
-    ("criteria_max_new_tokens", CriteriaTokensOpt, None),
-    ("eval_max_new_tokens", EvalTokensOpt, None),
-    ("samples", SamplesOpt, 1),
-    ("criteria_samples", Annotated[int, typer.Option(help="k_c sampled criteria sets per query")], 1),
-    ("sample_temperature", Annotated[float, typer.Option(help="temperature for sampled evaluations")], 0.7),
-    ("retries", Annotated[int, typer.Option(help="re-sample a failed evaluation up to N times (off by default)")], 0),
-    ("seed", SeedOpt, 0),
-    ("parser", Annotated[Literal["hardened", "reference"], typer.Option(help="score parser")], "hardened"),
+# name -> typer annotation; each default is JudgeOptions' own (defined once)
+_JUDGE_PARAMS: list[tuple[str, Any]] = [
+    ("backend", BackendOpt),
+    ("model", ModelOpt),
+    ("base_url", BaseUrlOpt),
+    ("concurrency_limit", ConcurrencyOpt),
+    ("cache", CacheOpt),
+    ("criteria_max_new_tokens", CriteriaTokensOpt),
+    ("eval_max_new_tokens", EvalTokensOpt),
+    ("samples", SamplesOpt),
+    ("criteria_samples", Annotated[int, typer.Option(help="k_c sampled criteria sets per query")]),
+    ("sample_temperature", Annotated[float, typer.Option(help="temperature for sampled evaluations")]),
+    ("retries", Annotated[int, typer.Option(help="re-sample a failed evaluation up to N times (off by default)")]),
+    ("seed", SeedOpt),
+    ("parser", Annotated[Literal["hardened", "reference"], typer.Option(help="score parser")]),
     ("overlong", Annotated[Literal["error", "truncate"],
-                           typer.Option(help="prompt over the context: explicit error, or cut the response")], "error"),
+                           typer.Option(help="prompt over the context: explicit error, or cut the response")]),
     ("unified_criteria", Annotated[bool, typer.Option(help="share criteria across responses "
-                                                      "(--no-unified-criteria = the paper's ablation)")], True),
+                                                      "(--no-unified-criteria = the paper's ablation)")]),
 ]
 
 
@@ -173,9 +176,10 @@ def with_judge_options(func: Callable[..., Any]) -> Callable[..., Any]:
     sig = inspect.signature(func)
     own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()
            if p.name != "judge_opts"]
-    names = [name for name, _, _ in _JUDGE_PARAMS]
-    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-             for name, annotation, default in _JUDGE_PARAMS]
+    names = [name for name, _ in _JUDGE_PARAMS]
+    defaults = {f.name: f.default for f in dataclasses.fields(JudgeOptions)}
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults[name], annotation=annotation)
+             for name, annotation in _JUDGE_PARAMS]
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

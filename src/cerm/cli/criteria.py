@@ -127,7 +127,7 @@ def edit(
     """Replace one entry's criteria text; every later judgment of that query uses the new text."""
     c = _cache(cache)
     r = _find(c, key)
-    text = text_file.read_text(encoding="utf-8") if text_file else click.edit(r.text, require_save=True)
+    text = text_file.read_text(encoding="utf-8") if text_file else click.edit(r.text)
     if text is None or text == r.text:
         console.print("unchanged")
         return

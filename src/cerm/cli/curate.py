@@ -1,5 +1,8 @@
-"""`cerm curate` (raw preference pairs -> curated train/held-out pairs) and `cerm distill` (curated pairs ->
-teacher SFT traces). Data flow: raw pairs -> curate -> distill -> `cerm train sft` -> `cerm train rl`."""
+"""`cerm curate` and `cerm distill`: the data steps before training.
+
+`cerm curate` turns raw preference pairs into curated train/held-out pairs; `cerm distill` turns curated
+pairs into teacher SFT traces. Data flow: raw pairs -> curate -> distill -> `cerm train sft` -> `cerm train rl`.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded
+from cerm.backends.embedded import embedded_warning
 from cerm.cache import Store
 from cerm.cli.common import JudgeOptions, console, fail, with_judge_options
 
@@ -60,7 +63,7 @@ def curate(
     judge_chunk_pairs: Annotated[int, typer.Option(help="pairs per judge batch (flushed after each)")] = 256,
 ) -> None:
     """Curate preference pairs: validate, filter, dedupe, pass-rate filter, balance, split, report."""
-    from cerm.train.curate.pipeline import CurateConfig
+    from cerm.train.curate.config import CurateConfig
     from cerm.train.curate.pipeline import curate as run_curate
 
     if judge_opts.samples != 1:
@@ -81,8 +84,8 @@ def curate(
         raise fail(str(e)) from None
     backend = None
     if pass_k:
-        if is_embedded(judge_opts.model):
-            console.print(f"[yellow]{EMBEDDED_WARNING}[/]")
+        if warning := embedded_warning(judge_opts.model):
+            console.print(f"[yellow]{warning}[/]")
         try:
             backend = judge_opts.backend_options().build()
         except (ImportError, ValueError, OSError) as e:
@@ -123,8 +126,10 @@ def distill(
     limit: Annotated[int | None, typer.Option(help="only the first N pairs")] = None,
     skip_bad: Annotated[bool, typer.Option(help="skip malformed pairs (reported) instead of stopping")] = False,
 ) -> None:
-    """Teacher traces for SFT: criteria + one evaluation per response, kept when they order the pair as
-    labelled. Use a strong teacher, e.g. --backend openai --base-url http://host:8000/v1 --model NAME."""
+    """Teacher traces for SFT: criteria + one evaluation per response, kept when they order the pair right.
+
+    Use a strong teacher, e.g. --backend openai --base-url http://host:8000/v1 --model NAME.
+    """
     from cerm.train.pairs import load_pairs
     from cerm.train.sft.distill import DistillConfig
     from cerm.train.sft.distill import distill as run_distill
@@ -143,8 +148,8 @@ def distill(
     if not pairs:
         raise fail(f"{pairs_file}: no valid pairs.")
     judge = judge_opts.make_judge()
-    if is_embedded(judge_opts.model):
-        console.print(f"[yellow]{EMBEDDED_WARNING}[/]")
+    if warning := embedded_warning(judge_opts.model):
+        console.print(f"[yellow]{warning}[/]")
     logging.getLogger("cerm.train").setLevel(logging.INFO)
     try:
         result = run_distill(pairs, judge, output, cfg)

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded, is_embedded_id
+from cerm.backends.embedded import embedded_warning
 from cerm.cli.common import JudgeOptions, console, fail, with_judge_options, write_jsonl_line
 from cerm.io import ScoreRow, read_jsonl
 from cerm.judge import Judge
@@ -124,17 +124,13 @@ def _run(rows: list[ScoreRow], judge: Judge, output: Path | None, batch_size: in
 
 
 def _base_record(row: ScoreRow, item: ScoredItem, judge: Judge) -> dict[str, Any]:
-    record: dict[str, Any] = {"id": row.id, "query": row.query, "model": judge.backend.model_id,
-                              "prompt_version": PROMPT_VERSION, "settings": run_settings(judge),
-                              "criteria": criteria_record(item.criteria[0]),
+    record: dict[str, Any] = {"id": row.id, "query": row.query, "responses": list(row.responses),
+                              "model": judge.backend.model_id, "prompt_version": PROMPT_VERSION,
+                              "settings": run_settings(judge), "criteria": criteria_record(item.criteria[0]),
                               "judgments": [judgment_record(j) for j in item.judgments]}
-    if is_embedded_model(judge):
-        record["warning"] = EMBEDDED_WARNING
+    if warning := embedded_warning(judge.backend.model_id):
+        record["warning"] = warning
     return record
-
-
-def is_embedded_model(judge: Judge) -> bool:
-    return is_embedded_id(judge.backend.model_id)
 
 
 def _print_summary(judge: Judge) -> None:
@@ -143,8 +139,8 @@ def _print_summary(judge: Judge) -> None:
         f"criteria generated {s.criteria_generated} (cache hits {s.criteria_cache_hits}), evaluations "
         f"{s.evaluations_generated} (cache hits {s.judgment_cache_hits}), parse failures "
         f"{s.parse_failure_rate:.1%} {dict(s.statuses)}")
-    if is_embedded_model(judge):
-        console.print(f"[bold yellow]{EMBEDDED_WARNING}[/]")
+    if warning := embedded_warning(judge.backend.model_id):
+        console.print(f"[bold yellow]{warning}[/]")
 
 
 @with_judge_options
@@ -187,7 +183,8 @@ def bon(
     judge = judge_opts.make_judge()
 
     def record(row: ScoreRow, item: ScoredItem) -> dict[str, Any]:
-        result = judge.best_of_n(row.query, row.responses, tie_policy=tie_policy)  # type: ignore[arg-type]
+        # the chunk is already scored: pick from it, never judge (or count) the responses twice
+        result = judge.pick_best(row.query, row.responses, item, tie_policy=tie_policy)  # type: ignore[arg-type]
         rec = _base_record(row, item, judge)
         rec.update(chosen_index=result.index, tied=list(result.tied), tie_policy=tie_policy)
         return rec
@@ -231,4 +228,4 @@ def _fmt(score: float | None) -> str:
     return "—" if score is None else f"{score:g}"
 
 
-__all__ = ["bon", "criteria_record", "judgment_record", "print_bon", "score", "is_embedded", "EMBEDDED_WARNING"]
+__all__ = ["bon", "criteria_record", "judgment_record", "print_bon", "score"]

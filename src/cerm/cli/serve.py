@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded
+from cerm.backends.embedded import embedded_warning
 from cerm.cli.common import JudgeOptions, console, fail, with_judge_options
 
 
@@ -65,7 +65,7 @@ def serve(
             batch=BatcherConfig(max_batch_size=max_batch_size, window_s=batch_window_ms / 1000,
                                 max_queue=max_queue),
             scale=scale, failure_reward=failure_reward, drain_timeout_s=graceful_timeout_s,
-            warning=EMBEDDED_WARNING if is_embedded(judge_opts.model) else None)
+            warning=embedded_warning(judge_opts.model))
         stops = tuple(stop_string) if stop_string else None
         if tokenizer is not None:
             splitter = PromptSplitter.from_pretrained(tokenizer, extractor=extractor, stop_strings=stops,
@@ -86,7 +86,8 @@ def serve(
     previous = signal.signal(signal.SIGTERM, _raise_stop) if on_main else None
     try:
         uvicorn.run(create_app(judge, config, splitter), host=host, port=port, log_level=log_level,
-                    timeout_graceful_shutdown=graceful_timeout_s, access_log=False)
+                    # uvicorn annotates an int but waits with asyncio.wait_for, which takes the float as is
+                    timeout_graceful_shutdown=graceful_timeout_s, access_log=False)  # type: ignore[arg-type]
     except (KeyboardInterrupt, _Stop):
         pass  # the queue is already drained: the app's lifespan closed the batcher
     finally:

@@ -1,8 +1,8 @@
-"""``cerm train rl`` (the two-stage rollout RL trainer) and ``cerm train plot`` (its curves as PNGs).
+r"""``cerm train rl`` (the two-stage rollout RL trainer) and ``cerm train plot`` (its curves as PNGs).
 
 Multi-GPU runs go through accelerate, which starts one process per device::
 
-    accelerate launch --config_file recipes/accelerate/<strategy>.yaml -m cerm.cli.train_rl rl \\
+    accelerate launch --config_file recipes/accelerate/<strategy>.yaml -m cerm.cli.train_rl rl \
         -c recipes/ce-rm-4b-rl.yaml output_dir=runs/ce-rm-4b-rl
 """
 
@@ -44,7 +44,7 @@ def rl(
     resume: Annotated[str | None, typer.Option(help="'auto' (latest checkpoint in output_dir) or a checkpoint "
                                                     "directory")] = None,
 ) -> None:
-    """Two-stage rollout RL: criteria samples, then judgments under each, rewarded per role (training.md §3)."""
+    """Two-stage rollout RL: criteria samples, then judgments under each, rewarded per role (docs/training.md §3)."""
     from cerm.train.rl.config import load_rl_config
 
     try:

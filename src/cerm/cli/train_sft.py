@@ -1,8 +1,8 @@
-"""``cerm train sft``: the SFT cold start on `cerm distill` traces (TRL SFTTrainer, full or LoRA).
+r"""``cerm train sft``: the SFT cold start on `cerm distill` traces (TRL SFTTrainer, full or LoRA).
 
 Multi-GPU runs go through accelerate, which starts one process per device::
 
-    accelerate launch --config_file recipes/accelerate/deepspeed-zero3.yaml -m cerm.cli.train_sft \\
+    accelerate launch --config_file recipes/accelerate/deepspeed-zero3.yaml -m cerm.cli.train_sft \
         -c recipes/ce-rm-4b-sft.yaml train_data=data/sft/traces.jsonl
 """
 
@@ -35,10 +35,10 @@ def sft(
     if cfg.model == "embedded":  # the packaged SmolLM2 as an HF directory (converted once; plumbing only)
         from dataclasses import replace
 
-        from cerm.backends import vllm as vllm_backend
+        from cerm.backends import embedded
 
         try:
-            cfg = replace(cfg, model=str(vllm_backend.embedded_hf_dir()))
+            cfg = replace(cfg, model=str(embedded.embedded_hf_dir()))
         except ImportError as e:
             raise fail(str(e)) from None
     from cerm.train.sft.trainer import (  # imports torch: only once the config is known to be good

@@ -127,13 +127,16 @@ class DynamicBatcher:
             QueueFull: ``max_queue`` requests are already waiting.
             BatcherClosed: ``close`` was called.
         """
-        return self._enqueue(_Request(list(items), Future(), sum(len(i.responses) for i in items))).future
+        future: Future = Future()
+        self._enqueue(_Request(list(items), future, sum(len(i.responses) for i in items)))
+        return future
 
     def submit_async(self, items: Sequence[BatchItem]) -> asyncio.Future:
         """``submit`` for a coroutine: an ``asyncio.Future`` of the running loop (cancel it to give up)."""
         loop = asyncio.get_running_loop()
-        request = _Request(list(items), loop.create_future(), sum(len(i.responses) for i in items), loop)
-        return self._enqueue(request).future  # type: ignore[return-value]
+        future = loop.create_future()
+        self._enqueue(_Request(list(items), future, sum(len(i.responses) for i in items), loop))
+        return future
 
     def _enqueue(self, request: _Request) -> _Request:
         if self._closed.is_set():
@@ -212,7 +215,7 @@ class DynamicBatcher:
             self.on_batch(report)
 
 
-def _deliver(outcomes: list[tuple[_Request, list[ScoredItem] | None, BaseException | None]]) -> None:
+def _deliver(outcomes: Sequence[tuple[_Request, list[ScoredItem] | None, BaseException | None]]) -> None:
     """Resolve futures: concurrent ones here, asyncio ones with one ``call_soon_threadsafe`` per loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list] = {}
     for request, result, error in outcomes:

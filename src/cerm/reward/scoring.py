@@ -34,14 +34,14 @@ class RewardConfig:
     """How judge scores become rewards.
 
     Args:
-        scale: "raw" = the 0-10 score; "unit" = score / 10 (the paper's reward, training.md §4);
+        scale: "raw" = the 0-10 score; "unit" = score / 10 (the paper's reward, docs/training.md §4);
             "centered" = score / 10 minus the mean of the valid unit scores of the same prompt in this call
             (ours [R]; GRPO normalises per group anyway, so this matters for RLOO/REINFORCE-style baselines).
         failure_reward: the reward of a judgment without a score (no box, truncated, too long...).
             ``None`` hands TRL a "no reward" (NaN: the sample is left out of that reward function).
-            The default 0.0 follows training.md §4 [R].
+            The default 0.0 follows docs/training.md §4 [R].
         strip_think: judge only the final answer: drop ``<think>...</think>`` blocks, and everything up to
-            a dangling ``</think>`` (training.md §4 [R]).
+            a dangling ``</think>`` (docs/training.md §4 [R]).
         raise_on_backend_error: a backend failure (server down, timeout after retries) raises
             ``BackendFailure`` instead of silently training on ``failure_reward``.
     """

@@ -21,7 +21,7 @@ import gc
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -40,6 +40,7 @@ from cerm.prompts import PROMPT_VERSION, render_query
 from cerm.reward.batcher import BatcherClosed, BatcherConfig, BatchItem, DynamicBatcher, QueueFull
 from cerm.reward.prometheus import ServerMetrics
 from cerm.reward.schemas import (
+    ChatMessage,
     CompareRequest,
     CompareResponse,
     CriteriaOut,
@@ -126,7 +127,8 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
         # uvicorn has already waited for in-flight requests; finish whatever is still queued
         await asyncio.to_thread(state["batcher"].close, cfg.drain_timeout_s)
 
-    errors = {code: {"model": ErrorResponse} for code in (401, 413, 422, 429, 502, 503, 504)}
+    errors: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse}
+                                               for code in (401, 413, 422, 429, 502, 503, 504)}
     app = FastAPI(title="cerm reward server", lifespan=lifespan, responses=errors)
     app.add_middleware(_Gate, config=cfg, metrics=metrics)
     _add_error_handlers(app)
@@ -214,7 +216,8 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
         query = _checked(_query(req.query), "query")
         item = (await judge_items([BatchItem(query, [req.a, req.b])]))[0]
         sa, sb = item.scores
-        winner = None if sa is None or sb is None else "a" if sa > sb else "b" if sb > sa else "tie"
+        winner: Literal["a", "b", "tie"] | None = (
+            None if sa is None or sb is None else "a" if sa > sb else "b" if sb > sa else "tie")
         return CompareResponse(
             winner=winner, scores=[sa, sb], criteria=CriteriaOut.of(item.criteria[0]),
             judgments=[JudgmentOut.of(j, req.include_text) for j in item.judgments],
@@ -252,9 +255,11 @@ def _json_body(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _parse(body: bytes, model: type[_Model]) -> _Model:
-    """Validate a JSON body in pydantic's Rust core in one pass. FastAPI's own body handling decodes it with
-    ``json.loads`` and then validates the Python objects, twice the work on the hottest route. Errors keep
-    FastAPI's 422 shape (``loc`` starts with "body")."""
+    """Validate a JSON body in pydantic's Rust core in one pass.
+
+    FastAPI's own body handling decodes it with ``json.loads`` and then validates the Python objects, twice the work on the hottest route. Errors keep
+    FastAPI's 422 shape (``loc`` starts with "body").
+    """
     try:
         return model.model_validate_json(body)
     except ValidationError as e:
@@ -263,12 +268,15 @@ def _parse(body: bytes, model: type[_Model]) -> _Model:
 
 
 def _json(model: Any) -> Response:
-    """Serialise a validated response model once, in pydantic's Rust core; FastAPI would validate it again
-    and go through jsonable_encoder (the declared response_model still documents the route)."""
+    """Serialise a validated response model once, in pydantic's Rust core.
+
+    FastAPI would validate it again and go through jsonable_encoder (the declared response_model still
+    documents the route).
+    """
     return Response(model.model_dump_json(), media_type="application/json")
 
 
-def _query(query: str | Sequence[Any]) -> Query:
+def _query(query: str | list[ChatMessage]) -> Query:
     return query if isinstance(query, str) else [{"role": m.role, "content": m.content} for m in query]
 
 
@@ -283,7 +291,7 @@ def _checked(query: Query, where: str) -> Query:
     return query
 
 
-def _error(status: int, code: str, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(status: int, code: str, detail: Any, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 

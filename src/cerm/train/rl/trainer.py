@@ -1,4 +1,4 @@
-"""The two-stage rollout RL trainer (``cerm train rl``; spec/training.md §3). Reads top to bottom.
+"""The two-stage rollout RL trainer (``cerm train rl``; docs/training.md §3). Reads top to bottom.
 
 One step, per preference pair: C criteria rollouts, then J judgment rollouts per (criteria, response) ->
 rewards per role (``rewards.py``) -> advantages in three groups (``advantages.py``) -> old and reference

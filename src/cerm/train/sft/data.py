@@ -12,9 +12,12 @@ from cerm.types import Message
 
 
 class SFTRow(BaseModel):
-    """One CE-RM training conversation: [user criteria prompt, assistant criteria, user evaluation prompt,
-    assistant evaluation]. ``train_criteria=False`` keeps the criteria turn out of the loss: a pair's two
-    conversations share it, and it is trained in only one of them (training.md §2)."""
+    """One CE-RM training conversation.
+
+    The turns are [user criteria prompt, assistant criteria, user evaluation prompt, assistant evaluation].
+    ``train_criteria=False`` keeps the criteria turn out of the loss: a pair's two
+    conversations share it, and it is trained in only one of them (docs/training.md §2).
+    """
 
     model_config = ConfigDict(extra="forbid")
     id: str
