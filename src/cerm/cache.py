@@ -78,7 +78,7 @@ class Store:
     """The SQLite file behind both caches. ``path=None`` keeps everything in memory (one process)."""
 
     def __init__(self, path: str | Path | None = None, timeout_s: float = 60.0) -> None:
-        self.path = str(path) if path is not None else None
+        self.path = str(Path(path).expanduser()) if path is not None else None  # "~/.cache/..." is the home dir
         self.timeout_s = timeout_s
         self._local = threading.local()
         self._memory_lock = threading.Lock()

@@ -103,6 +103,24 @@ class JudgeConfig:
                               self.seed + sample_index)
 
 
+# [R] Per-model overrides of JudgeConfig's defaults. Those are the protocol's budgets for CE-RM-4B on a GPU;
+# the embedded SmolLM2-135M on a CPU would spend minutes per call on them (and judges at chance anyway).
+MODEL_OVERRIDES: dict[str, dict[str, Any]] = {
+    "embedded": {"criteria_max_new_tokens": 192, "eval_max_new_tokens": 160},
+}
+
+
+def config_for_model(model: str, **explicit: Any) -> JudgeConfig:
+    """JudgeConfig for ``model``: explicit values (``None`` = unset) over its overrides over the defaults."""
+    values = {**MODEL_OVERRIDES.get(model, {}), **{k: v for k, v in explicit.items() if v is not None}}
+    return JudgeConfig(**values)
+
+
+def default_for(model: str, name: str) -> Any:
+    """The value ``config_for_model(model)`` gives field ``name`` (for help texts and examples)."""
+    return MODEL_OVERRIDES.get(model, {}).get(name, JudgeConfig.__dataclass_fields__[name].default)
+
+
 @dataclass
 class JudgeStats:
     """Running counters; ``parse_failure_rate`` is over every evaluation sample produced."""

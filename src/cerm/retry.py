@@ -45,6 +45,8 @@ class Backoff:
         max_s: the longest wait, also the cap on a server's ``Retry-After``.
         rng: a seeded generator for jitter (each delay drawn in [ceiling/2, ceiling]); None = no jitter.
         label: names the caller in the log line.
+        log_level: level of the per-try line; a caller that logs server state changes itself (the OpenAI
+            pool) passes ``logging.DEBUG`` so a dead server is not one warning per request.
     """
 
     tries: int
@@ -52,6 +54,7 @@ class Backoff:
     max_s: float = 30.0
     rng: random.Random | None = None
     label: str = "request"
+    log_level: int = logging.WARNING
 
     def __post_init__(self) -> None:
         if self.tries < 1:
@@ -84,8 +87,8 @@ class Backoff:
     def _log(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome is not None else None
         wait = state.next_action.sleep if state.next_action is not None else 0.0
-        logger.warning("%s: try %d/%d failed (%s); retrying in %.2f s", self.label, state.attempt_number,
-                       self.tries, error, wait)
+        logger.log(self.log_level, "%s: try %d/%d failed (%s); retrying in %.2f s", self.label,
+                   state.attempt_number, self.tries, error, wait)
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -293,3 +293,28 @@ def test_close_and_bad_arguments(server: ScriptedServer) -> None:
         OpenAIBackend("m", ["localhost:8000"])
     with pytest.raises(ValueError, match="concurrency_limit"):
         OpenAIBackend("m", ["http://x/v1"], concurrency_limit=0)
+
+
+def test_check_pool_names_the_unreachable_url(server: ScriptedServer) -> None:
+    """An unreachable pool fails before the run (it used to retry for minutes), naming the dead URL only."""
+    dead = dead_url()
+    with make_backend(server.url) as backend:
+        backend.check_pool()  # the scripted server has no /models route: any HTTP answer is reachable
+    with make_backend(server.url, dead) as backend:
+        start = time.perf_counter()
+        with pytest.raises(ConnectionError) as e:
+            backend.check_pool(timeout_s=5)
+        assert time.perf_counter() - start < 5
+    assert dead in str(e.value) and server.url not in str(e.value)
+
+
+def test_failing_server_is_logged_once_per_state_change(server: ScriptedServer, caplog) -> None:
+    state = {"down": True}
+    server.reset(lambda req, i: Reply({"error": "boom"}, status=500) if state["down"] else Reply(chat_reply("ok")))
+    with make_backend(server.url, max_retries=1) as backend, caplog.at_level("DEBUG", "cerm.backends.openai"):
+        backend.generate([prompt(f"q{i}") for i in range(6)], PARAMS)
+        state["down"] = False
+        backend.generate([prompt(f"r{i}") for i in range(6)], PARAMS)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    assert len(warnings) == 2, warnings
+    assert "is failing" in warnings[0] and server.url in warnings[0] and "answers again" in warnings[1]

@@ -95,3 +95,54 @@ def test_bon_and_criteria_commands(workdir):
     assert r.exit_code == 0 and "Brevity" in r.output and "cache" in r.output
     r = runner.invoke(app, ["criteria", "show", "zzzz", "--cache", "c.sqlite"])
     assert r.exit_code == 2 and "matches no entries" in r.output
+
+
+def test_criteria_edit_opens_editor(workdir, monkeypatch):
+    """`criteria edit KEY` without --text-file runs $EDITOR on the text (it crashed on typer.edit)."""
+    assert runner.invoke(app, ["-c", "cfg.yaml", "score", "--query", "What is 2+2?", "--response", "4"]).exit_code == 0
+    r = runner.invoke(app, ["criteria", "export", "crit.jsonl", "--cache", "c.sqlite"])
+    key = json.loads((workdir / "crit.jsonl").read_text().splitlines()[0])["key"]
+    editor = workdir / "editor.sh"
+    editor.write_text("#!/bin/sh\nprintf '[Start of Criteria]\\n1. Tone: polite\\n[End of Criteria]' > \"$1\"\n")
+    editor.chmod(0o755)
+    monkeypatch.setenv("EDITOR", str(editor))
+    monkeypatch.delenv("VISUAL", raising=False)
+    r = runner.invoke(app, ["criteria", "edit", key[:10], "--cache", "c.sqlite"])
+    assert r.exit_code == 0 and "updated" in r.output, r.output
+    r = runner.invoke(app, ["criteria", "show", key[:10], "--cache", "c.sqlite"])
+    assert "Tone: polite" in r.output and "edited=True" in r.output
+
+
+def test_resume_refuses_an_output_made_with_other_settings(workdir):
+    r = runner.invoke(app, ["-c", "cfg.yaml", "score", "-i", "in.jsonl", "-o", "out.jsonl"])
+    assert r.exit_code == 0, r.output
+    row = json.loads((workdir / "out.jsonl").read_text().splitlines()[0])
+    assert row["settings"]["model"] == row["model"] and row["settings"]["eval_max_new_tokens"] == 8192
+    before = (workdir / "out.jsonl").read_text()
+    r = runner.invoke(app, ["-c", "cfg.yaml", "score", "-i", "in.jsonl", "-o", "out.jsonl", "--model", "other"])
+    assert r.exit_code == 2, r.output
+    assert "out.jsonl:1: written with other settings" in " ".join(r.output.split()) and "'fake:other' now" in " ".join(r.output.split())
+    r = runner.invoke(app, ["-c", "cfg.yaml", "score", "-i", "in.jsonl", "-o", "out.jsonl", "--seed", "3"])
+    assert r.exit_code == 2 and "seed" in r.output
+    assert (workdir / "out.jsonl").read_text() == before  # nothing appended
+
+
+def test_output_dash_is_stdout_and_bon_prints_no_lone_tie(workdir):
+    r = runner.invoke(app, ["-c", "cfg.yaml", "score", "-i", "in.jsonl", "-o", "-"])
+    assert r.exit_code == 0 and not (workdir / "-").exists()
+    rows = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    assert [row["id"] for row in rows] == ["a", 2]
+    r = runner.invoke(app, ["-c", "cfg.yaml", "bon", "-i", "in.jsonl", "--tie-policy", "first"])
+    assert r.exit_code == 0 and "tied [" not in r.output and "chosen" in r.output
+
+
+def test_config_file_unknown_keys_and_sections_are_errors(workdir):
+    (workdir / "typo.yaml").write_text("backend: fake\ncache: c.sqlite\neval_max_tokens: 64\n")
+    r = runner.invoke(app, ["-c", "typo.yaml", "score", "--query", "q", "--response", "a"], env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "unknown key 'eval_max_tokens' for `cerm score`" in r.output, r.output
+    assert r.output.startswith("error: --config typo.yaml")  # one error style: ours, not click's box
+    (workdir / "nested.yaml").write_text("backend: fake\njudge:\n  seed: 1\n")
+    r = runner.invoke(app, ["-c", "nested.yaml", "score", "--query", "q", "--response", "a"], env={"COLUMNS": "200"})
+    assert r.exit_code == 2 and "nested section" in r.output
+    (workdir / "bench.yaml").write_text("backend: fake\nbenchmark: judgebench\n")  # a key of a bench subcommand
+    assert "unknown key" not in runner.invoke(app, ["-c", "bench.yaml", "bench", "list"]).output

@@ -184,3 +184,19 @@ def test_sft_lora_cli_merges_into_a_loadable_model(tiny_model_dir: Path, tmp_pat
 def test_sft_row_model_rejects_unknown_fields() -> None:
     with pytest.raises(ValueError):
         SFTRow.model_validate({"id": "x", "bogus": 1})
+
+
+def test_sft_cli_accepts_model_embedded(tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """`model=embedded` resolves to the HF conversion of the packaged model (here the tiny model stands in
+    for the ~260 MB conversion, which tests/backends/test_vllm.py exercises)."""
+    from typer.testing import CliRunner
+
+    from cerm.backends import embedded
+    from cerm.cli.train_sft import app
+
+    monkeypatch.setattr(embedded, "embedded_hf_dir", lambda: tiny_model_dir)
+    rows, out = _rows(tmp_path, 1), tmp_path / "emb"
+    res = CliRunner().invoke(app, ["-c", str(RECIPES / "sft" / "tiny-cpu.yaml"), f"train_data={rows}",
+                                   f"output_dir={out}", "max_steps=1", "batch_size=1"])
+    assert res.exit_code == 0, res.output
+    assert (out / "final" / "config.json").is_file()

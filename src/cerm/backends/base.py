@@ -43,6 +43,17 @@ BACKENDS: dict[str, str] = {
 
 EXTRAS = {"hf": "hf", "vllm": "vllm", "openai": "openai", "llamacpp": "llama", "fake": ""}
 
+# what `cerm backends` shows: the modules a backend imports and how to get them
+VLLM_HINT = ("vLLM pins its own transformers, so it lives in a separate venv: bash scripts/setup_vllm_venv.sh "
+             "(CPU) or pip install vllm in its own environment (GPU), then pip install --no-deps cerm there")
+BACKEND_NEEDS: dict[str, tuple[list[str], str]] = {
+    "hf": (["torch", "transformers", "accelerate"], "pip install 'cerm[hf]'"),
+    "vllm": (["vllm"], VLLM_HINT),
+    "openai": (["httpx"], "nothing extra (a running OpenAI-compatible server)"),
+    "llamacpp": (["llama_cpp"], "pip install 'cerm[llama]'"),
+    "fake": ([], "nothing (scripted outputs for tests, never real judgments)"),
+}
+
 
 def get_backend(name: str, model: str = DEFAULT_MODEL, **kwargs: Any) -> Backend:
     """Build a backend by name. ``model="embedded"`` selects the packaged SmolLM2 (a plumbing model)."""
@@ -55,4 +66,6 @@ def get_backend(name: str, model: str = DEFAULT_MODEL, **kwargs: Any) -> Backend
 
 def missing_extra(backend: str, package: str) -> ImportError:
     """The ImportError to raise when ``backend`` needs ``package``, naming the extra to install."""
+    if backend == "vllm":
+        return ImportError(f"backend 'vllm' needs {package}. {VLLM_HINT}.")
     return ImportError(f"backend {backend!r} needs {package}: pip install 'cerm[{EXTRAS[backend]}]'")

@@ -7,8 +7,11 @@ It proves the plumbing and judges at chance: every output made with it carries `
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -48,6 +51,41 @@ def embedded_warning(model: str | None) -> str | None:
     return EMBEDDED_WARNING if text == EMBEDDED or EMBEDDED_ID in text or GGUF_FILE in text else None
 
 
+_warned = False
+
+
 def warn_embedded() -> None:
-    """Log ``EMBEDDED_WARNING`` (the backends call it when they load the embedded model)."""
-    logger.warning(EMBEDDED_WARNING)
+    """Log the plumbing-model warning once per process (every backend load called it; the CLI repeats it
+    in its summary).
+    """
+    global _warned
+    if not _warned:
+        _warned = True
+        logger.warning(EMBEDDED_WARNING.removeprefix("WARNING: "))  # the log line already says WARNING
+
+
+@contextlib.contextmanager
+def quiet_gguf_conversion() -> Iterator[None]:
+    """Hide transformers' "Converting and de-quantizing GGUF tensors" bar, shown on every embedded load."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
+def embedded_hf_dir(cache_dir: str | Path | None = None) -> Path:
+    """The embedded SmolLM2 as an HF directory (converted once; see ``cerm.backends.vllm.embedded_hf_dir``)."""
+    # lazy: the conversion needs torch + transformers
+    from cerm.backends.vllm import embedded_hf_dir as convert
+
+    return convert(cache_dir)

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from cerm.backends.base import missing_extra
-from cerm.backends.embedded import EMBEDDED_ID, embedded_gguf, is_embedded, warn_embedded
+from cerm.backends.embedded import (
+    EMBEDDED_ID,
+    embedded_gguf,
+    is_embedded,
+    quiet_gguf_conversion,
+    warn_embedded,
+)
 from cerm.types import Generation, Message, SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -63,13 +69,15 @@ class HFBackend:
             source = model
             load["revision"] = revision
             self.model_id = model if revision is None else f"{model}@{revision}"
-        self.tokenizer = AutoTokenizer.from_pretrained(source, **load)
+        with quiet_gguf_conversion():
+            self.tokenizer = AutoTokenizer.from_pretrained(source, **load)
+            model_obj = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **load)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **load).to(device).eval()
+        self.model = model_obj.to(device).eval()
         self.device = device
         self.batch_size = batch_size
         self.reuse_prefix = reuse_prefix

@@ -110,9 +110,12 @@ class OpenAIBackend:
         self.send_chat_template_kwargs = send_chat_template_kwargs
         self.extra_body = dict(extra_body or {})
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._backoff = Backoff(max_retries + 1, backoff_base_s, backoff_max_s, random.Random(seed), "openai")
+        # per-try lines at debug: _set_failing logs each server's state changes instead
+        self._backoff = Backoff(max_retries + 1, backoff_base_s, backoff_max_s, random.Random(seed), "openai",
+                                logging.DEBUG)
         self._in_flight = dict.fromkeys(self.base_urls, 0)
         self._down_until = dict.fromkeys(self.base_urls, 0.0)  # monotonic time a dead server is skipped until
+        self._failing: dict[str, bool] = dict.fromkeys(self.base_urls, False)  # logged once per state change
         self._turn = 0  # rotates ties between equally loaded servers
         self._closed = False
         self._loop = asyncio.new_event_loop()
@@ -131,6 +134,32 @@ class OpenAIBackend:
     async def agenerate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
         """The same batch call for async callers; the work runs on the backend's own loop."""
         return await asyncio.wrap_future(self._submit(self._generate_all(prompts, params)))
+
+    def check_pool(self, timeout_s: float = 10.0) -> None:
+        """Fail fast before a run: every base URL must answer ``GET {url}/models`` (any HTTP status counts
+        as reachable; auth and model names are checked by the first real request).
+
+        Raises:
+            ConnectionError: naming each URL that could not be reached and why.
+        """
+        down = self._submit(self._unreachable(timeout_s)).result()
+        if down:
+            raise ConnectionError("OpenAI-compatible server(s) unreachable: " + "; ".join(
+                f"{url} ({why})" for url, why in down) + ". Start the server or fix --base-url (it includes "
+                "the API prefix, e.g. http://host:8000/v1).")
+
+    async def _unreachable(self, timeout_s: float) -> list[tuple[str, str]]:
+        async def probe(url: str) -> str | None:
+            try:
+                await asyncio.wait_for(self._client.get(f"{url}/models"), timeout_s)
+            except (asyncio.TimeoutError, httpx.TimeoutException):
+                return f"no answer within {timeout_s:g} s"
+            except httpx.TransportError as e:
+                return f"{type(e).__name__}: {e}"
+            return None
+
+        results = await asyncio.gather(*(probe(u) for u in self.base_urls))
+        return [(u, why) for u, why in zip(self.base_urls, results) if why is not None]
 
     def count_tokens(self, messages: list[Message]) -> int | None:
         """Always None: the server's tokenizer is not available here (the server rejects overlong prompts)."""
@@ -199,7 +228,8 @@ class OpenAIBackend:
                 with attempt:
                     reply = await self._try_once(body | {"messages": messages}, failed)
         except Retryable as e:
-            logger.error("giving up after %d tries: %s", self._backoff.tries, e)
+            # debug: a dead server is logged once by _set_failing; the request counts as backend_error
+            logger.debug("giving up after %d tries: %s", self._backoff.tries, e)
             return Generation("", "error", seconds=time.perf_counter() - start,
                               error=f"failed after {self._backoff.tries} tries: {e}")
         except _Fatal as e:
@@ -214,8 +244,9 @@ class OpenAIBackend:
             url = self._pick_url(failed[-1] if failed else None)
             self._in_flight[url] += 1
             try:
-                return await self._post(url, payload)
+                reply = await self._post(url, payload)
             except Retryable as e:
+                self._set_failing(url, str(e))
                 failed.append(url)
                 if e.is_down and len(self.base_urls) > 1:
                     self._down_until[url] = time.monotonic() + self.backoff_max_s
@@ -224,6 +255,19 @@ class OpenAIBackend:
                 raise _Fatal(f"{e} [{url}]", e.status) from e
             finally:
                 self._in_flight[url] -= 1
+            self._set_failing(url, None)
+            return reply
+
+    def _set_failing(self, url: str, error: str | None) -> None:
+        """Log a server's transitions only (failing -> recovered and back), never once per request."""
+        failing = error is not None
+        if failing == self._failing[url]:
+            return
+        self._failing[url] = failing
+        if failing:
+            logger.warning("server %s is failing (%s); retrying with backoff", url, error)
+        else:
+            logger.warning("server %s answers again", url)
 
     async def _post(self, url: str, payload: dict[str, Any]) -> _Reply:
         try:

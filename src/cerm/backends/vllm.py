@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from cerm.backends.base import DEFAULT_MODEL, missing_extra
-from cerm.backends.embedded import EMBEDDED_ID, embedded_gguf, is_embedded, warn_embedded
+from cerm.backends.embedded import (
+    EMBEDDED_ID,
+    embedded_gguf,
+    is_embedded,
+    quiet_gguf_conversion,
+    warn_embedded,
+)
 from cerm.types import FinishReason, Generation, Message, ParseStatus, SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -192,8 +198,9 @@ def embedded_hf_dir(cache_dir: str | Path | None = None) -> Path:
             return out
         gguf = embedded_gguf()
         logger.info("converting %s to a bf16 HF directory at %s (once)", gguf, out)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        with quiet_gguf_conversion():
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         config = loaded.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -28,8 +30,11 @@ from cerm.bench.common import DataError, HFSource, data_files
 from cerm.bench.runner import RunConfig, Scorer, describe_scorer, run_benchmark
 from cerm.cli.common import JudgeOptions, fail, with_judge_options
 
-app = typer.Typer(help="Evaluate a judge on reward-model benchmarks with their official metrics.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None,  # plain click help: wraps at 80 columns, never truncates (rich's table cut names)
+    help="Evaluate a judge on reward-model benchmarks with their official metrics.",
+    no_args_is_help=True,
+)
 out_console = Console()
 
 BenchmarkOpt = Annotated[str, typer.Option("--benchmark", "-b", help=f"one of: {', '.join(BENCHMARKS)}")]
@@ -124,7 +129,7 @@ def run(
     bench, items, labels = _load(benchmark, data, data_root, subset, limit, seed)
     if not items:
         raise fail(f"no {bench.title} items selected; check --data and --subset.")
-    name = _slug(judge_opts.model if scorer == "judge" else scorer)
+    name = _slug(judge_opts.run_name if scorer == "judge" else scorer)
     name += f"-k{judge_opts.samples}" if scorer == "judge" and judge_opts.samples > 1 else ""
     out = out or Path("runs") / bench.name / name
     selection = {"subsets": list(subset or []), "limit": limit}
@@ -157,14 +162,34 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
+class _PlainProgress:
+    """Progress for a log file or pipe (rich only draws the final state there): a line every ``every_s``."""
+
+    def __init__(self, label: str, every_s: float = 30.0) -> None:
+        self.label, self.every_s = label, every_s
+        self.start = self.last = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self.last < self.every_s:
+            return
+        self.last = now
+        print(f"{self.label}: {done}/{total} items ({100 * done / max(total, 1):.0f}%), {now - self.start:.0f} s",
+              file=sys.stderr, flush=True)
+
+
 def _run_one(bench, items, scorer, run_cfg, labels, warnings, rows=()):
-    with _progress() as bar:
-        task = bar.add_task(f"{bench.name} → {run_cfg.out_dir}", total=len(items))
-        try:
+    label = f"{bench.name} → {run_cfg.out_dir}"
+    try:
+        if not sys.stderr.isatty():
+            return run_benchmark(bench, items, scorer, run_cfg, sources=labels, warnings=warnings,
+                                 baseline_rows=rows, progress=_PlainProgress(label))
+        with _progress() as bar:
+            task = bar.add_task(label, total=len(items))
             return run_benchmark(bench, items, scorer, run_cfg, sources=labels, warnings=warnings,
                                  baseline_rows=rows, progress=lambda done, total: bar.update(task, completed=done))
-        except (DataError, ValueError) as e:
-            raise fail(str(e)) from None
+    except (DataError, ValueError) as e:
+        raise fail(str(e)) from None
 
 
 @app.command()
@@ -249,7 +274,7 @@ def probe(
         raise fail(f"--scorer {scorer!r} must be one of {', '.join(SCORERS)}.")
     seed = judge_opts.seed
     bench, items, labels = _load(benchmark, data, data_root, subset, limit, seed)
-    out = out or Path("runs") / "probes" / _slug(judge_opts.model if scorer == "judge" else scorer)
+    out = out or Path("runs") / "probes" / _slug(judge_opts.run_name if scorer == "judge" else scorer)
     out.mkdir(parents=True, exist_ok=True)
     try:
         judge_opts.config()

@@ -19,11 +19,12 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cerm.backends.base import DEFAULT_MODEL, Backend, get_backend
 from cerm.cache import Store
-from cerm.judge import Judge, JudgeConfig
-from cerm.types import CRITERIA_MAX_NEW_TOKENS, EVAL_MAX_NEW_TOKENS, SAMPLE_TEMPERATURE
+from cerm.judge import Judge, JudgeConfig, config_for_model, default_for
+from cerm.types import SAMPLE_TEMPERATURE
 
 console = Console(stderr=True)
 
@@ -36,10 +37,18 @@ BaseUrlOpt = Annotated[
 ]
 CacheOpt = Annotated[Path | None, typer.Option(help="SQLite cache file (default: ~/.cache/cerm/cache.sqlite)")]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency-limit", help="openai: requests in flight")]
-CriteriaTokensOpt = Annotated[int, typer.Option(help="max new tokens for the criteria turn")]
-EvalTokensOpt = Annotated[int, typer.Option(help="max new tokens for the evaluation turn")]
+CriteriaTokensOpt = Annotated[int | None, typer.Option(
+    help=f"criteria turn budget (default {default_for(DEFAULT_MODEL, 'criteria_max_new_tokens')}; "
+         f"embedded: {default_for('embedded', 'criteria_max_new_tokens')})")]
+EvalTokensOpt = Annotated[int | None, typer.Option(
+    help=f"evaluation turn budget (default {default_for(DEFAULT_MODEL, 'eval_max_new_tokens')}; "
+         f"embedded: {default_for('embedded', 'eval_max_new_tokens')})")]
 SamplesOpt = Annotated[int, typer.Option(help="k sampled evaluations per response (test-time scaling)")]
 SeedOpt = Annotated[int, typer.Option(help="seed for every random choice and sampled decoding")]
+
+
+SCRIPTED_WARNING = ("--backend fake returns scripted text (scores hashed from the response): "
+                    "outputs test the plumbing and are not judgments of any model.")
 
 
 def default_cache_path() -> Path:
@@ -63,7 +72,14 @@ class BackendOptions:
             kwargs["base_urls"] = self.base_url or [os.environ.get("OPENAI_BASE_URL", "http://localhost:8000/v1")]
             kwargs["api_key"] = self.api_key or os.environ.get("OPENAI_API_KEY")
             kwargs["concurrency_limit"] = self.concurrency_limit
-        return get_backend(self.backend, self.model, **kwargs)
+        backend = get_backend(self.backend, self.model, **kwargs)
+        if self.backend == "openai":
+            try:
+                backend.check_pool()  # type: ignore[attr-defined]  # a dead URL fails here, not after the run
+            except ConnectionError:
+                backend.close()
+                raise
+        return backend
 
 
 def make_judge(opts: BackendOptions, config: JudgeConfig, cache: Path | None = None) -> Judge:
@@ -73,7 +89,7 @@ def make_judge(opts: BackendOptions, config: JudgeConfig, cache: Path | None = N
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print an error the user can act on and return the Exit to raise."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")  # escaped: "cerm[hf]" is not markup
     return typer.Exit(code)
 
 
@@ -92,8 +108,8 @@ class JudgeOptions:
     base_url: list[str] | None = None
     concurrency_limit: int = 16
     cache: Path | None = None
-    criteria_max_new_tokens: int = CRITERIA_MAX_NEW_TOKENS
-    eval_max_new_tokens: int = EVAL_MAX_NEW_TOKENS
+    criteria_max_new_tokens: int | None = None  # None: the model's default (cerm.judge.MODEL_OVERRIDES)
+    eval_max_new_tokens: int | None = None
     samples: int = 1
     criteria_samples: int = 1
     sample_temperature: float = SAMPLE_TEMPERATURE
@@ -104,20 +120,31 @@ class JudgeOptions:
     unified_criteria: bool = True
 
     def config(self) -> JudgeConfig:
-        return JudgeConfig(
-            criteria_max_new_tokens=self.criteria_max_new_tokens, eval_max_new_tokens=self.eval_max_new_tokens,
-            samples=self.samples, criteria_samples=self.criteria_samples,
+        return config_for_model(
+            self.model, criteria_max_new_tokens=self.criteria_max_new_tokens,
+            eval_max_new_tokens=self.eval_max_new_tokens, samples=self.samples, criteria_samples=self.criteria_samples,
             sample_temperature=self.sample_temperature, retries=self.retries, seed=self.seed,
-            parser=self.parser, overlong=self.overlong, unified_criteria=self.unified_criteria,  # type: ignore[arg-type]
+            parser=self.parser, overlong=self.overlong, unified_criteria=self.unified_criteria,
         )
 
     def backend_options(self) -> BackendOptions:
         return BackendOptions(self.backend, self.model, self.base_url, concurrency_limit=self.concurrency_limit)
 
+    @property
+    def run_name(self) -> str:
+        """The model as a default output name; scripted fake runs are labelled so, never as the real model."""
+        return f"scripted-fake_{self.model}" if self.backend == "fake" else self.model
+
     def make_judge(self) -> Judge:
+        if self.backend == "fake":
+            console.print(f"[yellow]warning:[/] {SCRIPTED_WARNING}")
         try:
             return make_judge(self.backend_options(), self.config(), self.cache)
-        except (ImportError, ValueError, OSError) as e:
+        except ConnectionError as e:  # an unreachable pool: the message names each URL
+            raise fail(str(e)) from None
+        except OSError as e:  # hub/offline/missing files: transformers' message may not name the model
+            raise fail(f"cannot load model {self.model!r} (backend {self.backend}): {e}") from None
+        except (ImportError, ValueError) as e:
             raise fail(str(e)) from None
 
 

@@ -22,8 +22,11 @@ from cerm.cli.judging import criteria_record
 from cerm.io import read_jsonl
 from cerm.parsing import parse_criteria
 
-app = typer.Typer(help="Inspect and edit the criteria cache (one SQLite file, JSONL in and out).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None,  # plain click help: wraps at 80 columns, never truncates (rich's table cut names)
+    help="Inspect and edit the criteria cache (one SQLite file, JSONL in and out).",
+    no_args_is_help=True,
+)
 
 CachePathOpt = Annotated[Path | None, typer.Option(help="SQLite cache file (default: ~/.cache/cerm/cache.sqlite)")]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cerm.backends.embedded import embedded_warning
@@ -140,7 +141,7 @@ def distill(
         raise fail(str(e)) from None
     if loaded.problems:
         for p in loaded.problems[:20]:
-            console.print(f"[red]{p}[/]")
+            console.print(f"[red]{escape(str(p))}[/]")
         if not skip_bad:
             raise fail(f"{len(loaded.problems)} bad row(s) in {pairs_file}; fix them or pass --skip-bad.")
     pairs = loaded.pairs[:limit] if limit is not None else loaded.pairs
@@ -156,6 +157,15 @@ def distill(
         raise fail(str(e)) from None
     finally:
         judge.backend.close()
-    console.print(f"[bold green]done[/]: {result.kept} of {result.judged} pairs kept ({2 * result.kept} rows) "
+    failed = sum(n for reason, n in result.rejected.items() if reason.endswith(_FAILED))
+    colour = "bold red" if failed else "bold green"
+    console.print(f"[{colour}]done[/]: {result.kept} of {result.judged} pairs kept ({2 * result.kept} rows) "
                   f"-> {output}; {result.skipped} already done; rejected {result.rejected or 'none'} "
                   f"(see {output}.rejected.jsonl, {output}.summary.json)")
+    if failed:  # the teacher failed, which is no verdict on the pair: the run did not do its work
+        raise fail(f"{failed} of {result.judged} pairs failed in the teacher backend (not judged); rerun to "
+                   "retry them (finished pairs are kept).", code=1)
+
+
+# rejection reasons that are backend failures, not the teacher's verdict (see cerm.train.sft.distill)
+_FAILED = ("_error", "_backend_error")

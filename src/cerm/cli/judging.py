@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from cerm.backends.embedded import embedded_warning
@@ -17,7 +20,8 @@ from cerm.prompts import PROMPT_VERSION
 from cerm.types import BestOfNResult, Criteria, Judgment, ScoredItem, TiePolicy
 
 InputOpt = Annotated[Path | None, typer.Option("--input", "-i", help="JSONL of {id?, query, responses}")]
-OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="JSONL written and flushed per item")]
+OutputOpt = Annotated[Path | None, typer.Option(
+    "--output", "-o", help="JSONL written and flushed per item; '-' = stdout")]
 SkipBadOpt = Annotated[bool, typer.Option(help="skip malformed lines (reported) instead of stopping")]
 BatchOpt = Annotated[int, typer.Option(help="items per backend batch")]
 
@@ -57,35 +61,51 @@ def _load_rows(input_path: Path | None, query: str | None, responses: list[str] 
                         else line.record.model_copy(update={"id": line.lineno}))
     if bad and not skip_bad:
         for e in bad[:20]:
-            console.print(f"[red]{e}[/]")
+            console.print(f"[red]{escape(str(e))}[/]")
         raise fail(f"{len(bad)} malformed line(s) in {input_path}; fix them or pass --skip-bad.")
     if bad:
         console.print(f"[yellow]skipped {len(bad)} malformed line(s):[/]")
         for e in bad[:20]:
-            console.print(f"  [yellow]{e}[/]")
+            console.print(f"  [yellow]{escape(str(e))}[/]")
     return rows
 
 
-def _done_ids(output: Path | None) -> set[str]:
-    """Ids already written by an earlier, interrupted run (resume)."""
-    if output is None or not output.exists():
+def run_settings(judge: Judge) -> dict[str, Any]:
+    """What made an output: model, prompt version and every judge setting. A resume must match it."""
+    return {"model": judge.backend.model_id, "prompt_version": PROMPT_VERSION, **dataclasses.asdict(judge.config)}
+
+
+def _done_ids(output: Path | None, settings: dict[str, Any]) -> set[str]:
+    """Ids already written by an earlier, interrupted run (resume); that run must have used ``settings``."""
+    if output is None or output == STDOUT or not output.exists():
         return set()
     done = set()
-    for line in output.read_text(encoding="utf-8").splitlines():
+    for lineno, line in enumerate(output.read_text(encoding="utf-8").splitlines(), 1):
         try:
-            done.add(str(json.loads(line)["id"]))
+            row = json.loads(line)
+            done.add(str(row["id"]))
         except (json.JSONDecodeError, KeyError, TypeError):
             continue  # a line cut by the interruption; it is recomputed
+        theirs = row.get("settings") or {"model": row.get("model")}
+        diff = {k: (theirs.get(k), v) for k, v in settings.items() if k in theirs and theirs[k] != v}
+        if diff or "settings" not in row:
+            what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items()) or "no settings recorded"
+            raise fail(f"{output}:{lineno}: written with other settings ({what}); refusing to resume into it. "
+                       "Use another -o, or the same flags as that run.")
     return done
 
 
+STDOUT = Path("-")
+
+
 def _run(rows: list[ScoreRow], judge: Judge, output: Path | None, batch_size: int, make_record: Any) -> list[dict]:
-    done = _done_ids(output)
+    done = _done_ids(output, run_settings(judge))
     todo = [r for r in rows if str(r.id) not in done]
     if done:
         console.print(f"resuming: {len(rows) - len(todo)} item(s) already in {output}")
     records = []
-    out_f = open(output, "a", encoding="utf-8") if output else None  # noqa: SIM115
+    to_stdout = output == STDOUT
+    out_f = sys.stdout if to_stdout else open(output, "a", encoding="utf-8") if output else None  # noqa: SIM115
     try:
         with console.status("judging...") as status:
             for start in range(0, len(todo), batch_size):
@@ -98,15 +118,15 @@ def _run(rows: list[ScoreRow], judge: Judge, output: Path | None, batch_size: in
                     if out_f:
                         write_jsonl_line(out_f, record)
     finally:
-        if out_f:
+        if out_f and not to_stdout:
             out_f.close()
     return records
 
 
 def _base_record(row: ScoreRow, item: ScoredItem, judge: Judge) -> dict[str, Any]:
     record: dict[str, Any] = {"id": row.id, "query": row.query, "responses": list(row.responses),
-                              "model": judge.backend.model_id,
-                              "prompt_version": PROMPT_VERSION, "criteria": criteria_record(item.criteria[0]),
+                              "model": judge.backend.model_id, "prompt_version": PROMPT_VERSION,
+                              "settings": run_settings(judge), "criteria": criteria_record(item.criteria[0]),
                               "judgments": [judgment_record(j) for j in item.judgments]}
     if warning := embedded_warning(judge.backend.model_id):
         record["warning"] = warning
@@ -170,8 +190,8 @@ def bon(
         return rec
 
     for rec in _run(rows, judge, output, batch_size, record):
-        console.print(f"{rec['id']}: chosen {rec['chosen_index']} scores "
-                      f"{[j['score'] for j in rec['judgments']]} tied {rec['tied']}")
+        tied = f" tied {rec['tied']}" if len(rec["tied"]) > 1 else ""  # one index is no tie
+        console.print(f"{rec['id']}: chosen {rec['chosen_index']} scores {[j['score'] for j in rec['judgments']]}{tied}")
     _print_summary(judge)
 
 
@@ -191,7 +211,8 @@ def print_bon(query: str, responses: list[str], result: BestOfNResult, tie_polic
         table.add_row(str(k), _short(resp), _fmt(j.score) + mark, j.status.value)
     console.print(table)
     if result.index is None:
-        console.print(f"[yellow]no response chosen (tie policy {tie_policy!r}; tied {list(result.tied)}; "
+        why = f"tied {list(result.tied)}" if len(result.tied) > 1 else "no valid score"
+        console.print(f"[yellow]no response chosen (tie policy {tie_policy!r}; {why}; "
                       "failed scores are never ranked)[/]")
     else:
         console.print(f"[bold green]Chosen answer #{result.index}:[/]\n{_short(responses[result.index], 800)}")

@@ -104,5 +104,7 @@ def _raise_stop(signum: int, frame: Any) -> None:
     raise _Stop
 
 
-app = typer.Typer(help="Serve cerm as a reward model.", add_completion=False)
+app = typer.Typer(
+    rich_markup_mode=None,  # plain click help: wraps at 80 columns, never truncates (rich's table cut names)
+    help="Serve cerm as a reward model.", add_completion=False)
 app.command("serve")(serve)

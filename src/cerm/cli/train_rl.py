@@ -16,8 +16,11 @@ import typer
 
 from cerm.cli.common import console, fail
 
-app = typer.Typer(help="Train CE-RM: the two-stage rollout RL trainer and its plots.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    rich_markup_mode=None,  # plain click help: wraps at 80 columns, never truncates (rich's table cut names)
+    help="Train CE-RM: the two-stage rollout RL trainer and its plots.", no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 
 # the headline columns of the per-step console line; everything else goes to metrics.jsonl
 _COLUMNS = {"rollout/pairwise_accuracy": "acc", "rollout/tie_rate": "ties", "rollout/parse_failure_rate": "fail",
@@ -36,7 +39,7 @@ def _print_step(step: int, metrics: dict[str, float]) -> None:
 
 
 def rl(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="flat YAML recipe (see recipes/)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML of settings (a recipe: `cerm recipes`; keys: RLConfig fields; unknown keys are errors)")] = None,
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides of the recipe")] = None,
     resume: Annotated[str | None, typer.Option(help="'auto' (latest checkpoint in output_dir) or a checkpoint "
                                                     "directory")] = None,

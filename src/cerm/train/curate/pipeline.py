@@ -258,7 +258,7 @@ def curate(sources: Sequence[str | Path], out_dir: str | Path, config: CurateCon
             removed_file.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
         removed_file.flush()
         steps.append(StepCount(step, len(removals), remaining))
-        logger.info("curate %s: removed %d, %d remain", step, len(removals), remaining)
+        logger.debug("curate %s: removed %d, %d remain", step, len(removals), remaining)  # the CLI prints the table
 
     def apply(result: FilterResult, step: str) -> list[PreferencePair]:
         record(step, result.removed, len(result.kept))

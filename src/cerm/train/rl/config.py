@@ -8,6 +8,7 @@ Values tagged [T] in the spec are the defaults where known (lr 2e-6, KL 1e-3, 4 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -124,6 +125,9 @@ class RLConfig:
         for tracker in self.report_to:
             if tracker not in ("tensorboard", "wandb"):
                 raise ValueError(f"report_to entry {tracker!r} is not supported; use 'tensorboard' or 'wandb'.")
+            if importlib.util.find_spec(tracker) is None:  # accelerate would only warn and log nothing
+                raise ValueError(f"report_to={tracker} but {tracker} is not installed: pip install {tracker}, "
+                                 "or set report_to=[] (metrics.jsonl is always written).")
 
     @property
     def trajectories_per_pair(self) -> int:

@@ -93,6 +93,13 @@ class RLTrainer:
         self.pairs_per_update = cfg.pairs_per_step // world // cfg.num_mini_batches  # per process
         traj_per_update = self.pairs_per_update * cfg.trajectories_per_pair
         self.grad_accum = math.ceil(traj_per_update / cfg.micro_batch_size)
+        # the data first: a bad row fails in a second, before minutes of model loading
+        train = read_pairs(cfg.train_data)
+        self.eval_pairs: list[PreferencePair] = read_pairs(cfg.eval_data) if cfg.eval_data else []
+        if cfg.eval_holdout:
+            train, self.eval_pairs = split_holdout(train, cfg.eval_holdout, cfg.seed)
+        self.stream = PairStream(train, cfg.seed)
+        self.num_train_pairs = len(train)
         self.accelerator = Accelerator(cpu=cfg.use_cpu, gradient_accumulation_steps=self.grad_accum,
                                        mixed_precision=cfg.mixed_precision,
                                        log_with=cfg.report_to or None, project_dir=str(self.out))
@@ -117,12 +124,6 @@ class RLTrainer:
         self.reward_cfg = RoleRewardConfig(cfg.reward_mode, cfg.tie_credit, cfg.format_penalty)
         self.criteria_params = SamplingParams(cfg.temperature, cfg.top_p, cfg.criteria_max_new_tokens)
         self.eval_params = SamplingParams(cfg.temperature, cfg.top_p, cfg.eval_max_new_tokens)
-        train = read_pairs(cfg.train_data)
-        self.eval_pairs: list[PreferencePair] = read_pairs(cfg.eval_data) if cfg.eval_data else []
-        if cfg.eval_holdout:
-            train, self.eval_pairs = split_holdout(train, cfg.eval_holdout, cfg.seed)
-        self.stream = PairStream(train, cfg.seed)
-        self.num_train_pairs = len(train)
         main = self.accelerator.is_main_process
         # metrics are reduced over processes (step()), so only the main one writes and reports them
         self.metrics = MetricsLogger(self.out / "metrics.jsonl" if main else None, self.accelerator,
@@ -288,9 +289,10 @@ class RLTrainer:
         while self.state.step < cfg.max_steps:
             metrics = self.step()
             self.metrics.log(self.state.step, metrics)
-            logger.info("step %d: rollout acc %.3f, parse failures %.3f, kl %.4g, %.1fs", self.state.step,
-                        metrics["rollout/pairwise_accuracy"], metrics["rollout/parse_failure_rate"],
-                        metrics["loss/kl"], metrics["time/step_s"])
+            # debug: `cerm train rl` prints each step's row already
+            logger.debug("step %d: rollout acc %.3f, parse failures %.3f, kl %.4g, %.1fs", self.state.step,
+                         metrics["rollout/pairwise_accuracy"], metrics["rollout/parse_failure_rate"],
+                         metrics["loss/kl"], metrics["time/step_s"])
             if self.eval_pairs and cfg.eval_every and self.state.step % cfg.eval_every == 0:
                 evals[self.state.step] = self._log_eval()
             if cfg.save_every and self.state.step % cfg.save_every == 0:
