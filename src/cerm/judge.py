@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from cerm.backends.base import Backend
 from cerm.cache import CriteriaCache, CriteriaRecord, JudgmentCache, Store, content_key, criteria_from_record
+from cerm.injection import injection_flags
 from cerm.parsing import ParserMode, parse_criteria, parse_judgment
 from cerm.prompts import PROMPT_VERSION, criteria_messages, evaluation_messages, render_query
 from cerm.types import (
@@ -269,10 +270,15 @@ class Judge:
         for (i, r, _, _), j in zip(tasks, results):
             grouped.setdefault((i, r), []).append(j)
         out = []
+        flags: dict[str, tuple[str, ...]] = {}  # the response alone decides its flags
         for i, (_, responses) in enumerate(items):
             used = {c.key or c.text: c for per_r in item_criteria[i] for c in per_r}
-            out.append(ScoredItem(tuple(used.values()),
-                                  tuple(_aggregate(grouped[(i, r)]) for r in range(len(responses)))))
+            judgments = []
+            for r, response in enumerate(responses):
+                if response not in flags:
+                    flags[response] = injection_flags(response)
+                judgments.append(replace(_aggregate(grouped[(i, r)]), injection_flags=flags[response]))
+            out.append(ScoredItem(tuple(used.values()), tuple(judgments)))
         return out
 
     def _evaluate(self, tasks: list[tuple[str, Criteria, str, int]]) -> list[Judgment]:

@@ -149,6 +149,10 @@ def run(
     for w in warnings:
         out_console.print(f"[bold yellow]{w}[/]")
     out_console.print(f"report: {out / 'report.md'}")
+    if result.n_backend_errors:
+        raise fail(f"{result.n_backend_errors} item(s) ended in backend errors (not results; the metrics above "
+                   "count them as failures). Fix the backend and rerun the same command: they are scored again.",
+                   code=1)
 
 
 def _pct(x: float | None) -> str:
