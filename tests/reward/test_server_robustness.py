@@ -22,15 +22,15 @@ def client_for(**cfg) -> TestClient:
 
 
 @pytest.mark.parametrize("route,body", [
-    ("/v1/score", '{"query": %s, "responses": ["a"]}' % SURROGATE),
-    ("/v1/score", '{"query": "q", "responses": ["a", %s]}' % SURROGATE),
-    ("/v1/score", '{"query": [{"role": "user", "content": %s}], "responses": ["a"]}' % SURROGATE),
-    ("/v1/compare", '{"query": "q", "a": %s, "b": "x"}' % SURROGATE),
-    ("/get_reward", '{"query": [%s]}' % SURROGATE),
+    ("/v1/score", '{"query": S, "responses": ["a"]}'),
+    ("/v1/score", '{"query": "q", "responses": ["a", S]}'),
+    ("/v1/score", '{"query": [{"role": "user", "content": S}], "responses": ["a"]}'),
+    ("/v1/compare", '{"query": "q", "a": S, "b": "x"}'),
+    ("/get_reward", '{"query": [S]}'),
 ])
 def test_lone_surrogate_is_a_422_of_its_own(route, body):
     with client_for() as client:
-        r = client.post(route, content=body.encode(), headers={"content-type": "application/json"})
+        r = client.post(route, content=body.replace("S", SURROGATE).encode(), headers={"content-type": "application/json"})
         assert r.status_code == 422, r.text
         assert r.json()["error"] == "invalid_request"
         assert client.post("/v1/score", json={"query": "q", "responses": ["fine"]}).status_code == 200
