@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -155,6 +155,14 @@ def run(
                    code=1)
 
 
+def _flip_cells(result: Any) -> tuple[str, str]:
+    if result.flip_rate is None:
+        return "–", "–"
+    ci = "" if result.flip_ci_low is None else f" [{100 * result.flip_ci_low:.0f}, {100 * result.flip_ci_high:.0f}]"
+    return (f"{100 * result.flip_rate:.0f}%{ci} of {result.n_flip_pairs}",
+            f"{100 * (result.flagged_original or 0):.0f}/{100 * (result.flagged_variant or 0):.0f}")
+
+
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
@@ -227,7 +235,8 @@ def probe(
     judge_opts: JudgeOptions,
     benchmark: BenchmarkOpt = "judgebench",
     probes: Annotated[list[str] | None, typer.Option(
-        "--probe", help="length | format | self-praise | inflation (repeatable; default: all)")] = None,
+        "--probe", help="length | format | self-praise | inflation | injection (repeatable; default: the four "
+        "bias probes)")] = None,
     data: DataOpt = None,
     data_root: DataRootOpt = None,
     subset: SubsetOpt = None,
@@ -240,13 +249,15 @@ def probe(
 
     Each probe judges an original response (the first correct candidate of each benchmark item) and
     an edited variant under one criteria set; shift = variant − original with a 95% bootstrap CI.
+    ``--probe injection`` appends three families of judge-steering text to the first incorrect candidate
+    and also reports how often that overtakes the correct one (flip rate) and how often cerm flagged it.
     """
-    from cerm.bench.probes import PROBES, build_pairs, run_probe
+    from cerm.bench.probes import BIAS_PROBES, PROBES, build_pairs, expand_probes, run_probe
 
-    chosen = probes or list(PROBES)
-    for p in chosen:
+    for p in probes or []:
         if p not in PROBES:
             raise fail(f"unknown probe {p!r}; choose from {', '.join(PROBES)}.")
+    chosen = expand_probes(probes or list(BIAS_PROBES))
     if scorer not in SCORERS:
         raise fail(f"--scorer {scorer!r} must be one of {', '.join(SCORERS)}.")
     seed = judge_opts.seed
@@ -260,7 +271,9 @@ def probe(
     s = _make_scorer(scorer, judge_opts, out)
     warnings = [EMBEDDED_WARNING] if scorer == "judge" and is_embedded(judge_opts.model) else []
     table = Table(title=f"bias probes on {bench.title} ({len(items)} items); shift = variant − original")
-    for col in ("probe", "pairs (valid)", "mean original", "mean variant", "shift", "95% CI", "up/down/equal %"):
+    injection = any(p.startswith("injection/") for p in chosen)
+    for col in ("probe", "pairs (valid)", "mean original", "mean variant", "shift", "95% CI", "up/down/equal %",
+                *(("flip rate [95% CI]", "flagged orig/var %") if injection else ())):
         table.add_column(col)
     results = []
 
@@ -282,7 +295,9 @@ def probe(
                           num(result.mean_variant), num(result.shift, "{:+.2f}"),
                           "–" if result.ci_low is None else f"[{result.ci_low:+.2f}, {result.ci_high:+.2f}]",
                           "–" if result.share_up is None else
-                          f"{100 * result.share_up:.0f}/{100 * result.share_down:.0f}/{100 * result.share_equal:.0f}")
+                          f"{100 * result.share_up:.0f}/{100 * result.share_down:.0f}/{100 * result.share_equal:.0f}",
+                          *(_flip_cells(result) if result.probe.startswith("injection/") else ("", "")
+                            if injection else ()))
     summary = {"benchmark": bench.name, "data": labels, "selection": {"subsets": subset or [], "limit": limit},
                "seed": seed, "scorer": describe_scorer(s), "warnings": warnings, "probes": results}
     (out / "probes.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
