@@ -298,3 +298,19 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("2") == 2.0
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") < 0  # a date in the past: no wait
+
+
+@pytest.mark.slow  # starts HTTP servers
+def test_on_done_reports_each_reply_as_it_arrives(server: ScriptedServer) -> None:
+    # later prompts answer sooner: on_done sees them in completion order, each before the batch returns
+    def handler(req: dict, i: int) -> Reply:
+        n = int(req["messages"][0]["content"])
+        return Reply(chat_reply(f"answer {n}"), delay_s=0.05 * (3 - n))
+
+    server.reset(handler)
+    seen: list[tuple[int, str]] = []
+    with make_backend(server.url) as backend:
+        gens = backend.generate([prompt(str(n)) for n in range(4)], PARAMS,
+                                on_done=lambda i, g: seen.append((i, g.text)))
+    assert [i for i, _ in seen] == [3, 2, 1, 0]
+    assert dict(seen) == {n: g.text for n, g in enumerate(gens)}
