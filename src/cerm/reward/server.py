@@ -191,6 +191,9 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
             rewards=map_scores(scores, ids, reward_cfg),  # type: ignore[arg-type]
             scores=unit,  # type: ignore[arg-type]
             extra_logs={"cerm_parse_fail": [float(s is None) for s in scores],
+                        # the flags of every score (docs/robustness.md): logged per step by OpenRLHF
+                        "cerm_off_grid": [float(j.is_off_grid) for j in judgments],
+                        "cerm_injection_flagged": [float(bool(j.injection_flags)) for j in judgments],
                         "cerm_tokens_out": [float(j.tokens_out) for j in judgments]},
             warning=cfg.warning))
 
