@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from cerm.bench.common import BenchItem
 from cerm.bench.metrics import mean
 from cerm.bench.stats import bootstrap, json_number
+from cerm.io import criteria_record, judgment_record
 from cerm.types import Judgment, Query, ScoredItem
 
 NEUTRAL_PARAGRAPH = (
@@ -217,13 +218,25 @@ def run_probe(scorer: Callable[[list[tuple[Query, list[str]]]], list[ScoredItem]
             judged.append((a, b))
             record = {"probe": probe, "id": pair.id, "original_score": a.score, "variant_score": b.score,
                       "original_status": a.status.value, "variant_status": b.status.value,
-                      "original_chars": len(pair.original), "variant_chars": len(pair.variant)}
+                      "original_chars": len(pair.original), "variant_chars": len(pair.variant),
+                      # the texts `cerm view` shows
+                      "prompt": pair.prompt, "original": pair.original, "variant": pair.variant,
+                      "criteria": [criteria_record(c) for c in item.criteria],
+                      "judgments": [_judgment_view(j) for j in (a, b)]}
             if pair.reference is not None:
                 r = item.judgments[2]
                 references.append(r)
-                record.update(reference_score=r.score, reference_status=r.status.value,
-                              original_flags=list(a.injection_flags), variant_flags=list(b.injection_flags))
+                record.update(reference_score=r.score, reference_status=r.status.value, reference=pair.reference,
+                              reference_judgment=_judgment_view(r), original_flags=list(a.injection_flags),
+                              variant_flags=list(b.injection_flags))
             records.append(record)
     has_refs = bool(pairs) and pairs[0].reference is not None
     return probe_result(probe, judged, n_resamples=n_resamples, seed=seed,
                         references=references if has_refs else None), records
+
+
+def _judgment_view(j: Judgment) -> dict:
+    """A probe judgment as ``cerm view`` reads it (the bench record's candidate fields)."""
+    record = judgment_record(j)
+    record.pop("samples", None)
+    return record

@@ -14,6 +14,11 @@ One line per item (``RECORD_VERSION`` 1)::
 
 ``score`` is null when the judgment failed and ``status`` says why (cerm.ParseStatus values).
 Criteria costs are what generating them cost (also when this run read them from the cache).
+
+The texts that ``cerm view`` shows are kept too: ``prompt`` (the query, a string or chat messages),
+``criteria[].text`` and ``criteria[].items`` ([{term, description}]), ``candidates[].response`` and
+``candidates[].text`` (the judgment text). Runs written before these fields existed lack them;
+readers use ``.get``.
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from cerm.bench.common import BenchItem, Outcome
-from cerm.io import DataError, judgment_record, read_jsonl_output
-from cerm.types import ParseStatus, ScoredItem
+from cerm.io import DataError, criteria_record, judgment_record, read_jsonl_output
+from cerm.types import Judgment, ParseStatus, ScoredItem
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +43,17 @@ def item_record(item: BenchItem, scored: ScoredItem, samples: int = 1) -> dict[s
     return {
         "record_version": RECORD_VERSION, "benchmark": item.benchmark, "id": item.id, "subset": item.subset,
         "mode": item.mode, "correct": list(item.correct), "meta": dict(item.meta), "samples": samples,
-        "criteria": [{"key": c.key, "source": c.source, "tokens_in": c.tokens_in, "tokens_out": c.tokens_out,
-                      "seconds": c.seconds, "parse_warning": c.parse_warning} for c in scored.criteria],
+        "prompt": item.prompt,
+        "criteria": [criteria_record(c) for c in scored.criteria],
         "candidates": [{"index": i, "role": item.roles[i], "is_correct": i in item.correct,
-                        **judgment_record(j, with_text=False)} for i, j in enumerate(scored.judgments)],
+                        "response": item.candidates[i], **_candidate(j)} for i, j in enumerate(scored.judgments)],
     }
+
+
+def _candidate(j: Judgment) -> dict[str, Any]:
+    record = judgment_record(j)
+    record.pop("samples", None)  # k sampled texts per candidate would multiply the file; the mean is kept
+    return record
 
 
 def outcome_from_record(rec: dict[str, Any]) -> Outcome:
