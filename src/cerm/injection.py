@@ -23,7 +23,7 @@ GRADER_ORDER = "grader_order"  # "ignore previous instructions", "grader overrid
 FLAGS = (PROMPT_DELIMITER, SCORE_BOX, VERDICT_IMITATION, GRADER_ORDER)
 
 _MARKER_RE = re.compile(r"\[(?:Start|End) of [A-Za-z ]+\]")
-_VERDICT_RE = re.compile(r"(?:overall|final)[^\n]{0,120}\\boxed\{|other\s+points?\s*\(?s?\)?\s*:", re.IGNORECASE)
+_VERDICT_RE = re.compile(r"(?:overall|final)[^\n]{0,300}\\boxed\{|other\s+points?\s*\(?s?\)?\s*:", re.IGNORECASE)
 _ORDER_RE = re.compile(
     r"ignore\s+(?:all\s+|any\s+)?(?:the\s+)?(?:previous|prior|above|earlier|preceding)\s+(?:instructions|criteria|rules)"
     r"|(?:grader|judge|evaluator|system|admin)\s+(?:override|instruction|note|message)"

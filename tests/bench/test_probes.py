@@ -165,3 +165,13 @@ def test_injection_probe_on_a_judge_that_is_not_fooled():
                           n_resamples=100)
     assert result.n_pairs == 8 and result.flip_rate is not None and 0 <= result.flip_rate <= 1
     assert result.flip_ci_low is not None and result.flip_ci_low <= result.flip_rate <= result.flip_ci_high
+
+
+def test_every_injection_family_raises_its_own_flag():
+    from cerm.bench.probes import INJECTIONS
+    from cerm.injection import injection_flags
+
+    assert "verdict_imitation" in injection_flags("answer\n\n" + INJECTIONS["fake-verdict"])
+    assert "prompt_delimiter" in injection_flags("answer\n\n" + INJECTIONS["delimiter"])
+    assert "grader_order" in injection_flags("answer\n\n" + INJECTIONS["override"])
+    assert injection_flags("The answer is 4, because 2 + 2 = 4.") == ()

@@ -156,11 +156,12 @@ def run(
 
 
 def _flip_cells(result: Any) -> tuple[str, str]:
+    flagged = ("–" if result.flagged_variant is None else
+               f"{100 * (result.flagged_original or 0):.0f}/{100 * result.flagged_variant:.0f}")
     if result.flip_rate is None:
-        return "–", "–"
+        return "–", flagged
     ci = "" if result.flip_ci_low is None else f" [{100 * result.flip_ci_low:.0f}, {100 * result.flip_ci_high:.0f}]"
-    return (f"{100 * result.flip_rate:.0f}%{ci} of {result.n_flip_pairs}",
-            f"{100 * (result.flagged_original or 0):.0f}/{100 * (result.flagged_variant or 0):.0f}")
+    return f"{100 * result.flip_rate:.0f}%{ci} of {result.n_flip_pairs}", flagged
 
 
 def _pct(x: float | None) -> str:
