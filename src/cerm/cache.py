@@ -13,13 +13,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from cerm.types import Criteria, Criterion, Judgment, ParseStatus
+from cerm.io import DataError, judgment_from_record, judgment_record, read_rows, validation_error
+from cerm.types import Criteria, Criterion, Judgment
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS criteria (
@@ -192,20 +192,19 @@ class CriteriaCache:
     def import_jsonl(self, path: str | Path) -> int:
         """Load records; an entry whose text differs from the cached one is marked edited."""
         records = []
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = CriteriaRecord.model_validate_json(line)
-                except ValidationError as e:
-                    err = e.errors()[0]
-                    field = ".".join(str(x) for x in err["loc"]) or "<line>"
-                    raise ValueError(f"{path}:{lineno}: field {field!r}: {err['msg']}") from None
-                old = self.get(record.key)
-                if old is not None and old.text != record.text:
-                    record = record.model_copy(update={"is_edited": True})
-                records.append(record)
+        for row in read_rows(Path(path), as_jsonl=True):
+            if row.error is not None:
+                raise row.error
+            try:
+                record = CriteriaRecord.model_validate(row.data)
+            except ValidationError as e:
+                raise validation_error(row.where, e) from None
+            old = self.get(record.key)
+            if old is not None and old.text != record.text:
+                record = record.model_copy(update={"is_edited": True})
+            records.append(record)
+        if not records:
+            raise DataError.at(str(path), None, "no criteria records; export some with `cerm criteria export`.")
         for record in records:
             self.put(record)
         return len(records)
@@ -227,34 +226,17 @@ class JudgmentCache:
     def get(self, key: str) -> Judgment | None:
         """The judgment cached under ``key``, or None."""
         rows = self.store.execute("SELECT payload FROM judgments WHERE key = ?", (key,))
-        return judgment_from_dict(json.loads(rows[0][0])) if rows else None
+        return judgment_from_record(json.loads(rows[0][0])) if rows else None
 
     def put(self, key: str, judgment: Judgment) -> None:
         """Cache ``judgment`` under ``key``."""
         self.store.execute(
             "INSERT OR REPLACE INTO judgments (key, payload, created_at) VALUES (?,?,?)",
-            (key, json.dumps(judgment_to_dict(judgment)), time.time()),
+            (key, json.dumps(judgment_record(judgment)), time.time()),
         )
 
     def __len__(self) -> int:
         return int(self.store.execute("SELECT COUNT(*) FROM judgments")[0][0])
-
-
-def judgment_to_dict(j: Judgment) -> dict[str, Any]:
-    """A ``Judgment`` as a JSON-ready dict (status as its string value, samples nested)."""
-    d = asdict(j)
-    d["status"] = j.status.value
-    d["samples"] = [judgment_to_dict(s) for s in j.samples]
-    return d
-
-
-def judgment_from_dict(d: dict[str, Any]) -> Judgment:
-    """The ``Judgment`` that ``judgment_to_dict`` wrote."""
-    d = dict(d)
-    d["status"] = ParseStatus(d["status"])
-    d["criterion_scores"] = tuple(d.get("criterion_scores", ()))
-    d["samples"] = tuple(judgment_from_dict(s) for s in d.get("samples", ()))
-    return Judgment(**d)
 
 
 def criteria_from_record(record: CriteriaRecord, items: tuple[Criterion, ...], warning: str | None) -> Criteria:

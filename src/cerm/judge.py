@@ -6,6 +6,7 @@ parses. It does not load data, compute benchmark metrics or serve HTTP.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import random
@@ -13,12 +14,13 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from cerm.backends.base import Backend
 from cerm.cache import CriteriaCache, CriteriaRecord, JudgmentCache, Store, content_key, criteria_from_record
+from cerm.injection import injection_flags
 from cerm.parsing import ParserMode, parse_criteria, parse_judgment
 from cerm.prompts import PROMPT_VERSION, criteria_messages, evaluation_messages, render_query
 from cerm.types import (
@@ -347,10 +349,15 @@ class Judge:
         for (i, r, _, _), j in zip(tasks, results):
             grouped.setdefault((i, r), []).append(j)
         out = []
+        flags: dict[str, tuple[str, ...]] = {}  # the response alone decides its flags
         for i, (_, responses) in enumerate(items):
             used = {c.key or c.text: c for per_r in item_criteria[i] for c in per_r}
-            out.append(ScoredItem(tuple(used.values()),
-                                  tuple(_aggregate(grouped[(i, r)]) for r in range(len(responses)))))
+            judgments = []
+            for r, response in enumerate(responses):
+                if response not in flags:
+                    flags[response] = injection_flags(response)
+                judgments.append(replace(_aggregate(grouped[(i, r)]), injection_flags=flags[response]))
+            out.append(ScoredItem(tuple(used.values()), tuple(judgments)))
         return out
 
     def _evaluate(self, tasks: list[tuple[str, Criteria, str, int]]) -> list[Judgment]:
@@ -375,20 +382,35 @@ class Judge:
             else:
                 pending.setdefault(s, []).append(t)
         for s, idxs in pending.items():
-            for t, judgment in zip(idxs, self._generate_evaluations([tasks[t] for t in idxs], s)):
+            persist = None
+            if cfg.cache_judgments:
+                def persist(k: int, j: Judgment, idxs: list[int] = idxs) -> None:
+                    self.judgment_cache.put(keys[idxs[k]], j)
+            for t, judgment in zip(idxs, self._generate_evaluations([tasks[t] for t in idxs], s, persist)):
                 results[t] = judgment
                 if cfg.cache_judgments and judgment.status is not ParseStatus.BACKEND_ERROR:
                     self.judgment_cache.put(keys[t], judgment)
         return results  # type: ignore[return-value]
 
-    def _generate_evaluations(self, tasks: list[tuple[str, Criteria, str, int]], s: int) -> list[Judgment]:
+    def _generate_evaluations(self, tasks: list[tuple[str, Criteria, str, int]], s: int,
+                              persist: Callable[[int, Judgment], None] | None = None) -> list[Judgment]:
         prompts, truncated, too_long = [], [], []
         for qt, crit, response, _ in tasks:
             messages, was_cut, is_too_long = self._fit(qt, crit.text, response)
             prompts.append(messages)
             truncated.append(was_cut)
             too_long.append(is_too_long)
-        gens = self._generate_checked(prompts, self.config.eval_params(s), too_long)
+
+        def on_done(t: int, g: Generation) -> None:
+            # cache each finished call at once (a kill loses only what was in flight); never a backend
+            # error, nor a failure that a retry below may still replace
+            if persist is None or g.finish_reason == "error":
+                return
+            j = self._parsed(g, tasks[t][1].key, truncated[t])
+            if not (self.config.retries and j.status in _RETRYABLE):
+                persist(t, j)
+
+        gens = self._generate_checked(prompts, self.config.eval_params(s), too_long, on_done)
         judgments = [self._judgment(g, crit.key, cut) for g, (_, crit, _, _), cut in zip(gens, tasks, truncated)]
         for attempt in range(1, self.config.retries + 1):
             redo = [t for t, j in enumerate(judgments) if j.status in _RETRYABLE]
@@ -407,6 +429,9 @@ class Judge:
 
     def _judgment(self, gen: Generation, criteria_key: str, is_cut: bool) -> Judgment:
         self.stats.add(evaluations_generated=1, tokens_out=gen.tokens_out)
+        return self._parsed(gen, criteria_key, is_cut)
+
+    def _parsed(self, gen: Generation, criteria_key: str, is_cut: bool) -> Judgment:
         if gen.finish_reason == "error":
             return Judgment(None, gen.error_status, text=gen.text, criteria_key=criteria_key, error=gen.error,
                             tokens_in=gen.tokens_in, seconds=gen.seconds)
@@ -452,14 +477,24 @@ class Judge:
         n = self.backend.count_tokens(messages)
         return n is not None and n > limit
 
-    def _generate_checked(self, prompts: list, params: SamplingParams, too_long: list[bool]) -> list[Generation]:
-        """Send the prompts that fit; the others get an explicit too-long failure, never a silent cut."""
+    def _generate_checked(self, prompts: list, params: SamplingParams, too_long: list[bool],
+                          on_done: Callable[[int, Generation], None] | None = None) -> list[Generation]:
+        """Send the prompts that fit; the others get an explicit too-long failure, never a silent cut.
+
+        ``on_done(prompt index, generation)`` runs as each call finishes on backends that report so
+        (``cerm.backends.base``); on the others, once per call.
+        """
         error = f"the prompt exceeds the model context ({self.backend.context_length} tokens)"
         out: list[Generation | None] = [Generation("", "error", error=error, error_status=ParseStatus.TOO_LONG)
                                         if t else None for t in too_long]
         send = [i for i, t in enumerate(too_long) if not t]
         if send:
-            for i, g in zip(send, self.backend.generate([prompts[i] for i in send], params)):
+            batch = [prompts[i] for i in send]
+            if on_done is not None and _reports_each(self.backend):
+                gens = self.backend.generate(batch, params, on_done=lambda k, g: on_done(send[k], g))  # type: ignore[call-arg]
+            else:
+                gens = self.backend.generate(batch, params)
+            for i, g in zip(send, gens):
                 out[i] = g
         return out  # type: ignore[return-value]
 
@@ -526,6 +561,14 @@ class Judge:
             return None
         best = max(m for m, _ in valid)
         return next(i for m, i in valid if m == best)
+
+
+def _reports_each(backend: Backend) -> bool:
+    """The backend's ``generate`` takes ``on_done`` (see ``cerm.backends.base``)."""
+    try:
+        return "on_done" in inspect.signature(backend.generate).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _checked_query(query: Query) -> str:

@@ -142,6 +142,8 @@ class Judgment:
     attempts: int = 1
     error: str | None = None
     is_response_truncated: bool = False  # overlong="truncate" cut the response to fit the context
+    # what the judged response holds that imitates the prompt or the judge (cerm.injection); a flag only
+    injection_flags: tuple[str, ...] = ()
     score_std: float | None = None
     samples: tuple[Judgment, ...] = field(default=(), repr=False)
 

@@ -318,3 +318,19 @@ def test_failing_server_is_logged_once_per_state_change(server: ScriptedServer, 
     warnings = [r.getMessage() for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
     assert len(warnings) == 2, warnings
     assert "is failing" in warnings[0] and server.url in warnings[0] and "answers again" in warnings[1]
+
+
+@pytest.mark.slow  # starts HTTP servers
+def test_on_done_reports_each_reply_as_it_arrives(server: ScriptedServer) -> None:
+    # later prompts answer sooner: on_done sees them in completion order, each before the batch returns
+    def handler(req: dict, i: int) -> Reply:
+        n = int(req["messages"][0]["content"])
+        return Reply(chat_reply(f"answer {n}"), delay_s=0.05 * (3 - n))
+
+    server.reset(handler)
+    seen: list[tuple[int, str]] = []
+    with make_backend(server.url) as backend:
+        gens = backend.generate([prompt(str(n)) for n in range(4)], PARAMS,
+                                on_done=lambda i, g: seen.append((i, g.text)))
+    assert [i for i, _ in seen] == [3, 2, 1, 0]
+    assert dict(seen) == {n: g.text for n, g in enumerate(gens)}

@@ -13,7 +13,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from support import free_port
+from support import free_port, smollm2_tokenizer_dir
 from verl import DataProto
 from verl.experimental.reward_loop.reward_loop import RewardLoopWorker, migrate_legacy_reward_impl
 from verl.experimental.reward_loop.reward_manager import NaiveRewardManager
@@ -29,7 +29,6 @@ from cerm.reward.server import create_app
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "verl" / "run_grpo_cerm.sh"
 VERL_CONFIG = Path(sys.modules["verl"].__file__).parent / "trainer" / "config"
-TOKENIZER = Path(os.environ.get("CERM_TEST_MODELS", "")) / "smollm2-tokenizer"
 MANAGERS = ["naive", "dapo", "gdpo", "rate_limited"]  # "remote" needs Ray actors: test_remote_manager_*
 
 
@@ -102,7 +101,7 @@ def judge_server_app():
 
 def worker_for(manager: str, fn_name: str, **reward_kwargs) -> RewardLoopWorker:
     kwargs = [f"+reward.custom_reward_function.reward_kwargs.{k}={v}" for k, v in reward_kwargs.items()]
-    cfg = verl_config([f"actor_rollout_ref.model.path={TOKENIZER}", f"reward.reward_manager.name={manager}",
+    cfg = verl_config([f"actor_rollout_ref.model.path={smollm2_tokenizer_dir()}", f"reward.reward_manager.name={manager}",
                        f"reward.custom_reward_function.path={cerm_verl.__file__}",
                        f"reward.custom_reward_function.name={fn_name}", *kwargs])
     return RewardLoopWorker(cfg)

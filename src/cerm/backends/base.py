@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from cerm.types import Generation, Message, SamplingParams
 
 DEFAULT_MODEL = "PKU-ONELab/CE-RM-4B"
+
+OnDone = Callable[[int, Generation], None]
+"""Called with (index in the batch, generation) as each generation of a batch finishes."""
 
 
 @runtime_checkable
@@ -17,6 +21,10 @@ class Backend(Protocol):
     ``generate`` never raises for a single bad request: it returns a ``Generation`` with
     ``finish_reason="error"`` and ``error`` set, so one failure never loses the rest of a batch.
     ``count_tokens`` returns None when the backend cannot count (a remote server).
+
+    A backend whose calls finish one by one (hf per chunk, llamacpp, openai, fake) also takes an optional
+    ``on_done(index, generation)`` keyword, called as each one finishes: the judge caches it at once, so a
+    kill loses only what was in flight. A backend without it (vLLM: one engine call) is cached per call.
     """
 
     model_id: str

@@ -10,6 +10,7 @@ import hashlib
 import threading
 from collections.abc import Callable
 
+from cerm.backends.base import OnDone
 from cerm.parsing import CRITERIA_START
 from cerm.types import Generation, Message, SamplingParams
 
@@ -54,16 +55,19 @@ class FakeBackend:
         self.calls: list[tuple[list[list[Message]], SamplingParams]] = []
         self._lock = threading.Lock()
 
-    def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
+    def generate(self, prompts: list[list[Message]], params: SamplingParams,
+                 on_done: OnDone | None = None) -> list[Generation]:
         with self._lock:
             self.calls.append((prompts, params))
         out = []
-        for messages in prompts:
+        for i, messages in enumerate(prompts):
             result = self.script(messages, params)
             if isinstance(result, str):
                 result = Generation(text=result, tokens_in=sum(len(m["content"]) for m in messages) // 4,
                                     tokens_out=max(1, len(result) // 4))
             out.append(result)
+            if on_done is not None:
+                on_done(i, result)
         return out
 
     def count_tokens(self, messages: list[Message]) -> int | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cerm.backends.base import missing_extra
+from cerm.backends.base import OnDone, missing_extra
 from cerm.backends.embedded import (
     EMBEDDED_ID,
     embedded_gguf,
@@ -100,7 +100,8 @@ class HFBackend:
     def count_tokens(self, messages: list[Message]) -> int | None:
         return len(self.encode(messages))
 
-    def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
+    def generate(self, prompts: list[list[Message]], params: SamplingParams,
+                 on_done: OnDone | None = None) -> list[Generation]:
         encoded = [_Encoded(i, self.encode(m)) for i, m in enumerate(prompts)]
         out: list[Generation | None] = [None] * len(prompts)
         with self._lock, self._torch.inference_mode():
@@ -114,6 +115,8 @@ class HFBackend:
                 for chunk in _chunks(sorted(group, key=lambda e: len(e.ids)), self.batch_size):
                     for e, g in zip(chunk, self._run(chunk, params, prefix_len if use_prefix else 0)):
                         out[e.index] = g
+                        if on_done is not None:
+                            on_done(e.index, g)
         return out  # type: ignore[return-value]
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cerm.backends.base import missing_extra
+from cerm.backends.base import OnDone, missing_extra
 from cerm.backends.embedded import embedded_gguf, is_embedded, warn_embedded
 from cerm.types import FinishReason, Generation, Message, ParseStatus, SamplingParams
 
@@ -97,11 +97,17 @@ class LlamaCppBackend:
             self._check_open()
             return len(self._prompt_tokens(messages))
 
-    def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
+    def generate(self, prompts: list[list[Message]], params: SamplingParams,
+                 on_done: OnDone | None = None) -> list[Generation]:
         """Generate for each prompt in order; a prompt that fails yields an error ``Generation``."""
         with self._lock:
             self._check_open()
-            return [self._generate_one(messages, params) for messages in prompts]
+            out = []
+            for i, messages in enumerate(prompts):
+                out.append(self._generate_one(messages, params))
+                if on_done is not None:
+                    on_done(i, out[-1])
+            return out
 
     def _generate_one(self, messages: list[Message], params: SamplingParams) -> Generation:
         start = time.perf_counter()

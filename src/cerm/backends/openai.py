@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from cerm.backends.base import OnDone
 from cerm.retry import Backoff, Retryable, parse_retry_after
 from cerm.types import FinishReason, Generation, Message, ParseStatus, SamplingParams
 
@@ -125,11 +126,14 @@ class OpenAIBackend:
         self._semaphore, self._client = self._submit(self._make_client()).result()
 
     # ---- public API -----------------------------------------------------------------------------
-    def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
-        """Blocking batch call; safe from any thread, including one running an event loop."""
+    def generate(self, prompts: list[list[Message]], params: SamplingParams,
+                 on_done: OnDone | None = None) -> list[Generation]:
+        """Blocking batch call; safe from any thread, including one running an event loop. ``on_done`` runs
+        on the backend's own loop thread as each request finishes.
+        """
         if threading.current_thread() is self._thread:
             raise RuntimeError("OpenAIBackend.generate was called from its own loop; await agenerate instead.")
-        return self._submit(self._generate_all(prompts, params)).result()
+        return self._submit(self._generate_all(prompts, params, on_done)).result()
 
     async def agenerate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
         """The same batch call for async callers; the work runs on the backend's own loop."""
@@ -194,9 +198,17 @@ class OpenAIBackend:
         return asyncio.Semaphore(self.concurrency_limit), httpx.AsyncClient(
             headers=self._headers, limits=limits, timeout=httpx.Timeout(self.timeout_s))
 
-    async def _generate_all(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
+    async def _generate_all(self, prompts: list[list[Message]], params: SamplingParams,
+                            on_done: OnDone | None = None) -> list[Generation]:
         body = self._body(params)
-        return list(await asyncio.gather(*(self._generate_one(m, body) for m in prompts)))
+
+        async def one(i: int, messages: list[Message]) -> Generation:
+            g = await self._generate_one(messages, body)
+            if on_done is not None:
+                on_done(i, g)
+            return g
+
+        return list(await asyncio.gather(*(one(i, m) for i, m in enumerate(prompts))))
 
     def _body(self, params: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "temperature": params.temperature, "top_p": params.top_p,

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -156,6 +156,19 @@ def run(
     for w in warnings:
         out_console.print(f"[bold yellow]{w}[/]")
     out_console.print(f"report: {out / 'report.md'}")
+    if result.n_backend_errors:
+        raise fail(f"{result.n_backend_errors} item(s) ended in backend errors (not results; the metrics above "
+                   "count them as failures). Fix the backend and rerun the same command: they are scored again.",
+                   code=1)
+
+
+def _flip_cells(result: Any) -> tuple[str, str]:
+    flagged = ("–" if result.flagged_variant is None else
+               f"{100 * (result.flagged_original or 0):.0f}/{100 * result.flagged_variant:.0f}")
+    if result.flip_rate is None:
+        return "–", flagged
+    ci = "" if result.flip_ci_low is None else f" [{100 * result.flip_ci_low:.0f}, {100 * result.flip_ci_high:.0f}]"
+    return f"{100 * result.flip_rate:.0f}%{ci} of {result.n_flip_pairs}", flagged
 
 
 def _pct(x: float | None) -> str:
@@ -250,7 +263,8 @@ def probe(
     judge_opts: JudgeOptions,
     benchmark: BenchmarkOpt = "judgebench",
     probes: Annotated[list[str] | None, typer.Option(
-        "--probe", help="length | format | self-praise | inflation (repeatable; default: all)")] = None,
+        "--probe", help="length | format | self-praise | inflation | injection (repeatable; default: the four "
+        "bias probes)")] = None,
     data: DataOpt = None,
     data_root: DataRootOpt = None,
     subset: SubsetOpt = None,
@@ -263,13 +277,15 @@ def probe(
 
     Each probe judges an original response (the first correct candidate of each benchmark item) and
     an edited variant under one criteria set; shift = variant − original with a 95% bootstrap CI.
+    ``--probe injection`` appends three families of judge-steering text to the first incorrect candidate
+    and also reports how often that overtakes the correct one (flip rate) and how often cerm flagged it.
     """
-    from cerm.bench.probes import PROBES, build_pairs, run_probe
+    from cerm.bench.probes import BIAS_PROBES, PROBES, build_pairs, expand_probes, run_probe
 
-    chosen = probes or list(PROBES)
-    for p in chosen:
+    for p in probes or []:
         if p not in PROBES:
             raise fail(f"unknown probe {p!r}; choose from {', '.join(PROBES)}.")
+    chosen = expand_probes(probes or list(BIAS_PROBES))
     if scorer not in SCORERS:
         raise fail(f"--scorer {scorer!r} must be one of {', '.join(SCORERS)}.")
     seed = judge_opts.seed
@@ -283,7 +299,9 @@ def probe(
     s = _make_scorer(scorer, judge_opts, out)
     warnings = [w for w in [embedded_warning(judge_opts.model)] if w and scorer == "judge"]
     table = Table(title=f"bias probes on {bench.title} ({len(items)} items); shift = variant − original")
-    for col in ("probe", "pairs (valid)", "mean original", "mean variant", "shift", "95% CI", "up/down/equal %"):
+    injection = any(p.startswith("injection/") for p in chosen)
+    for col in ("probe", "pairs (valid)", "mean original", "mean variant", "shift", "95% CI", "up/down/equal %",
+                *(("flip rate [95% CI]", "flagged orig/var %") if injection else ())):
         table.add_column(col)
     results = []
 
@@ -307,7 +325,9 @@ def probe(
                           f"[{result.ci_low:+.2f}, {result.ci_high:+.2f}]",
                           "–" if result.share_up is None or result.share_down is None or result.share_equal is None
                           else f"{100 * result.share_up:.0f}/{100 * result.share_down:.0f}/"
-                               f"{100 * result.share_equal:.0f}")
+                               f"{100 * result.share_equal:.0f}",
+                          *(_flip_cells(result) if result.probe.startswith("injection/") else ("", "")
+                            if injection else ()))
     summary = {"benchmark": bench.name, "data": labels, "selection": {"subsets": subset or [], "limit": limit},
                "seed": seed, "scorer": describe_scorer(s), "warnings": warnings, "probes": results}
     (out / "probes.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -9,15 +10,25 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 
 from cerm.backends.embedded import embedded_warning
 from cerm.cli.common import JudgeOptions, console, fail, with_judge_options, write_jsonl_line
-from cerm.io import ScoreRow, read_jsonl
+from cerm.io import (
+    DataError,
+    ScoreRow,
+    check_text,
+    criteria_record,
+    judgment_record,
+    locked_append,
+    read_jsonl_output,
+    read_score_rows,
+)
 from cerm.judge import Judge
 from cerm.prompts import PROMPT_VERSION
-from cerm.types import BestOfNResult, Criteria, Judgment, ScoredItem, TiePolicy
+from cerm.types import BestOfNResult, ParseStatus, ScoredItem, TiePolicy
 
 InputOpt = Annotated[Path | None, typer.Option("--input", "-i", help="JSONL of {id?, query, responses}")]
 OutputOpt = Annotated[Path | None, typer.Option(
@@ -26,47 +37,32 @@ SkipBadOpt = Annotated[bool, typer.Option(help="skip malformed lines (reported) 
 BatchOpt = Annotated[int, typer.Option(help="items per backend batch")]
 
 
-def judgment_record(j: Judgment, *, with_text: bool = True) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "score": j.score, "status": j.status.value, "criterion_scores": list(j.criterion_scores),
-        "other_points_score": j.other_points_score, "score_std": j.score_std, "tokens_in": j.tokens_in,
-        "tokens_out": j.tokens_out, "seconds": round(j.seconds, 4), "attempts": j.attempts, "error": j.error,
-        "is_response_truncated": j.is_response_truncated, "criteria_key": j.criteria_key,
-    }
-    if with_text:
-        record["evaluation"] = j.text
-    return record
-
-
-def criteria_record(c: Criteria) -> dict[str, Any]:
-    return {"key": c.key, "source": c.source, "text": c.text, "parse_warning": c.parse_warning,
-            "items": [{"term": i.term, "description": i.description} for i in c.items]}
-
-
 def _load_rows(input_path: Path | None, query: str | None, responses: list[str] | None, skip_bad: bool
                ) -> list[ScoreRow]:
     if input_path is None:
         if not query or not responses:
             raise fail("give --input FILE.jsonl, or --query and at least one --response.")
-        return [ScoreRow(id=0, query=query, responses=responses)]
+        try:
+            return [ScoreRow(id=0, query=check_text(query), responses=[check_text(r) for r in responses])]
+        except (ValueError, ValidationError) as e:
+            raise fail(f"--query/--response: {e}") from None
     if not input_path.is_file():
         raise fail(f"{input_path}: no such file.")
-    rows, bad = [], []
-    for line in read_jsonl(input_path, ScoreRow):
-        if line.error is not None:
-            bad.append(line.error)
-        else:
-            assert line.record is not None
-            rows.append(line.record if line.record.id is not None
-                        else line.record.model_copy(update={"id": line.lineno}))
+    try:
+        rows, bad = read_score_rows(input_path)
+    except (DataError, OSError) as e:
+        raise fail(str(e)) from None
     if bad and not skip_bad:
-        for e in bad[:20]:
-            console.print(f"[red]{escape(str(e))}[/]")
+        for problem in bad[:20]:
+            console.print(f"[red]{escape(str(problem))}[/]")
         raise fail(f"{len(bad)} malformed line(s) in {input_path}; fix them or pass --skip-bad.")
     if bad:
         console.print(f"[yellow]skipped {len(bad)} malformed line(s):[/]")
-        for e in bad[:20]:
-            console.print(f"  [yellow]{escape(str(e))}[/]")
+        for problem in bad[:20]:
+            console.print(f"  [yellow]{escape(str(problem))}[/]")
+    if not rows:
+        raise fail(f"{input_path}: no items to judge" + (" (every line was skipped)." if bad else
+                                                         " (the file is empty)."))
     return rows
 
 
@@ -75,23 +71,45 @@ def run_settings(judge: Judge) -> dict[str, Any]:
     return {"model": judge.backend.model_id, "prompt_version": PROMPT_VERSION, **dataclasses.asdict(judge.config)}
 
 
-def _done_ids(output: Path | None, settings: dict[str, Any]) -> set[str]:
-    """Ids already written by an earlier, interrupted run (resume); that run must have used ``settings``."""
-    if output is None or output == STDOUT or not output.exists():
-        return set()
-    done = set()
-    for lineno, line in enumerate(output.read_text(encoding="utf-8").splitlines(), 1):
-        try:
-            row = json.loads(line)
-            done.add(str(row["id"]))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a line cut by the interruption; it is recomputed
-        theirs = row.get("settings") or {"model": row.get("model")}
+def _done_ids(output: Path, rows: list[ScoreRow], out_f: Any, settings: dict[str, Any]) -> set[str]:
+    """Ids already written by an earlier, interrupted run (resume); refuses an output of another input,
+    or one made with other settings (model, prompt version, judge settings).
+
+    A record holding a backend error is not a result: it is dropped from the file and judged again.
+    """
+    try:
+        written = read_jsonl_output(output)
+    except DataError as e:
+        raise fail(str(e)) from None
+    identity = {str(r.id): r.input_sha256() for r in rows}
+    done, keep = set(), []
+    for lineno, rec in written:
+        key = str(rec.get("id"))
+        theirs = rec.get("settings") or {"model": rec.get("model")}
         diff = {k: (theirs.get(k), v) for k, v in settings.items() if k in theirs and theirs[k] != v}
-        if diff or "settings" not in row:
+        if diff or "settings" not in rec:
             what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items()) or "no settings recorded"
             raise fail(f"{output}:{lineno}: written with other settings ({what}); refusing to resume into it. "
                        "Use another -o, or the same flags as that run.")
+        if key in identity and rec.get("input_sha256") not in (None, identity[key]):
+            raise fail(f"{output}:{lineno}: id {rec.get('id')!r} was judged from another input (its query or "
+                       "responses differ); use a new --output, or delete it to start over.")
+        if key in done:
+            raise fail(f"{output}:{lineno}: id {rec.get('id')!r} appears twice; the file was written twice "
+                       "or edited. Use a new --output.")
+        if any(j.get("status") == ParseStatus.BACKEND_ERROR.value for j in rec.get("judgments", [])):
+            continue
+        done.add(key)
+        keep.append(rec)
+    if written and not {str(rec.get("id")) for _, rec in written} & identity.keys():
+        raise fail(f"{output} holds {len(written)} record(s) of another input (no id of this input); use a new "
+                   "--output.")
+    if len(keep) < len(written):
+        console.print(f"retrying {len(written) - len(keep)} item(s) of {output} that ended in backend errors")
+        out_f.seek(0)
+        out_f.truncate()
+        for rec in keep:
+            write_jsonl_line(out_f, rec)
     return done
 
 
@@ -99,14 +117,20 @@ STDOUT = Path("-")
 
 
 def _run(rows: list[ScoreRow], judge: Judge, output: Path | None, batch_size: int, make_record: Any) -> list[dict]:
-    done = _done_ids(output, run_settings(judge))
-    todo = [r for r in rows if str(r.id) not in done]
-    if done:
-        console.print(f"resuming: {len(rows) - len(todo)} item(s) already in {output}")
     records = []
-    to_stdout = output == STDOUT
-    out_f = sys.stdout if to_stdout else open(output, "a", encoding="utf-8") if output else None  # noqa: SIM115
-    try:
+    with contextlib.ExitStack() as stack:
+        if output == STDOUT:  # JSON lines on stdout: nothing to resume from
+            out_f: Any = sys.stdout
+            done: set[str] = set()
+        else:
+            try:
+                out_f = stack.enter_context(locked_append(output)) if output else None
+            except DataError as e:
+                raise fail(str(e)) from None
+            done = _done_ids(output, rows, out_f, run_settings(judge)) if output else set()
+        todo = [r for r in rows if str(r.id) not in done]
+        if done:
+            console.print(f"resuming: {len(rows) - len(todo)} item(s) already in {output}")
         with console.status("judging...") as status:
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start : start + batch_size]
@@ -117,15 +141,14 @@ def _run(rows: list[ScoreRow], judge: Judge, output: Path | None, batch_size: in
                     records.append(record)
                     if out_f:
                         write_jsonl_line(out_f, record)
-    finally:
-        if out_f and not to_stdout:
-            out_f.close()
     return records
 
 
 def _base_record(row: ScoreRow, item: ScoredItem, judge: Judge) -> dict[str, Any]:
-    record: dict[str, Any] = {"id": row.id, "query": row.query, "responses": list(row.responses),
-                              "model": judge.backend.model_id, "prompt_version": PROMPT_VERSION,
+    record: dict[str, Any] = {"id": row.id, "input_sha256": row.input_sha256(), "query": row.query,
+                              "responses": list(row.responses),
+                              "model": judge.backend.model_id,
+                              "prompt_version": PROMPT_VERSION,
                               "settings": run_settings(judge), "criteria": criteria_record(item.criteria[0]),
                               "judgments": [judgment_record(j) for j in item.judgments]}
     if warning := embedded_warning(judge.backend.model_id):
@@ -133,14 +156,22 @@ def _base_record(row: ScoreRow, item: ScoredItem, judge: Judge) -> dict[str, Any
     return record
 
 
-def _print_summary(judge: Judge) -> None:
+def _print_summary(judge: Judge, records: list[dict[str, Any]]) -> None:
     s = judge.stats
     console.print(
         f"criteria generated {s.criteria_generated} (cache hits {s.criteria_cache_hits}), evaluations "
         f"{s.evaluations_generated} (cache hits {s.judgment_cache_hits}), parse failures "
         f"{s.parse_failure_rate:.1%} {dict(s.statuses)}")
+    flagged = sum(bool(j["injection_flags"]) for r in records for j in r["judgments"])
+    if flagged:
+        console.print(f"[yellow]{flagged} response(s) carry injection flags (see injection_flags in the output)[/]")
     if warning := embedded_warning(judge.backend.model_id):
         console.print(f"[bold yellow]{warning}[/]")
+    failed = sum(j["status"] == ParseStatus.BACKEND_ERROR.value for r in records for j in r["judgments"])
+    if failed:
+        # a backend error is not a result: nothing of it was cached, so a rerun retries exactly these
+        raise fail(f"{failed} judgment(s) failed with backend errors (not cached); the run is incomplete. "
+                   "Fix the backend and rerun the same command: they are judged again.", code=1)
 
 
 @with_judge_options
@@ -162,7 +193,7 @@ def score(
         for k, (j, resp) in enumerate(zip(rec["judgments"], row.responses)):
             table.add_row(str(rec["id"]) if k == 0 else "", _short(resp), _fmt(j["score"]), j["status"])
     console.print(table)
-    _print_summary(judge)
+    _print_summary(judge, records)
 
 
 @with_judge_options
@@ -189,10 +220,11 @@ def bon(
         rec.update(chosen_index=result.index, tied=list(result.tied), tie_policy=tie_policy)
         return rec
 
-    for rec in _run(rows, judge, output, batch_size, record):
+    records = _run(rows, judge, output, batch_size, record)
+    for rec in records:
         tied = f" tied {rec['tied']}" if len(rec["tied"]) > 1 else ""  # one index is no tie
         console.print(f"{rec['id']}: chosen {rec['chosen_index']} scores {[j['score'] for j in rec['judgments']]}{tied}")
-    _print_summary(judge)
+    _print_summary(judge, records)
 
 
 def print_bon(query: str, responses: list[str], result: BestOfNResult, tie_policy: TiePolicy) -> None:
@@ -220,7 +252,7 @@ def print_bon(query: str, responses: list[str], result: BestOfNResult, tie_polic
 
 def _short(text: str | Any, n: int = 60) -> str:
     text = text if isinstance(text, str) else json.dumps(text)
-    text = " ".join(text.split())
+    text = " ".join(text[: 4 * n + 64].split())  # a head only: a 50 MB response is never split whole
     return text if len(text) <= n else text[: n - 1] + "…"
 
 

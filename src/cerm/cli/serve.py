@@ -49,12 +49,19 @@ def serve(
     graceful_timeout_s: Annotated[float, typer.Option(help="on SIGTERM/SIGINT, how long in-flight requests "
                                                       "may finish")] = 60.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    limit_concurrency: Annotated[int, typer.Option(help="open connections + requests before uvicorn answers 503")]
+    = 1024,
+    header_timeout_s: Annotated[float, typer.Option(help="close a connection whose request head (line and "
+                                                    "headers) takes longer than this")] = 10.0,
+    keep_alive_s: Annotated[float, typer.Option(help="close an idle keep-alive connection after this")] = 5.0,
 ) -> None:
     """Serve cerm as a reward model over HTTP (OpenRLHF-compatible) with dynamic batching."""
     try:
         import uvicorn
+        from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
         from cerm.reward.batcher import BatcherConfig
+        from cerm.reward.protocol import with_header_timeout
         from cerm.reward.server import ServerConfig, create_app
         from cerm.reward.split import PromptSplitter
     except ImportError as e:
@@ -87,7 +94,9 @@ def serve(
     try:
         uvicorn.run(create_app(judge, config, splitter), host=host, port=port, log_level=log_level,
                     # uvicorn annotates an int but waits with asyncio.wait_for, which takes the float as is
-                    timeout_graceful_shutdown=graceful_timeout_s, access_log=False)  # type: ignore[arg-type]
+                    timeout_graceful_shutdown=graceful_timeout_s, access_log=False,  # type: ignore[arg-type]
+                    http=with_header_timeout(AutoHTTPProtocol, header_timeout_s),
+                    limit_concurrency=limit_concurrency, timeout_keep_alive=keep_alive_s)  # type: ignore[arg-type]
     except (KeyboardInterrupt, _Stop):
         pass  # the queue is already drained: the app's lifespan closed the batcher
     finally:

@@ -198,6 +198,11 @@ class DynamicBatcher:
                                             criteria=[i.criteria for i in items])
         except Exception as e:  # noqa: BLE001 - the worker must survive any backend exception
             logger.exception("judge call failed for %d requests", len(live))
+            if len(live) > 1:
+                # one bad request must never fail its batch-mates: judge each alone (finished work is cached)
+                for r in live:
+                    self._judge_alone(r)
+                return
             _deliver([(r, None, e) for r in live])
             self._report(BatchReport(len(live), sum(r.size for r in live), time.perf_counter() - start, (),
                                      f"{type(e).__name__}: {e}"))
@@ -209,6 +214,18 @@ class DynamicBatcher:
             pos += len(r.items)
         _deliver(outcomes)
         self._report(BatchReport(len(live), sum(r.size for r in live), seconds, tuple(scored)))
+
+    def _judge_alone(self, r: _Request) -> None:
+        start = time.perf_counter()
+        try:
+            scored = self.judge.score_batch([(i.query, i.responses) for i in r.items],
+                                            criteria=[i.criteria for i in r.items])
+        except Exception as e:  # noqa: BLE001 - this request's own failure, delivered to it alone
+            _deliver([(r, None, e)])
+            self._report(BatchReport(1, r.size, time.perf_counter() - start, (), f"{type(e).__name__}: {e}"))
+            return
+        _deliver([(r, scored, None)])
+        self._report(BatchReport(1, r.size, time.perf_counter() - start, tuple(scored)))
 
     def _report(self, report: BatchReport) -> None:
         if self.on_batch is not None:

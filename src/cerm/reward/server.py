@@ -130,6 +130,7 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
     errors: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse}
                                                for code in (401, 413, 422, 429, 502, 503, 504)}
     app = FastAPI(title="cerm reward server", lifespan=lifespan, responses=errors)
+    app.router.redirect_slashes = False  # "/v1/score/" is a JSON 404, not a bodiless 307
     app.add_middleware(_Gate, config=cfg, metrics=metrics)
     _add_error_handlers(app)
     reward_cfg = RewardConfig(scale=cfg.scale, failure_reward=cfg.failure_reward)
@@ -192,6 +193,9 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
             rewards=rewards,
             scores=rewards if cfg.scale == "unit" else [r / 10 for r in rewards],  # OpenRLHF's 0-1 "scores"
             extra_logs={"cerm_parse_fail": [float(s is None) for s in scores],
+                        # the flags of every score (docs/robustness.md): logged per step by OpenRLHF
+                        "cerm_off_grid": [float(j.is_off_grid) for j in judgments],
+                        "cerm_injection_flagged": [float(bool(j.injection_flags)) for j in judgments],
                         "cerm_tokens_out": [float(j.tokens_out) for j in judgments]},
             warning=cfg.warning))
 
@@ -311,6 +315,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, e: HTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+        if e.status_code == 400 and e.detail == "There was an error parsing the body":
+            # FastAPI's answer to a body that is not UTF-8; /get_reward (pydantic) says 422 for it [R]
+            return _error(422, "invalid_request", "the body is not valid UTF-8 JSON.")
         return _error(e.status_code, codes.get(e.status_code, "http_error"), e.detail, e.headers)
 
     @app.exception_handler(Exception)
