@@ -68,3 +68,16 @@ def test_bon_and_criteria_commands(workdir):
     assert r.exit_code == 0 and "Brevity" in r.output and "cache" in r.output
     r = runner.invoke(app, ["criteria", "show", "zzzz", "--cache", "c.sqlite"])
     assert r.exit_code == 2 and "matches no entries" in r.output
+
+
+def test_backend_arg_reaches_the_backend_constructor(workdir):
+    from cerm.cli.common import parse_backend_args
+
+    assert parse_backend_args(["enforce_eager=true", "dtype=bfloat16", "max_model_len=4096", "x=a=b"]) == {
+        "enforce_eager": True, "dtype": "bfloat16", "max_model_len": 4096, "x": "a=b"}
+    # the fake backend takes no such argument: the constructor's own error shows it was passed through
+    r = runner.invoke(app, ["-c", "cfg.yaml", "score", "--query", "q", "--response", "a",
+                            "--backend-arg", "enforce_eager=true"])
+    assert r.exit_code != 0 and "enforce_eager" in str(r.exception or r.output)
+    r = runner.invoke(app, ["-c", "cfg.yaml", "score", "--query", "q", "--response", "a", "--backend-arg", "eager"])
+    assert r.exit_code == 2 and "KEY=VALUE" in r.output

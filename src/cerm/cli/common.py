@@ -100,6 +100,7 @@ class JudgeOptions:
     parser: str = "hardened"
     overlong: str = "error"
     unified_criteria: bool = True
+    backend_arg: list[str] | None = None
 
     def config(self) -> JudgeConfig:
         return JudgeConfig(
@@ -110,7 +111,8 @@ class JudgeOptions:
         )
 
     def backend_options(self) -> BackendOptions:
-        return BackendOptions(self.backend, self.model, self.base_url, concurrency_limit=self.concurrency_limit)
+        return BackendOptions(self.backend, self.model, self.base_url, concurrency_limit=self.concurrency_limit,
+                              extra=parse_backend_args(self.backend_arg or []))
 
     def make_judge(self) -> Judge:
         try:
@@ -137,7 +139,24 @@ _JUDGE_PARAMS: list[tuple[str, Any, Any]] = [
                            typer.Option(help="prompt over the context: explicit error, or cut the response")], "error"),
     ("unified_criteria", Annotated[bool, typer.Option(help="share criteria across responses "
                                                       "(--no-unified-criteria = the paper's ablation)")], True),
+    ("backend_arg", Annotated[list[str] | None, typer.Option(
+        help="KEY=VALUE passed to the backend's constructor, e.g. vllm: enforce_eager=true, max_model_len=4096; "
+             "VALUE is read as JSON when it parses, else as a string; repeat")], None),
 ]
+
+
+def parse_backend_args(items: list[str]) -> dict[str, Any]:
+    """``["enforce_eager=true", "dtype=bfloat16"]`` -> ``{"enforce_eager": True, "dtype": "bfloat16"}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise fail(f"--backend-arg {item!r}: expected KEY=VALUE with KEY a Python identifier.")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 def with_judge_options(func: Callable[..., Any]) -> Callable[..., Any]:
