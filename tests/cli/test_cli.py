@@ -146,3 +146,16 @@ def test_config_file_unknown_keys_and_sections_are_errors(workdir):
     assert r.exit_code == 2 and "nested section" in r.output
     (workdir / "bench.yaml").write_text("backend: fake\nbenchmark: judgebench\n")  # a key of a bench subcommand
     assert "unknown key" not in runner.invoke(app, ["-c", "bench.yaml", "bench", "list"]).output
+
+
+def test_backend_arg_reaches_the_backend_constructor(workdir):
+    from cerm.cli.common import parse_backend_args
+
+    assert parse_backend_args(["enforce_eager=true", "dtype=bfloat16", "max_model_len=4096", "x=a=b"]) == {
+        "enforce_eager": True, "dtype": "bfloat16", "max_model_len": 4096, "x": "a=b"}
+    # the fake backend takes no such argument: the constructor's own error shows it was passed through
+    r = runner.invoke(app, ["-c", "cfg.yaml", "score", "--query", "q", "--response", "a",
+                            "--backend-arg", "enforce_eager=true"])
+    assert r.exit_code != 0 and "enforce_eager" in str(r.exception or r.output)
+    r = runner.invoke(app, ["-c", "cfg.yaml", "score", "--query", "q", "--response", "a", "--backend-arg", "eager"])
+    assert r.exit_code == 2 and "KEY=VALUE" in r.output

@@ -118,6 +118,7 @@ class JudgeOptions:
     parser: str = "hardened"
     overlong: str = "error"
     unified_criteria: bool = True
+    backend_arg: list[str] | None = None
 
     def config(self) -> JudgeConfig:
         return config_for_model(
@@ -128,7 +129,8 @@ class JudgeOptions:
         )
 
     def backend_options(self) -> BackendOptions:
-        return BackendOptions(self.backend, self.model, self.base_url, concurrency_limit=self.concurrency_limit)
+        return BackendOptions(self.backend, self.model, self.base_url, concurrency_limit=self.concurrency_limit,
+                              extra=parse_backend_args(self.backend_arg or []))
 
     @property
     def run_name(self) -> str:
@@ -167,7 +169,24 @@ _JUDGE_PARAMS: list[tuple[str, Any]] = [
                            typer.Option(help="prompt over the context: explicit error, or cut the response")]),
     ("unified_criteria", Annotated[bool, typer.Option(help="share criteria across responses "
                                                       "(--no-unified-criteria = the paper's ablation)")]),
+    ("backend_arg", Annotated[list[str] | None, typer.Option(
+        help="KEY=VALUE for the backend's constructor (vllm: enforce_eager=true); VALUE read as JSON "
+             "when it parses; repeat")]),
 ]
+
+
+def parse_backend_args(items: list[str]) -> dict[str, Any]:
+    """``["enforce_eager=true", "dtype=bfloat16"]`` -> ``{"enforce_eager": True, "dtype": "bfloat16"}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise fail(f"--backend-arg {item!r}: expected KEY=VALUE with KEY a Python identifier.")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 def with_judge_options(func: Callable[..., Any]) -> Callable[..., Any]:
