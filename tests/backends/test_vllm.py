@@ -167,7 +167,7 @@ def test_missing_vllm_raises_install_hint(monkeypatch: pytest.MonkeyPatch) -> No
     from cerm.backends.vllm import VLLMBackend
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail
-    with pytest.raises(ImportError, match=r"pip install 'cerm\[vllm\]'"):
+    with pytest.raises(ImportError, match=r"separate venv: bash scripts/setup_vllm_venv.sh"):
         VLLMBackend("some/model")
 
 

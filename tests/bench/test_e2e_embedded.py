@@ -21,10 +21,11 @@ from cerm.bench.records import RECORD_VERSION, read_records
 from .helpers import DiesAfter, Killed
 
 CONFIG = JudgeConfig(criteria_max_new_tokens=24, eval_max_new_tokens=24)
-RECORD_KEYS = {"record_version", "benchmark", "id", "subset", "mode", "correct", "meta", "samples", "criteria",
-               "candidates"}
-CANDIDATE_KEYS = {"index", "role", "is_correct", "score", "status", "criterion_scores", "other_points_score",
-                  "criteria_key", "tokens_in", "tokens_out", "seconds", "attempts", "score_std", "error"}
+RECORD_KEYS = {"record_version", "benchmark", "id", "subset", "mode", "correct", "meta", "samples", "prompt",
+               "criteria", "candidates"}
+CANDIDATE_KEYS = {"index", "role", "is_correct", "response", "score", "status", "criterion_scores",
+                  "other_points_score", "is_off_grid", "injection_flags", "criteria_key", "tokens_in", "tokens_out",
+                  "seconds", "attempts", "score_std", "error", "is_response_truncated", "text"}
 SUMMARY_KEYS = {"benchmark", "title", "notes", "n_items", "n_candidates", "headline", "metrics", "bootstrap",
                 "tie_rate", "parse_failure_rate", "statuses", "groups", "cost", "item_ids", "scorer", "data",
                 "selection", "seed", "warnings", "prompt_version", "multi_turn_format", "run_stats", "timing"}
