@@ -22,11 +22,10 @@ import pytest
 from fastapi import FastAPI
 from openrlhf.utils.agent import SingleTurnAgentExecutor
 from prometheus_client.parser import text_string_to_metric_families
-from support import free_port
+from support import free_port, tiny_qwen3_dir
 
 from cerm.backends.fake import CANNED_CRITERIA, canned_evaluation
 
-TOKENIZER = Path(os.environ.get("CERM_TEST_MODELS", "")) / "tiny-qwen3"  # a ChatML (Qwen3) chat template
 CERM = [str(Path(sys.executable).parent / "cerm")]
 
 
@@ -64,9 +63,10 @@ def cerm_serve(judge_url: str, cache: Path, replicas: int = 2) -> Iterator[list[
     try:
         for _ in range(replicas):
             port = free_port()
+            # --tokenizer: the tiny Qwen3 carries a ChatML (Qwen3) chat template
             procs.append(subprocess.Popen(
                 [*CERM, "serve", "--backend", "openai", "--model", "judge", "--base-url", f"{judge_url}/v1",
-                 "--cache", str(cache), "--tokenizer", str(TOKENIZER), "--port", str(port), "--log-level",
+                 "--cache", str(cache), "--tokenizer", str(tiny_qwen3_dir()), "--port", str(port), "--log-level",
                  "warning", "--batch-window-ms", "1"], env=env))
             urls.append(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 120
