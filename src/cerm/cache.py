@@ -221,6 +221,7 @@ def judgment_from_dict(d: dict[str, Any]) -> Judgment:
     d = dict(d)
     d["status"] = ParseStatus(d["status"])
     d["criterion_scores"] = tuple(d.get("criterion_scores", ()))
+    d["score_probs"] = tuple(d.get("score_probs", ()))
     d["samples"] = tuple(judgment_from_dict(s) for s in d.get("samples", ()))
     return Judgment(**d)
 
