@@ -128,8 +128,6 @@ class HFBackend:
         return out
 
     def _read(self, prefix_text: str) -> ScoreDistribution:
-        import copy
-
         from transformers import DynamicCache
 
         torch = self._torch
@@ -151,10 +149,9 @@ class HFBackend:
             rows = [tails[k][:-1] + [pad] * (width - len(tails[k]) + 1) for k in longer]
             masks = [[1] * len(prefix) + [1] * (len(tails[k]) - 1) + [0] * (width - len(tails[k]) + 1)
                      for k in longer]
-            batch_cache = copy.deepcopy(cache)
-            batch_cache.batch_repeat_interleave(len(longer))
+            cache.batch_repeat_interleave(len(longer))  # the prefix's KV, once per row (used once, in place)
             logp = torch.log_softmax(self.model(
-                input_ids=torch.tensor(rows, device=self.device), past_key_values=batch_cache, use_cache=True,
+                input_ids=torch.tensor(rows, device=self.device), past_key_values=cache, use_cache=True,
                 attention_mask=torch.tensor(masks, device=self.device)).logits.float(), -1)
             for row, k in enumerate(longer):
                 scores[k] += sum(logp[row, j, tok].item() for j, tok in enumerate(tails[k][1:]))

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import httpx
 
 from cerm.judge import TOO_LONG
+from cerm.readout import CONTINUATIONS, ReadoutRequest, ScoreDistribution, from_logprobs
 from cerm.types import FinishReason, Generation, Message, SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,56 @@ class OpenAIBackend:
         """The same batch call for async callers; the work runs on the backend's own loop."""
         return await asyncio.wrap_future(self._submit(self._generate_all(prompts, params)))
 
+    def score_distributions(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
+        """The 21-value distribution after each request's ``\\boxed{``, from the server's prompt log-probs [R].
+
+        Needs a server that returns ``prompt_logprobs`` for a continued assistant turn (vLLM's
+        ``continue_final_message``); any other server gives an explicit error per request, never a greedy
+        fallback. Per request: the prefix alone plus the 21 prefix+``v}`` sequences, each 1-token; the
+        prefix's tokens must be the same in all 22. vLLM skips its prefix cache for prompt log-probs, so
+        this costs 22 prefills of the evaluation (the in-process vllm backend avoids that).
+        """
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("OpenAIBackend.score_distributions was called from its own loop.")
+        return self._submit(self._read_all(requests)).result()
+
+    async def _read_all(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
+        return list(await asyncio.gather(*(self._read_one(r) for r in requests)))
+
+    async def _read_one(self, request: ReadoutRequest) -> ScoreDistribution:
+        texts = [request.assistant_prefix] + [request.assistant_prefix + c for c in CONTINUATIONS]
+        replies = await asyncio.gather(*(self._prompt_logprobs(request.messages, t) for t in texts))
+        errors = [r for r in replies if isinstance(r, str)]
+        if errors:
+            return ScoreDistribution(error=errors[0])
+        prefix, *fulls = replies
+        n = len(prefix)
+        logps = []
+        for cont, full in zip(CONTINUATIONS, fulls, strict=True):
+            if [t for t, _ in full[:n]] != [t for t, _ in prefix] or len(full) <= n:
+                return ScoreDistribution(error=f"appending {cont!r} changes the tokens of the prefix")
+            logps.append(sum(lp for _, lp in full[n:]))
+        return from_logprobs(logps)
+
+    async def _prompt_logprobs(self, messages: list[Message], assistant: str) -> list[tuple[int, float]] | str:
+        """(token id, log-prob) of every prompt token after the first, or an error message."""
+        body = self._body(SamplingParams(max_new_tokens=1)) | {
+            "messages": [*messages, {"role": "assistant", "content": assistant}],
+            "continue_final_message": True, "add_generation_prompt": False, "prompt_logprobs": 0}
+        error = ""
+        for attempt in range(self.max_retries + 1):
+            async with self._semaphore:
+                url = self._pick_url(None)
+                try:
+                    return read_prompt_logprobs(await self._post(url, body, parse=lambda data: data))
+                except _Retryable as e:
+                    error = f"{e} [{url}]"
+                except (_Fatal, ValueError) as e:
+                    return f"score readout: {e} [{url}]"
+            if attempt < self.max_retries:
+                await asyncio.sleep(self._backoff_s(attempt, None))
+        return f"score readout failed after {self.max_retries + 1} tries: {error}"
+
     def count_tokens(self, messages: list[Message]) -> int | None:
         """Always None: the server's tokenizer is not available here (the server rejects overlong prompts)."""
         return None
@@ -236,7 +287,7 @@ class OpenAIBackend:
         ceiling = min(self.backoff_max_s, self.backoff_base_s * 2**attempt)
         return ceiling * (0.5 + self._rng.random() / 2)  # jitter spreads out retries that failed together
 
-    async def _post(self, url: str, payload: dict[str, Any]) -> _Reply:
+    async def _post(self, url: str, payload: dict[str, Any], parse: Any = None) -> Any:
         try:
             # wait_for bounds the whole request; httpx's own timeout only bounds each read/write
             response = await asyncio.wait_for(self._client.post(f"{url}/chat/completions", json=payload),
@@ -257,7 +308,7 @@ class OpenAIBackend:
                 detail += " (base URLs include the API prefix, e.g. http://host:8000/v1; check the model name)"
             raise _Fatal(detail)
         try:
-            return read_reply(response.json())
+            return (parse or read_reply)(response.json())
         except ValueError as e:
             raise _Fatal(f"malformed reply: {e}") from e
 
@@ -285,6 +336,25 @@ def read_reply(data: Any) -> _Reply:
     usage = data.get("usage") or {}
     return _Reply(text, source_field, finish_reason, int(usage.get("prompt_tokens") or 0),
                   int(usage.get("completion_tokens") or 0))
+
+
+def read_prompt_logprobs(data: Any) -> list[tuple[int, float]]:
+    """(token id, log-prob) per prompt token from a vLLM reply with ``prompt_logprobs=0`` (first is None).
+
+    Raises:
+        ValueError: the reply has no ``prompt_logprobs`` (the server does not support them).
+    """
+    entries = data.get("prompt_logprobs") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ValueError("the server returned no prompt_logprobs; the score readout needs vLLM's server")
+    out = []
+    for entry in entries[1:]:
+        if not isinstance(entry, dict) or not entry:
+            raise ValueError(f"malformed prompt_logprobs entry {str(entry)[:80]!r}")
+        # prompt_logprobs=0 returns just the prompt token; with more, the prompt token is the one listed first
+        token, info = next(iter(entry.items()))
+        out.append((int(token), float(info["logprob"])))
+    return out
 
 
 def parse_retry_after(value: str | None) -> float | None:
