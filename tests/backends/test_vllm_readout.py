@@ -33,11 +33,11 @@ def test_vllm_readout_equals_brute_force_and_hf(tmp_path: Path) -> None:
         assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-5
     assert d["readout"][0] != d["readout"][1]
     # the same model in transformers (the main venv) reads the same distribution
+    from vllm_readout_probe import CRITERIA, PREFIXES, QUERY, RESPONSE
+
     from cerm.backends.hf import HFBackend
     from cerm.prompts import evaluation_messages
     from cerm.readout import ReadoutRequest
-
-    from vllm_readout_probe import CRITERIA, PREFIXES, QUERY, RESPONSE
 
     messages = evaluation_messages(QUERY, CRITERIA, RESPONSE)
     hf = HFBackend(str(model), dtype="float32")
