@@ -1,5 +1,6 @@
 """The score readout at the final box: pure helpers, the judge's use of it, and its consumers (fake backend)."""
 
+import json
 import math
 
 import pytest
@@ -165,3 +166,55 @@ def test_cache_round_trips_the_distribution(tmp_path):
     greedy = FakeBackend()
     Judge(greedy, JudgeConfig(), store).score("q", ["a"])
     assert greedy.num_prompts == 1
+
+
+def test_rewards_expected_are_continuous_and_checked():
+    from cerm.reward.scoring import RewardConfig, score_rollouts
+
+    def script(messages, params):  # every rollout gets greedy 5: a GRPO group with zero advantage
+        return FakeBackend().script(messages, params) if len(messages) == 1 else canned_evaluation(5)
+
+    judge = Judge(FakeBackend(script=script), JudgeConfig(expected_score=True))
+    greedy = score_rollouts(judge, ["q"] * 3, ["a", "b", "c"], RewardConfig())
+    expected = score_rollouts(judge, ["q"] * 3, ["a", "b", "c"], RewardConfig(score="expected"))
+    assert greedy.rewards == [0.5] * 3 and greedy.tie_rate == 1.0
+    assert len(set(expected.rewards)) == 3 and expected.tie_rate == 0.0
+    assert expected.rewards == [j.expected_score / 10 for j in expected.judgments]
+    with pytest.raises(ValueError, match="expected_score=True"):
+        score_rollouts(Judge(FakeBackend()), ["q"], ["a"], RewardConfig(score="expected"))
+    with pytest.raises(ValueError, match="score"):
+        RewardConfig(score="mean")  # type: ignore[arg-type]
+
+
+def test_bench_run_expected_reports_both_tie_rates(tmp_path):
+    from bench.helpers import run_fixture, score_script
+
+    judge = Judge(FakeBackend("scores", script=score_script), JudgeConfig(expected_score=True))
+    run = run_fixture("judgebench", tmp_path, judge)
+    s = run.summary
+    assert s["score_mode"] == "expected" and set(s["tie_rates"]) == {"greedy", "expected"}
+    assert s["tie_rates"]["expected"] == s["tie_rate"]
+    assert s["tie_rates"]["expected"] <= s["tie_rates"]["greedy"]
+    report = (tmp_path / "report.md").read_text()
+    assert "Tie rate: greedy" in report and "vs expected" in report
+    rec = json.loads((tmp_path / "items.jsonl").read_text().splitlines()[0])
+    assert rec["candidates"][0]["expected_score"] is not None and rec["candidates"][0]["score_entropy"] > 0
+    greedy = run_fixture("judgebench", tmp_path / "g").summary
+    assert greedy["score_mode"] == "greedy" and "tie_rates" not in greedy
+
+
+def test_cli_score_expected_and_close(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cerm.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.jsonl").write_text(json.dumps({"id": "a", "query": "2+2?", "responses": ["4", "5"]}) + "\n")
+    r = CliRunner().invoke(app, ["score", "--backend", "fake", "--cache", "c.sqlite", "-i", "in.jsonl", "-o", "o.jsonl",
+                                 "--score", "expected", "--close-unfinished"])
+    assert r.exit_code == 0, r.output
+    js = json.loads((tmp_path / "o.jsonl").read_text())["judgments"]
+    assert all(len(j["score_probs"]) == 21 and j["expected_score"] is not None for j in js)
+    r = CliRunner().invoke(app, ["bon", "--backend", "fake", "--cache", "c.sqlite", "-i", "in.jsonl",
+                                 "--score", "expected", "--tie-policy", "expected"])
+    assert r.exit_code == 0, r.output

@@ -142,10 +142,9 @@ def test_judge_end_to_end_statuses_are_explicit(caplog: pytest.LogCaptureFixture
 def test_readout_equals_brute_force(backend) -> None:
     import numpy as np
 
-    from cerm.prompts import evaluation_messages
     from cerm.readout import CONTINUATIONS, ReadoutRequest, from_logprobs
 
-    messages = evaluation_messages("What is 2+2?", "[Start of Criteria]\n1. Correct.\n[End of Criteria]", "4")
+    messages = [{"role": "user", "content": "Rate the answer '4' to 'What is 2+2?' from 0 to 10."}]  # short: fast
     prefixes = ["Criterion 1: right. $\\boxed{5}$\n\nOverall: $\\boxed{", "Overall score: \\boxed{"]
     dists = backend.score_distributions([ReadoutRequest(messages, p) for p in prefixes])
     ll = backend._llama

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cerm.bench.common import BenchItem, DataError, Outcome
-from cerm.types import ScoredItem
+from cerm.types import ScoredItem, ScoreMode
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +45,17 @@ def item_record(item: BenchItem, scored: ScoredItem, samples: int = 1) -> dict[s
             "other_points_score": j.other_points_score, "criteria_key": j.criteria_key,
             "tokens_in": j.tokens_in, "tokens_out": j.tokens_out, "seconds": j.seconds,
             "attempts": j.attempts, "score_std": j.score_std, "error": j.error,
+            # [R] the score readout at the box (null unless the judge ran with expected_score=True)
+            "expected_score": j.expected_score, "score_entropy": j.score_entropy,
         } for i, j in enumerate(scored.judgments)],
     }
 
 
-def outcome_from_record(rec: dict[str, Any]) -> Outcome:
+def outcome_from_record(rec: dict[str, Any], score_mode: ScoreMode = "greedy") -> Outcome:
+    """The item's outcome ranked by the greedy ``score`` or by the ``expected_score`` [R]."""
+    field = {"greedy": "score", "expected": "expected_score"}[score_mode]
     return Outcome(id=rec["id"], subset=rec["subset"], mode=rec["mode"], correct=tuple(rec["correct"]),
-                   scores=tuple(c["score"] for c in rec["candidates"]), meta=rec.get("meta", {}))
+                   scores=tuple(c.get(field) for c in rec["candidates"]), meta=rec.get("meta", {}))
 
 
 def read_records(path: Path) -> dict[str, dict[str, Any]]:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from cerm.bench.common import BenchItem, Benchmark, Outcome
 from cerm.bench.records import item_record, outcome_from_record, read_records
-from cerm.bench.summary import summarize
+from cerm.bench.summary import group_rates, summarize
 from cerm.judge import Judge
 from cerm.prompts import MULTI_TURN_FORMAT, PROMPT_VERSION
 from cerm.types import Query, ScoredItem
@@ -133,7 +133,8 @@ def run_benchmark(bench: Benchmark, items: Sequence[BenchItem], scorer: Scorer, 
             if progress:
                 progress(n_done, len(items))
     records = [done[it.id] for it in items]
-    outcomes = [outcome_from_record(r) for r in records]
+    score_mode = "expected" if info.get("config", {}).get("expected_score") else "greedy"
+    outcomes = [outcome_from_record(r, score_mode) for r in records]
     all_warnings = list(warnings)
     if "SmolLM2-135M" in str(info.get("model", "")):
         from cerm.backends.embedded import EMBEDDED_WARNING
@@ -141,6 +142,10 @@ def run_benchmark(bench: Benchmark, items: Sequence[BenchItem], scorer: Scorer, 
         if EMBEDDED_WARNING not in all_warnings:
             all_warnings.append(EMBEDDED_WARNING)
     summary = summarize(bench, outcomes, records, n_resamples=config.bootstrap, seed=config.seed)
+    summary["score_mode"] = score_mode
+    if score_mode == "expected":  # both tie rates side by side, over the same comparisons [R]
+        summary["tie_rates"] = {m: group_rates([outcome_from_record(r, m) for r in records])["all"]["tie_rate"]
+                                for m in ("greedy", "expected")}
     summary.update({
         "scorer": info, "data": list(sources), "selection": config.selection, "seed": config.seed,
         "warnings": all_warnings, "prompt_version": PROMPT_VERSION, "multi_turn_format": MULTI_TURN_FORMAT,

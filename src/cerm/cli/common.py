@@ -100,6 +100,8 @@ class JudgeOptions:
     parser: str = "hardened"
     overlong: str = "error"
     unified_criteria: bool = True
+    score: str = "greedy"
+    close_unfinished: bool = False
 
     def config(self) -> JudgeConfig:
         return JudgeConfig(
@@ -107,6 +109,7 @@ class JudgeOptions:
             samples=self.samples, criteria_samples=self.criteria_samples,
             sample_temperature=self.sample_temperature, retries=self.retries, seed=self.seed,
             parser=self.parser, overlong=self.overlong, unified_criteria=self.unified_criteria,  # type: ignore[arg-type]
+            expected_score=self.score == "expected", close_unfinished=self.close_unfinished,
         )
 
     def backend_options(self) -> BackendOptions:
@@ -137,6 +140,12 @@ _JUDGE_PARAMS: list[tuple[str, Any, Any]] = [
                            typer.Option(help="prompt over the context: explicit error, or cut the response")], "error"),
     ("unified_criteria", Annotated[bool, typer.Option(help="share criteria across responses "
                                                       "(--no-unified-criteria = the paper's ablation)")], True),
+    ("score", Annotated[Literal["greedy", "expected"], typer.Option(
+        help="rank by the greedy boxed score (the paper's) or the expected score over the 21 values at the box "
+             "[R] (needs hf, vllm, llamacpp or vLLM's server)")], "greedy"),
+    ("close_unfinished", Annotated[bool, typer.Option(
+        help="[R] append a closing text to a truncated / box-less evaluation and read the score there "
+             "(status 'completed', never 'ok')")], False),
 ]
 
 

@@ -14,7 +14,7 @@ from cerm.cli.common import JudgeOptions, console, fail, with_judge_options, wri
 from cerm.io import ScoreRow, read_jsonl
 from cerm.judge import Judge
 from cerm.prompts import PROMPT_VERSION
-from cerm.types import BestOfNResult, Criteria, Judgment, ScoredItem, TiePolicy
+from cerm.types import BestOfNResult, Criteria, Judgment, ParseStatus, ScoredItem, TiePolicy
 
 InputOpt = Annotated[Path | None, typer.Option("--input", "-i", help="JSONL of {id?, query, responses}")]
 OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="JSONL written and flushed per item")]
@@ -29,6 +29,8 @@ def judgment_record(j: Judgment, *, with_text: bool = True) -> dict[str, Any]:
         "tokens_out": j.tokens_out, "seconds": round(j.seconds, 4), "attempts": j.attempts, "error": j.error,
         "is_response_truncated": j.is_response_truncated, "criteria_key": j.criteria_key,
     }
+    if j.expected_score is not None or j.score_probs:
+        record.update(expected_score=j.expected_score, score_entropy=j.score_entropy, score_probs=list(j.score_probs))
     if with_text:
         record["evaluation"] = j.text
     return record
@@ -140,10 +142,11 @@ def score(
     rows = _load_rows(input, query, response, skip_bad)
     judge = judge_opts.make_judge()
     records = _run(rows, judge, output, batch_size, lambda row, item: _base_record(row, item, judge))
-    table = Table("id", "response", "score", "status")
+    table = Table("id", "response", "score", "expected", "status")
     for rec, row in zip(records, [r for r in rows if r.id in {x["id"] for x in records}]):
         for k, (j, resp) in enumerate(zip(rec["judgments"], row.responses)):
-            table.add_row(str(rec["id"]) if k == 0 else "", _short(resp), _fmt(j["score"]), j["status"])
+            table.add_row(str(rec["id"]) if k == 0 else "", _short(resp), _fmt(j["score"]),
+                          _fmt(j.get("expected_score"), 2), j["status"])
     console.print(table)
     _print_summary(judge)
 
@@ -153,20 +156,23 @@ def bon(
     judge_opts: JudgeOptions,
     input: InputOpt = None,
     output: OutputOpt = None,
-    tie_policy: Annotated[str, typer.Option(help="none | first | random | mean")] = "none",
+    tie_policy: Annotated[str, typer.Option(help="none | first | random | mean | expected")] = "none",
     skip_bad: SkipBadOpt = False,
     batch_size: BatchOpt = 16,
 ) -> None:
     """Best-of-N: pick the best response per query (JSONL of {query, responses})."""
     if input is None:
         raise fail("give --input FILE.jsonl with one {query, responses} object per line.")
-    if tie_policy not in ("none", "first", "random", "mean"):
-        raise fail(f"--tie-policy {tie_policy!r} must be none, first, random or mean.")
+    if tie_policy not in ("none", "first", "random", "mean", "expected"):
+        raise fail(f"--tie-policy {tie_policy!r} must be none, first, random, mean or expected.")
+    if tie_policy == "expected" and judge_opts.score != "expected":
+        raise fail("--tie-policy expected needs --score expected (the readout at the box).")
     rows = _load_rows(input, None, None, skip_bad)
     judge = judge_opts.make_judge()
 
     def record(row: ScoreRow, item: ScoredItem) -> dict[str, Any]:
-        result = judge.best_of_n(row.query, row.responses, tie_policy=tie_policy)  # type: ignore[arg-type]
+        result = judge.best_of_n(row.query, row.responses, tie_policy=tie_policy,  # type: ignore[arg-type]
+                                 score_mode=judge_opts.score)  # type: ignore[arg-type]
         rec = _base_record(row, item, judge)
         rec.update(chosen_index=result.index, tied=list(result.tied), tie_policy=tie_policy)
         return rec
@@ -187,11 +193,16 @@ def print_bon(query: str, responses: list[str], result: BestOfNResult, tie_polic
     else:
         console.print(f"  [yellow](no parsable list: {result.criteria.parse_warning})[/] raw: "
                       f"{_short(result.criteria.text, 300)}")
-    table = Table("#", "response", "score", "status")
+    expected = any(j.expected_score is not None for j in result.judgments)
+    table = Table("#", "response", "score", *(("expected", "entropy") if expected else ()), "status")
     for k, (resp, j) in enumerate(zip(responses, result.judgments)):
         mark = " <- chosen" if k == result.index else ""
-        table.add_row(str(k), _short(resp), _fmt(j.score) + mark, j.status.value)
+        extra = (_fmt(j.expected_score, 2), _fmt(j.score_entropy, 2)) if expected else ()
+        table.add_row(str(k), _short(resp), _fmt(j.score) + mark, *extra, j.status.value)
     console.print(table)
+    if any(j.status is ParseStatus.COMPLETED for j in result.judgments):
+        console.print("[yellow]completed = the evaluation ended without a readable score; our closing text was "
+                      "appended and the score read there [R] (counted apart from ok)[/]")
     if result.index is None:
         console.print(f"[yellow]no response chosen (tie policy {tie_policy!r}; tied {list(result.tied)}; "
                       "failed scores are never ranked)[/]")
@@ -205,8 +216,10 @@ def _short(text: str | Any, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _fmt(score: float | None) -> str:
-    return "—" if score is None else f"{score:g}"
+def _fmt(score: float | None, digits: int | None = None) -> str:
+    if score is None:
+        return "—"
+    return f"{score:.{digits}f}" if digits is not None else f"{score:g}"
 
 
 __all__ = ["bon", "criteria_record", "judgment_record", "print_bon", "score", "is_embedded", "EMBEDDED_WARNING"]

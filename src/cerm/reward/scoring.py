@@ -19,7 +19,7 @@ from typing import Literal
 
 from cerm.judge import Judge
 from cerm.prompts import render_query
-from cerm.types import Judgment, ParseStatus, Query
+from cerm.types import SCORE_MODES, Judgment, ParseStatus, Query, ScoreMode
 
 logger = logging.getLogger(__name__)
 
@@ -44,16 +44,22 @@ class RewardConfig:
             a dangling ``</think>`` (training.md §4 [R]).
         raise_on_backend_error: a backend failure (server down, timeout after retries) raises
             ``BackendFailure`` instead of silently training on ``failure_reward``.
+        score: "greedy" = the boxed score (the paper's); "expected" = the expected score over the 21 values
+            at the box, a continuous reward that rarely ties inside a GRPO group [R]. "expected" needs a
+            judge built with ``JudgeConfig(expected_score=True)``.
     """
 
     scale: Scale = "unit"
     failure_reward: float | None = 0.0
     strip_think: bool = True
     raise_on_backend_error: bool = True
+    score: ScoreMode = "greedy"
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
             raise ValueError(f"scale {self.scale!r} must be one of {', '.join(SCALES)}.")
+        if self.score not in SCORE_MODES:
+            raise ValueError(f"score {self.score!r} must be one of {', '.join(SCORE_MODES)}.")
 
 
 class BackendFailure(RuntimeError):
@@ -69,10 +75,12 @@ class RolloutRewards:
     group_ids: list[int]  # rollouts with the same prompt share an id (the index of its first rollout)
     criteria_generated: int
     criteria_cache_hits: int
+    score_mode: ScoreMode = "greedy"
 
     @property
     def scores(self) -> list[float | None]:
-        return [j.score for j in self.judgments]
+        """The 0-10 scores the rewards came from (greedy or expected, per ``score_mode``)."""
+        return [j.value(self.score_mode) for j in self.judgments]
 
     @property
     def statuses(self) -> list[str]:
@@ -80,7 +88,7 @@ class RolloutRewards:
 
     @property
     def parse_failures(self) -> int:
-        return sum(1 for j in self.judgments if j.score is None)
+        return sum(1 for s in self.scores if s is None)
 
     @property
     def parse_fail_rate(self) -> float:
@@ -150,6 +158,8 @@ def score_rollouts(judge: Judge, queries: Sequence[Query], responses: Sequence[s
     """
     if len(queries) != len(responses):
         raise ValueError(f"got {len(queries)} prompts but {len(responses)} responses; they must align.")
+    if config.score == "expected" and not judge.config.expected_score:
+        raise ValueError("RewardConfig(score='expected') needs a judge built with JudgeConfig(expected_score=True).")
     if not queries:
         return RolloutRewards([], [], [], 0, 0)
     texts = [render_query(q) for q in queries]
@@ -172,7 +182,8 @@ def score_rollouts(judge: Judge, queries: Sequence[Query], responses: Sequence[s
     if failed and config.raise_on_backend_error:
         raise BackendFailure(f"{len(failed)} of {len(done)} judgments failed in the backend "
                              f"({judge.backend.model_id}): {failed[0].error}")
-    result = RolloutRewards(map_scores([j.score for j in done], ids, config), done, ids, generated, hits)
+    result = RolloutRewards(map_scores([j.value(config.score) for j in done], ids, config), done, ids, generated,
+                            hits, config.score)
     if result.parse_failures:
         logger.warning("cerm reward: %d of %d judgments have no score (statuses %s); they get failure_reward=%s",
                        result.parse_failures, len(done), sorted({s for s in result.statuses if s != "ok"}),

@@ -183,7 +183,8 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
                 raise ApiError(422, "split_error", f"sample {i}: {e}") from None
             items.append(BatchItem(_checked(s.query, f"sample {i}"), [s.response]))
         judgments = [item.judgments[0] for item in await judge_items(items)]
-        scores = [j.score for j in judgments]
+        # a judge started with --score expected gives the continuous expected score [R]
+        scores = [j.value("expected" if judge.config.expected_score else "greedy") for j in judgments]
         ids = list(range(n))
         unit = map_scores(scores, ids, RewardConfig(scale="unit", failure_reward=unit_failure))
         return _json(RewardResponse(

@@ -53,10 +53,16 @@ class VerlSettings:
     failure_reward: float = 0.0
     strip_think: bool = True
     query_key: str = "question"
+    score: Literal["greedy", "expected"] = "greedy"  # "expected": the continuous readout at the box [R]
 
     def __post_init__(self) -> None:
         if self.scale not in ("unit", "raw"):
             raise ValueError(f"cerm_scale {self.scale!r} must be 'unit' or 'raw' (verl scores one sample at a time).")
+        if self.score not in ("greedy", "expected"):
+            raise ValueError(f"cerm_score {self.score!r} must be 'greedy' or 'expected'.")
+        if self.score == "expected" and self.url:
+            raise ValueError("cerm_score='expected' needs the in-process judge; for a server start it with "
+                             "`cerm serve --score expected` (its /get_reward is then expected).")
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> VerlSettings:
@@ -91,8 +97,10 @@ class _LocalScorer:
         else:
             backend = get_backend(s.backend, s.model)
         judge = Judge(backend, JudgeConfig(criteria_max_new_tokens=s.criteria_max_new_tokens,
-                                           eval_max_new_tokens=s.eval_max_new_tokens), Store(s.cache))
+                                           eval_max_new_tokens=s.eval_max_new_tokens,
+                                           expected_score=s.score == "expected"), Store(s.cache))
         self.batcher = DynamicBatcher(judge)
+        self.mode = s.score
 
     def _submit(self, groups: dict[int, tuple[Query, list[str]]]):
         from cerm.reward.batcher import BatchItem
@@ -100,14 +108,14 @@ class _LocalScorer:
         return self.batcher.submit([BatchItem(q, r) for q, r in groups.values()])
 
     def score(self, groups: dict[int, tuple[Query, list[str]]]) -> list[list[Verdict]]:
-        return _verdicts(self._submit(groups).result())
+        return _verdicts(self._submit(groups).result(), self.mode)
 
     async def ascore(self, groups: dict[int, tuple[Query, list[str]]]) -> list[list[Verdict]]:
-        return _verdicts(await asyncio.wrap_future(self._submit(groups)))
+        return _verdicts(await asyncio.wrap_future(self._submit(groups)), self.mode)
 
 
-def _verdicts(scored: list) -> list[list[Verdict]]:
-    return [[Verdict(j.score, j.status.value, j.error) for j in item.judgments] for item in scored]
+def _verdicts(scored: list, mode: str = "greedy") -> list[list[Verdict]]:
+    return [[Verdict(j.value(mode), j.status.value, j.error) for j in item.judgments] for item in scored]
 
 
 class _RemoteScorer:
