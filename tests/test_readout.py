@@ -218,3 +218,27 @@ def test_cli_score_expected_and_close(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["bon", "--backend", "fake", "--cache", "c.sqlite", "-i", "in.jsonl",
                                  "--score", "expected", "--tie-policy", "expected"])
     assert r.exit_code == 0, r.output
+
+
+def test_server_get_reward_is_expected_when_the_judge_reads_it():
+    from fastapi.testclient import TestClient
+
+    from cerm.reward.server import ServerConfig, create_app
+
+    judge = Judge(FakeBackend(distribution=lambda r: peaked(2.0)), JudgeConfig(expected_score=True))
+    prompt = "<|im_start|>user\nWhy is the sky blue?<|im_end|>\n<|im_start|>assistant\n"
+    with TestClient(create_app(judge, ServerConfig(freeze_gc=False))) as client:
+        r = client.post("/get_reward", json={"query": [prompt + "Rayleigh.<|im_end|>"], "prompts": [prompt]})
+    assert r.status_code == 200, r.text
+    want = ScoreDistribution(tuple(peaked(2.0))).expected / 10
+    assert r.json()["rewards"] == pytest.approx([want])
+
+
+def test_verl_cerm_score_setting():
+    from cerm.reward.verl import VerlSettings
+
+    assert VerlSettings.from_kwargs({"cerm_score": "expected"}).score == "expected"
+    with pytest.raises(ValueError, match="cerm_score"):
+        VerlSettings.from_kwargs({"cerm_score": "mean"})
+    with pytest.raises(ValueError, match="cerm serve --score expected"):
+        VerlSettings.from_kwargs({"cerm_score": "expected", "cerm_url": "http://x"})
