@@ -124,8 +124,10 @@ def test_expected_needs_a_reader_no_silent_fallback():
 
     with pytest.raises(ReadoutUnsupported, match="cannot read the score distribution"):
         score_reader(NoReader())
+    with pytest.raises(ReadoutUnsupported):  # at construction, before any evaluation is generated
+        Judge(NoReader(), JudgeConfig(expected_score=True))
     with pytest.raises(ReadoutUnsupported):
-        Judge(NoReader(), JudgeConfig(expected_score=True)).score("q", ["a"])
+        Judge(NoReader(), JudgeConfig(close_unfinished=True))
 
 
 def test_readout_failure_is_explicit():

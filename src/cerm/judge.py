@@ -162,6 +162,8 @@ class Judge:
         self.criteria_cache = CriteriaCache(self.store)
         self.judgment_cache = JudgmentCache(self.store)
         self.stats = JudgeStats()
+        if self.config.expected_score or self.config.close_unfinished:
+            score_reader(backend)  # fail before any generation, not after a batch of evaluations
 
     # ---- criteria -------------------------------------------------------------------------------
     def criteria_key(self, query: Query, sample_index: int = 0, response_index: int | None = None) -> str:

@@ -26,7 +26,7 @@ CLOSING_TEXT = ("\n\n[The evaluation stops here.]\n\nBased on the analyses above
                 "of the response from 0 to 10 is $\\boxed{")
 
 
-class ReadoutUnsupported(RuntimeError):
+class ReadoutUnsupported(ValueError):
     """The backend cannot read token probabilities (no silent fallback to greedy scores)."""
 
 

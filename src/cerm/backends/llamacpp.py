@@ -146,8 +146,8 @@ class LlamaCppBackend:
     def score_distributions(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
         """The 21-value distribution after each request's final ``\\boxed{`` (cerm/readout.py) [R].
 
-        The prefix is evaluated once (reusing llama.cpp's KV cache where it matches); each node of the
-        continuations' token trie is then evaluated on top of it and rolled back.
+        The prefix is evaluated once; each node of the continuations' token trie is then evaluated on top
+        of it and rolled back (about 31 one-token steps).
         """
         with self._lock:
             self._check_open()
@@ -169,20 +169,18 @@ class LlamaCppBackend:
         if len(prefix) + max(map(len, tails)) > (self.context_length or 0):
             raise ValueError(f"the readout needs {len(prefix) + max(map(len, tails))} tokens; n_ctx is "
                              f"{self.context_length}")
-        # keep the cached tokens that match the prefix (minus one, so the last row's logits are fresh)
-        keep = 0
-        cached = ll.input_ids[: ll.n_tokens].tolist()
-        while keep < min(len(cached), len(prefix) - 1) and cached[keep] == prefix[keep]:
-            keep += 1
-        ll.n_tokens = keep
-        ll.eval(prefix[keep:])
-        base = ll.n_tokens
+        # the prefix from an empty cache, one batch; then each trie node token by token. llama.cpp's
+        # quantized kernels depend on the batch shape (a reused cache moved probabilities by ~1e-2), so
+        # the readout is always computed the same way: the brute-force test holds it to 1e-5
+        ll.n_tokens = 0
+        ll.eval(prefix)
+        base, root = ll.n_tokens, self._last_logits()
         found: dict[tuple[int, ...], dict[int, float]] = {}
         for path, children in trie_nodes(tails).items():
-            if path:
-                ll.n_tokens = base  # eval drops the KV cells from n_tokens on
-                ll.eval(list(path))
-            logits = self._last_logits()
+            ll.n_tokens = base  # eval drops the KV cells from n_tokens on
+            for tok in path:
+                ll.eval([tok])
+            logits = self._last_logits() if path else root
             logp = logits - logits.max()
             logp -= np.log(np.exp(logp).sum())
             found[path] = {c: float(logp[c]) for c in children}
