@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from support import load_bench_script
 
 rc = load_bench_script("readout_cost")
@@ -14,6 +15,6 @@ def test_measure_on_tiny_hf(tiny_model_dir) -> None:
     result = rc.measure(backend, 2, 16)
     assert result["readout_errors"] == []
     assert result["eval_s"] > 0 and result["readout_s"] > 0
-    assert result["ratio"] == round(result["readout_s"] / result["eval_s"], 4)
+    assert result["ratio"] == pytest.approx(result["readout_s"] / result["eval_s"], rel=0.05)
     assert result["closed"] == 2  # 16 random tokens never reach a box: both are read after the closing text
     assert len(result["expected_scores"]) == 2 and all(0 <= e <= 10 for e in result["expected_scores"])
