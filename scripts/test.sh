@@ -5,6 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_venv.sh "all,dev"
 bash scripts/setup_vllm_venv.sh
+# the viewer's browser test (tests/view/test_browser.py) drives Debian's chromium through its chromedriver;
+# selenium comes with the dev extra. Nothing is downloaded by the browser itself. Quick when present.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver
+fi
+export CERM_BROWSER_REQUIRED=1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # one OpenMP thread per process: on a 2-core VM a second busy process stalls torch's thread barriers
 # (a 1x576 @ 576x1536 matmul measured 7.9 ms with 2 threads vs 0.16 ms with 1); raise it on a quiet big box

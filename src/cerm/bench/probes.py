@@ -156,5 +156,18 @@ def run_probe(scorer: Callable[[list[tuple[Query, list[str]]]], list[ScoredItem]
             judged.append((a, b))
             records.append({"probe": probe, "id": pair.id, "original_score": a.score, "variant_score": b.score,
                             "original_status": a.status.value, "variant_status": b.status.value,
-                            "original_chars": len(pair.original), "variant_chars": len(pair.variant)})
+                            "original_chars": len(pair.original), "variant_chars": len(pair.variant),
+                            # the texts `cerm view` shows
+                            "prompt": pair.prompt, "original": pair.original, "variant": pair.variant,
+                            "criteria": [{"key": c.key, "text": c.text, "parse_warning": c.parse_warning,
+                                          "items": [{"term": x.term, "description": x.description} for x in c.items]}
+                                         for c in item.criteria],
+                            "judgments": [_judgment_view(j) for j in (a, b)]})
     return probe_result(probe, judged, n_resamples=n_resamples, seed=seed), records
+
+
+def _judgment_view(j: Judgment) -> dict:
+    """A probe judgment as ``cerm view`` reads it (the bench record's candidate fields)."""
+    return {"score": j.score, "status": j.status.value, "criterion_scores": list(j.criterion_scores),
+            "other_points_score": j.other_points_score, "text": j.text, "tokens_in": j.tokens_in,
+            "tokens_out": j.tokens_out, "seconds": j.seconds, "error": j.error}

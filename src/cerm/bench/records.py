@@ -13,6 +13,11 @@ One line per item (``RECORD_VERSION`` 1)::
 
 ``score`` is null when the judgment failed and ``status`` says why (cerm.ParseStatus values).
 Criteria costs are what generating them cost (also when this run read them from the cache).
+
+The texts that ``cerm view`` shows are kept too: ``prompt`` (the query, a string or chat messages),
+``criteria[].text`` and ``criteria[].items`` ([{term, description}]), ``candidates[].response`` and
+``candidates[].text`` (the judgment text). Runs written before these fields existed lack them;
+readers use ``.get``.
 """
 
 from __future__ import annotations
@@ -37,16 +42,20 @@ def item_record(item: BenchItem, scored: ScoredItem, samples: int = 1) -> dict[s
     return {
         "record_version": RECORD_VERSION, "benchmark": item.benchmark, "id": item.id, "subset": item.subset,
         "mode": item.mode, "correct": list(item.correct), "meta": dict(item.meta), "samples": samples,
+        "prompt": item.prompt,
         "criteria": [{"key": c.key, "source": c.source, "tokens_in": c.tokens_in, "tokens_out": c.tokens_out,
-                      "seconds": c.seconds, "parse_warning": c.parse_warning} for c in scored.criteria],
+                      "seconds": c.seconds, "parse_warning": c.parse_warning, "text": c.text,
+                      "items": [{"term": x.term, "description": x.description} for x in c.items]}
+                     for c in scored.criteria],
         "candidates": [{
             "index": i, "role": item.roles[i], "is_correct": i in item.correct, "score": j.score,
             "status": j.status.value, "criterion_scores": list(j.criterion_scores),
             "other_points_score": j.other_points_score, "criteria_key": j.criteria_key,
             "tokens_in": j.tokens_in, "tokens_out": j.tokens_out, "seconds": j.seconds,
             "attempts": j.attempts, "score_std": j.score_std, "error": j.error,
-            # [R] the score readout at the box (null unless the judge ran with expected_score=True)
-            "expected_score": j.expected_score, "score_entropy": j.score_entropy,
+            "response": item.candidates[i], "text": j.text,
+            # [R] the score readout at the box (null / [] unless the judge ran with expected_score=True)
+            "expected_score": j.expected_score, "score_entropy": j.score_entropy, "score_probs": list(j.score_probs),
         } for i, j in enumerate(scored.judgments)],
     }
 

@@ -17,6 +17,7 @@ from cerm.cli.curate import curate, distill
 from cerm.cli.demo import demo
 from cerm.cli.judging import bon, score
 from cerm.cli.serve import serve
+from cerm.cli.view import view
 
 app = typer.Typer(
     name="cerm",
@@ -35,6 +36,7 @@ app.command(help="Curate preference pairs: validate, filter, dedupe, pass-rate f
 app.command(help="SFT traces from a teacher judge, kept when they order the pair as labelled.")(distill)
 train_rl.app.command("sft", help="SFT cold start with TRL SFTTrainer (loss on both assistant turns).")(train_sft.sft)
 app.add_typer(train_rl.app, name="train")
+app.command(help="Read a run's criteria and judgments in a browser (static site; --serve to serve it).")(view)
 
 
 def _defaults_for(command: Any, flat: dict[str, Any]) -> dict[str, Any]:

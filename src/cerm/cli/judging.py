@@ -106,7 +106,8 @@ def _run(rows: list[ScoreRow], judge: Judge, output: Path | None, batch_size: in
 
 
 def _base_record(row: ScoreRow, item: ScoredItem, judge: Judge) -> dict[str, Any]:
-    record: dict[str, Any] = {"id": row.id, "query": row.query, "model": judge.backend.model_id,
+    record: dict[str, Any] = {"id": row.id, "query": row.query, "responses": list(row.responses),
+                              "model": judge.backend.model_id,
                               "prompt_version": PROMPT_VERSION, "criteria": criteria_record(item.criteria[0]),
                               "judgments": [judgment_record(j) for j in item.judgments]}
     if is_embedded_model(judge):
