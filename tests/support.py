@@ -84,3 +84,12 @@ def tiny_qwen3_dir() -> Path:
     return build_tiny_qwen3("tiny-qwen3", num_attention_heads=4, num_key_value_heads=2, head_dim=16)
 
 
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for servers the tests start)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -176,8 +176,69 @@ def test_backend_errors_are_not_cached_and_not_scored():
     assert j.status is ParseStatus.OK
 
 
+def test_failure_status_is_typed_not_read_from_the_message():
+    """The backend's typed ``error_status`` decides TOO_LONG, for criteria and evaluations alike."""
+
+    def script(messages, params):
+        if "OVERLONG" in messages[0]["content"]:
+            return Generation("", "error", error="context exceeded", error_status=ParseStatus.TOO_LONG)
+        if len(messages) == 1:
+            return CANNED_CRITERIA
+        return Generation("", "error", error="too_long: a message that only looks like the status")
+
+    judge = Judge(FakeBackend(script=script))
+    [j] = judge.score("q", ["a"])
+    assert j.status is ParseStatus.BACKEND_ERROR and j.error.startswith("too_long")
+    [j] = judge.score("OVERLONG q", ["a"])  # the criteria turn failed: its status reaches the judgment
+    assert j.status is ParseStatus.TOO_LONG and j.error == "context exceeded"
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="samples"):
         JudgeConfig(samples=0)
     with pytest.raises(ValueError, match="sample_temperature"):
         JudgeConfig(samples=2, sample_temperature=0)
+
+
+class _Killed(BaseException):
+    """A kill -9 stand-in: not an Exception, so nothing on the way catches it."""
+
+
+def test_each_finished_call_is_cached_as_it_completes_so_a_kill_loses_only_what_was_in_flight(tmp_path):
+    from cerm.backends.fake import default_script
+
+    calls = {"n": 0}
+
+    def dies_on_the_fifth_evaluation(messages, params):
+        if len(messages) > 1:
+            calls["n"] += 1
+            if calls["n"] == 5:
+                raise _Killed
+        return default_script(messages, params)
+
+    store = tmp_path / "c.sqlite"
+    judge = Judge(FakeBackend(script=dies_on_the_fifth_evaluation), JudgeConfig(), Store(store))
+    responses = [f"response {i}" for i in range(8)]
+    with pytest.raises(_Killed):
+        judge.score("q", responses)  # one backend call of 8 evaluations, killed inside it
+    again = Judge(FakeBackend(), JudgeConfig(), Store(store))
+    again.score("q", responses)
+    assert again.stats.judgment_cache_hits == 4 and again.stats.evaluations_generated == 4
+
+
+def test_a_failure_that_a_retry_may_replace_is_not_cached_early(tmp_path):
+    from cerm.backends.fake import CANNED_CRITERIA, canned_evaluation
+
+    seen = {"n": 0}
+
+    def first_fails(messages, params):
+        if len(messages) == 1:
+            return CANNED_CRITERIA
+        seen["n"] += 1
+        return "no box" if seen["n"] == 1 else canned_evaluation(6)
+
+    judge = Judge(FakeBackend(script=first_fails), JudgeConfig(retries=1), Store(tmp_path / "c.sqlite"))
+    (j,) = judge.score("q", ["r"])
+    assert j.score == 6.0 and j.attempts == 2
+    cached = Judge(FakeBackend(), JudgeConfig(retries=1), Store(tmp_path / "c.sqlite")).score("q", ["r"])[0]
+    assert cached.score == 6.0

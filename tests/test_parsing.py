@@ -1,3 +1,5 @@
+import time
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -111,3 +113,79 @@ def test_parse_criteria_failures_are_warnings(text):
 @given(st.text(max_size=300))
 def test_parse_criteria_never_raises(text):
     parse_criteria(text)
+
+
+def _rescanning_find_boxes(text: str) -> list[tuple[int, str | None]]:
+    """The definition find_boxes keeps: scan each box to its matching brace (the old, quadratic code)."""
+    boxes, box = [], "\\boxed{"
+    pos = text.find(box)
+    while pos != -1:
+        depth, i = 1, pos + len(box)
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        boxes.append((pos, text[pos + len(box) : i - 1] if depth == 0 else None))
+        pos = text.find(box, i if depth == 0 else pos + len(box))
+    return boxes
+
+
+@given(st.lists(st.sampled_from(["\\boxed{", "{", "}", "}}}", "{{", "a", "7", "\\box"]), max_size=30))
+def test_find_boxes_matches_the_rescanning_definition(parts):
+    text = "".join(parts)
+    assert find_boxes(text) == _rescanning_find_boxes(text)
+
+
+@pytest.mark.parametrize("text", ["\\boxed{" * 4700, "\\boxed{" + "{}" * 16000, ("\\boxed{" + "{7}") * 3300,
+                                  "Overall \\boxed{7}. " * 1700 + "\\boxed{" * 1000])
+def test_degenerate_judgments_parse_in_linear_time(text):
+    # 32 KB; the rescanning parser took ~30-70 s on the first one (quadratic), the linear one milliseconds
+    start = time.perf_counter()
+    parse_judgment(text)
+    parse_criteria(text)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_one_megabyte_of_unclosed_boxes_is_fast():
+    text = "\\boxed{" * ((1 << 20) // 7)
+    start = time.perf_counter()
+    p = parse_judgment(text)
+    assert p.status is ParseStatus.UNPARSEABLE
+    assert time.perf_counter() - start < 2.0  # 0.1 s on an idle machine; CI machines are shared
+
+
+@pytest.mark.parametrize("text", ["\\boxed{-0}", "\\boxed{-0.0}", "\\boxed{+0}"])
+def test_minus_zero_is_zero(text):
+    p = parse_judgment(text)
+    assert p.score == 0.0 and str(p.score) == "0.0"
+
+
+@pytest.mark.parametrize("digits", ["\uff17", "\u0667", "\u0967", "7\u0665"])  # full-width, Arabic-Indic, Devanagari
+def test_only_ascii_digits_are_scores(digits):
+    p = parse_judgment(f"Overall \\boxed{{{digits}}}")
+    assert p.score is None and p.status is ParseStatus.UNPARSEABLE
+    assert normalise_box(digits) is None
+
+
+@pytest.mark.parametrize("text,score,status", [
+    ("<think>maybe \\boxed{10}</think>Overall \\boxed{4}", 4.0, ParseStatus.OK),
+    ("<think>maybe \\boxed{10}</think>no verdict", None, ParseStatus.NO_BOX),
+    ("reasoning \\boxed{10}</think>Overall \\boxed{3}", 3.0, ParseStatus.OK),  # template opened <think>
+    ("Overall \\boxed{6}<think>second thoughts \\boxed{9}", 6.0, ParseStatus.OK),  # never closed
+    ("a \\boxed{2} <think>\\boxed{9}</think> b \\boxed{5}", 5.0, ParseStatus.OK),
+])
+def test_a_box_inside_think_does_not_count(text, score, status):
+    p = parse_judgment(text)
+    assert (p.score, p.status) == (score, status)
+    if "a \\boxed{2}" in text:
+        assert p.criterion_scores == (2.0,)
+
+
+def test_long_box_content_is_not_a_number():
+    assert normalise_box(" " * 10_000 + "7") is None
+    assert parse_judgment("\\boxed{" + " " * 100_000 + "7}").status is ParseStatus.UNPARSEABLE
+
+
+def test_criteria_item_of_blanks_is_linear():
+    start = time.perf_counter()
+    parse_criteria("[Start of Criteria]\n- " + " " * 200_000 + "\n1. A: b\n[End of Criteria]")
+    assert time.perf_counter() - start < 1.0

@@ -1,6 +1,6 @@
 """Build verl parquet files whose rows carry the user query for the cerm reward.
 
-verl passes the reward function the decoded response only, never the prompt (spec/interfaces.md §2), so each
+verl passes the reward function the decoded response only, never the prompt (docs/architecture.md §4.2), so each
 row stores the query in ``extra_info["question"]``; ``reward_model.ground_truth`` must exist (verl reads it
 unconditionally) and is ``""`` for a generative reward model.
 

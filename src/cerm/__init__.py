@@ -3,6 +3,11 @@
 >>> from cerm import Judge, get_backend
 >>> judge = Judge(get_backend("hf", "PKU-ONELab/CE-RM-4B"))
 >>> judge.score("What is 2+2?", ["4", "5"])
+
+The core (this package's top-level modules: types, prompts, parsing, cache, judge, io, retry) turns a query
+into criteria, judgments and scores. May import: the core and the backend seam (``cerm.backends.base``,
+``cerm.backends.embedded``); never an engine, ``bench``, ``reward``, ``train`` or ``cli``
+(docs/architecture.md §2).
 """
 
 from cerm.backends.base import DEFAULT_MODEL, Backend, get_backend

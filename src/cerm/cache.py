@@ -13,13 +13,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from cerm.types import Criteria, Criterion, Judgment, ParseStatus
+from cerm.io import DataError, judgment_from_record, judgment_record, read_rows, validation_error
+from cerm.types import Criteria, Criterion, Judgment
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS criteria (
@@ -36,6 +36,11 @@ CREATE TABLE IF NOT EXISTS criteria (
     seconds REAL NOT NULL,
     is_edited INTEGER NOT NULL DEFAULT 0,
     created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS criteria_leases (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS judgments (
     key TEXT PRIMARY KEY,
@@ -73,7 +78,7 @@ class Store:
     """The SQLite file behind both caches. ``path=None`` keeps everything in memory (one process)."""
 
     def __init__(self, path: str | Path | None = None, timeout_s: float = 60.0) -> None:
-        self.path = str(path) if path is not None else None
+        self.path = str(Path(path).expanduser()) if path is not None else None  # "~/.cache/..." is the home dir
         self.timeout_s = timeout_s
         self._local = threading.local()
         self._memory_lock = threading.Lock()
@@ -100,6 +105,7 @@ class Store:
         return conn
 
     def execute(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one SQL statement and return its rows; a write is committed at once."""
         if self.path is None:
             with self._memory_lock:
                 rows = self._memory.execute(sql, args).fetchall()
@@ -121,10 +127,12 @@ class CriteriaCache:
         self.store = store
 
     def get(self, key: str) -> CriteriaRecord | None:
+        """The criteria record stored under ``key``, or None."""
         rows = self.store.execute(f"SELECT {self._COLUMNS} FROM criteria WHERE key = ?", (key,))
         return self._record(rows[0]) if rows else None
 
     def put(self, record: CriteriaRecord) -> None:
+        """Store (or replace) a criteria record under its key."""
         r = record.model_copy(update={"created_at": record.created_at or time.time()})
         self.store.execute(
             f"INSERT OR REPLACE INTO criteria ({self._COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -135,12 +143,31 @@ class CriteriaCache:
             ),
         )
 
+    def lease(self, key: str, owner: str, ttl_s: float) -> bool:
+        """Take the right to generate ``key``'s criteria (single flight across the processes sharing the file).
+
+        True when ``owner`` holds the lease now; an expired lease (its holder died) is taken over. Each
+        statement is atomic in SQLite, so two processes never both hold one key.
+        """
+        now = time.time()
+        self.store.execute("DELETE FROM criteria_leases WHERE key = ? AND expires_at < ?", (key, now))
+        self.store.execute("INSERT OR IGNORE INTO criteria_leases (key, owner, expires_at) VALUES (?, ?, ?)",
+                           (key, owner, now + ttl_s))
+        rows = self.store.execute("SELECT owner FROM criteria_leases WHERE key = ?", (key,))
+        return bool(rows) and rows[0][0] == owner
+
+    def release(self, key: str, owner: str) -> None:
+        """Give up ``owner``'s lease on ``key`` (after storing the criteria, or after failing to)."""
+        self.store.execute("DELETE FROM criteria_leases WHERE key = ? AND owner = ?", (key, owner))
+
     def delete(self, key: str) -> bool:
+        """Delete the record under ``key``; True if there was one."""
         existed = self.get(key) is not None
         self.store.execute("DELETE FROM criteria WHERE key = ?", (key,))
         return existed
 
     def records(self) -> Iterator[CriteriaRecord]:
+        """Every stored criteria record, oldest first."""
         for row in self.store.execute(f"SELECT {self._COLUMNS} FROM criteria ORDER BY created_at, key"):
             yield self._record(row)
 
@@ -154,6 +181,7 @@ class CriteriaCache:
         return self._record(rows[0])
 
     def export_jsonl(self, path: str | Path) -> int:
+        """Write every record to ``path`` as JSONL; returns the number written."""
         n = 0
         with open(path, "w", encoding="utf-8") as f:
             for record in self.records():
@@ -164,20 +192,19 @@ class CriteriaCache:
     def import_jsonl(self, path: str | Path) -> int:
         """Load records; an entry whose text differs from the cached one is marked edited."""
         records = []
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = CriteriaRecord.model_validate_json(line)
-                except ValidationError as e:
-                    err = e.errors()[0]
-                    field = ".".join(str(x) for x in err["loc"]) or "<line>"
-                    raise ValueError(f"{path}:{lineno}: field {field!r}: {err['msg']}") from None
-                old = self.get(record.key)
-                if old is not None and old.text != record.text:
-                    record = record.model_copy(update={"is_edited": True})
-                records.append(record)
+        for row in read_rows(Path(path), as_jsonl=True):
+            if row.error is not None:
+                raise row.error
+            try:
+                record = CriteriaRecord.model_validate(row.data)
+            except ValidationError as e:
+                raise validation_error(row.where, e) from None
+            old = self.get(record.key)
+            if old is not None and old.text != record.text:
+                record = record.model_copy(update={"is_edited": True})
+            records.append(record)
+        if not records:
+            raise DataError.at(str(path), None, "no criteria records; export some with `cerm criteria export`.")
         for record in records:
             self.put(record)
         return len(records)
@@ -197,36 +224,23 @@ class JudgmentCache:
         self.store = store
 
     def get(self, key: str) -> Judgment | None:
+        """The judgment cached under ``key``, or None."""
         rows = self.store.execute("SELECT payload FROM judgments WHERE key = ?", (key,))
-        return judgment_from_dict(json.loads(rows[0][0])) if rows else None
+        return judgment_from_record(json.loads(rows[0][0])) if rows else None
 
     def put(self, key: str, judgment: Judgment) -> None:
+        """Cache ``judgment`` under ``key``."""
         self.store.execute(
             "INSERT OR REPLACE INTO judgments (key, payload, created_at) VALUES (?,?,?)",
-            (key, json.dumps(judgment_to_dict(judgment)), time.time()),
+            (key, json.dumps(judgment_record(judgment)), time.time()),
         )
 
     def __len__(self) -> int:
         return int(self.store.execute("SELECT COUNT(*) FROM judgments")[0][0])
 
 
-def judgment_to_dict(j: Judgment) -> dict[str, Any]:
-    d = asdict(j)
-    d["status"] = j.status.value
-    d["samples"] = [judgment_to_dict(s) for s in j.samples]
-    return d
-
-
-def judgment_from_dict(d: dict[str, Any]) -> Judgment:
-    d = dict(d)
-    d["status"] = ParseStatus(d["status"])
-    d["criterion_scores"] = tuple(d.get("criterion_scores", ()))
-    d["score_probs"] = tuple(d.get("score_probs", ()))
-    d["samples"] = tuple(judgment_from_dict(s) for s in d.get("samples", ()))
-    return Judgment(**d)
-
-
 def criteria_from_record(record: CriteriaRecord, items: tuple[Criterion, ...], warning: str | None) -> Criteria:
+    """A ``Criteria`` rebuilt from a cache record and its parsed items."""
     return Criteria(
         text=record.text, items=items, key=record.key, source="cache", parse_warning=warning,
         finish_reason=record.finish_reason,  # type: ignore[arg-type]

@@ -1,29 +1,209 @@
-"""Reading user JSONL files: every bad line is reported as ``file:line: field: problem``."""
+r"""Files in and records out: the one row reader, its one error type, and the one Judgment serializer.
+
+Every reader of user data (``score``/``bon`` input, benchmark files, preference pairs, SFT rows, cache
+imports) goes through ``read_rows``, which validates text as it reads: a line that is not UTF-8, not
+JSON, not an object, or holds a lone surrogate (``"\ud800"`` is valid JSON but no text) becomes a
+``DataError`` naming file, line and field. Callers reject it, or skip and count it (``--skip-bad``).
+
+Every output that carries a judgment's score (CLI JSONL, bench ``items.jsonl``, the server's JSON, the
+judgment cache) is built by ``judgment_record``, so each one carries the same flags (off-grid and the
+injection flags of ``cerm.injection``).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import IO, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from cerm.types import Message
+from cerm.types import Criteria, Judgment, Message, ParseStatus
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=BaseModel)
 
 
-class BadLine(ValueError):
-    """A JSONL line that cannot be used; the message names file, line and field."""
+class DataError(ValueError):
+    """Input that cannot be used. The message names the place (``file:line``, ``file: element 3``, a
+    request), the field and the problem; ``where``, ``field`` and ``problem`` keep them apart.
+    """
+
+    def __init__(self, message: str, *, where: str = "", field: str | None = None, problem: str = "") -> None:
+        super().__init__(message)
+        self.where = where
+        self.field = field
+        self.problem = problem or message
+
+    @classmethod
+    def at(cls, where: str, field: str | None, problem: str) -> DataError:
+        """``where: field 'x': problem`` (or ``where: problem`` without a field)."""
+        message = f"{where}: field {field!r}: {problem}" if field else f"{where}: {problem}"
+        return cls(message, where=where, field=field, problem=problem)
+
+
+BadLine = DataError  # the old name of a bad JSONL line
+
+
+# ---- text checks ---------------------------------------------------------------------------------
+def find_bad_text(value: Any, path: str = "") -> tuple[str, str] | None:
+    r"""(field path, problem) of the first string in ``value`` that is not valid text, else None.
+
+    A lone surrogate (``\ud800``) decodes from JSON but cannot be encoded as UTF-8: it would crash the
+    cache's hashing or a tokenizer far from the file that held it.
+    """
+    if isinstance(value, str):
+        if value.isascii():
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return path or "<text>", f"lone surrogate {value[e.start]!r} at character {e.start}; not valid text"
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found = find_bad_text(k, path or "<key>") or find_bad_text(v, f"{path}.{k}" if path else str(k))
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            if found := find_bad_text(v, f"{path}[{i}]"):
+                return found
+    return None
+
+
+def check_text(value: str) -> str:
+    """A pydantic field validator body: reject a string that is not valid text (a lone surrogate)."""
+    found = find_bad_text(value)
+    if found:
+        raise ValueError(found[1])
+    return value
+
+
+def check_chat(messages: list[Message]) -> None:
+    """A chat query must end with the user's turn: the response judged answers it."""
+    if messages and messages[-1]["role"] != "user":
+        raise ValueError(f"the last message must be from the user, got role {messages[-1]['role']!r} "
+                         "(put the response to judge in responses, not in the query)")
+
+
+# ---- the one row reader --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RawRow:
+    """One object read from a file, or the error that names where it went wrong."""
+
+    where: str  # "file:line", "file: element i" or "file: row i"
+    position: int  # line number (JSONL), element or row index (JSON array, parquet)
+    data: dict[str, Any] | None
+    error: DataError | None
+
+
+def read_rows(path: str | Path, *, as_jsonl: bool = False) -> Iterator[RawRow]:
+    """Every row of a JSON Lines, JSON array or parquet file, validated as text.
+
+    A ``.json`` file holding JSON Lines (what ``datasets`` writes) is read as lines. An unreadable file
+    as a whole (not UTF-8 or not JSON in an array file, an unknown suffix) raises ``DataError``; a bad line
+    is yielded as an error so the caller can reject or skip it. ``as_jsonl`` reads any file as JSON Lines.
+    """
+    path = Path(path)
+    if as_jsonl:
+        yield from _line_rows(path, path.read_bytes())
+        return
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for i, obj in enumerate(pq.read_table(path).to_pylist()):
+            yield _checked(f"{path}: row {i}", i, obj)
+        return
+    if path.suffix not in (".json", ".jsonl"):
+        raise DataError.at(str(path), None, f"unsupported file type {path.suffix!r}; use .jsonl, .json or .parquet.")
+    raw = path.read_bytes()
+    if raw.lstrip()[:1] == b"[":  # a JSON array (also under .jsonl, as the bench reader always allowed)
+        yield from _array_rows(path, raw)
+        return
+    yield from _line_rows(path, raw)
+
+
+def _line_rows(path: Path, raw: bytes) -> Iterator[RawRow]:
+    for lineno, line in enumerate(raw.split(b"\n"), 1):
+        where = f"{path}:{lineno}"
+        line = line.rstrip(b"\r")
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            column = len(line[: e.start].decode("utf-8", errors="replace")) + 1
+            yield RawRow(where, lineno, None, DataError.at(
+                where, None, f"not UTF-8: byte {line[e.start:e.start + 1]!r} at column {column}; save the file "
+                "as UTF-8."))
+            continue
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            yield RawRow(where, lineno, None, DataError.at(where, None, f"invalid JSON at column {e.colno}: {e.msg}"))
+            continue
+        yield _checked(where, lineno, obj)
+
+
+def _array_rows(path: Path, raw: bytes) -> Iterator[RawRow]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        lineno = raw[: e.start].count(b"\n") + 1
+        raise DataError.at(f"{path}:{lineno}", None, f"not UTF-8: byte {raw[e.start:e.start + 1]!r}; save the "
+                           "file as UTF-8.") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError.at(f"{path}:{e.lineno}", None, f"invalid JSON ({e.msg}, column {e.colno}).") from None
+    if not isinstance(data, list):
+        raise DataError.at(str(path), None, f"expected a JSON array of rows, got {type(data).__name__}.")
+    for i, obj in enumerate(data):
+        yield _checked(f"{path}: element {i}", i, obj)
+
+
+def _checked(where: str, position: int, obj: Any) -> RawRow:
+    if not isinstance(obj, dict):
+        return RawRow(where, position, None, DataError.at(where, None,
+                                                           f"expected a JSON object, got {type(obj).__name__}"))
+    bad = find_bad_text(obj)
+    if bad is not None:
+        return RawRow(where, position, None, DataError.at(where, bad[0], bad[1]))
+    return RawRow(where, position, obj, None)
+
+
+def validation_error(where: str, e: ValidationError) -> DataError:
+    """The first pydantic error as a located ``DataError``."""
+    err = e.errors()[0]
+    field = ".".join(str(x) for x in err["loc"]) or "<record>"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return DataError.at(where, field, msg)
 
 
 @dataclass(frozen=True)
 class Line(Generic[T]):
     lineno: int
     record: T | None
-    error: BadLine | None
+    error: DataError | None
+
+
+def read_jsonl(path: str | Path, model: type[T]) -> Iterator[Line[T]]:
+    """Each row validated as ``model``, or the error that names where it went wrong."""
+    for row in read_rows(path):
+        if row.error is not None:
+            yield Line(row.position, None, row.error)
+            continue
+        try:
+            yield Line(row.position, model.model_validate(row.data), None)
+        except ValidationError as e:
+            yield Line(row.position, None, validation_error(row.where, e))
 
 
 class ScoreRow(BaseModel):
@@ -42,13 +222,23 @@ class ScoreRow(BaseModel):
             data = {**data, "responses": [data["response"]]}
         return data
 
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_is_str_or_int(cls, v: object) -> object:
+        # true would become 1 and collide with 1 and "1" [R]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (str, int))):
+            raise ValueError(f"id must be a string or an integer, got {type(v).__name__} {v!r:.40}")
+        return v
+
     @field_validator("query")
     @classmethod
     def _query_not_empty(cls, v: str | list[Message]) -> str | list[Message]:
         if isinstance(v, str) and not v.strip():
             raise ValueError("query is empty")
-        if isinstance(v, list) and not v:
-            raise ValueError("query message list is empty")
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("query message list is empty")
+            check_chat(v)
         return v
 
     @field_validator("responses")
@@ -62,30 +252,138 @@ class ScoreRow(BaseModel):
                                  "the Python API judges it as-is)")
         return v
 
+    def input_sha256(self) -> str:
+        """Identity of the item judged (query and responses), recorded in outputs to refuse a resume
+        from another input.
+        """
+        blob = json.dumps([self.query, self.responses], ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
-def read_jsonl(path: str | Path, model: type[T]) -> Iterator[Line[T]]:
-    """Yield each non-blank line validated as ``model``, or the error that names where it went wrong."""
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            where = f"{path}:{lineno}"
+
+def read_score_rows(path: Path) -> tuple[list[ScoreRow], list[DataError]]:
+    """``score``/``bon`` input with unique ids: an id-less line's id is its line number.
+
+    Ids are compared as strings (``1`` and ``"1"`` are the same item when resuming), so a repeated id,
+    or an explicit id equal to an id-less line's number, is an error at read time.
+    """
+    rows: list[tuple[int, ScoreRow]] = []
+    bad: list[DataError] = []
+    for line in read_jsonl(path, ScoreRow):
+        if line.error is not None:
+            bad.append(line.error)
+        else:
+            assert line.record is not None
+            rows.append((line.lineno, line.record))
+    first: dict[str, int] = {}
+    out: list[ScoreRow] = []
+    for lineno, row in rows:
+        implicit = row.id is None
+        row = row.model_copy(update={"id": lineno}) if implicit else row
+        key = str(row.id)
+        if key in first:
+            how = " (an id-less line's id is its line number)" if implicit or key == str(first[key]) else ""
+            bad.append(DataError.at(f"{path}:{lineno}", "id", f"duplicate id {row.id!r}, first on line "
+                                    f"{first[key]}{how}; give every item a unique id."))
+            continue
+        first[key] = lineno
+        out.append(row)
+    return out, bad
+
+
+# ---- outputs -------------------------------------------------------------------------------------
+def judgment_record(j: Judgment, *, with_text: bool = True) -> dict[str, Any]:
+    """The one JSON view of a ``Judgment`` (CLI, bench records, server, cache); ``judgment_from_record``
+    reads it back. ``is_off_grid`` and ``injection_flags`` travel with every score.
+    """
+    record: dict[str, Any] = {
+        "score": j.score, "status": j.status.value, "criterion_scores": list(j.criterion_scores),
+        "other_points_score": j.other_points_score, "is_off_grid": j.is_off_grid,
+        "injection_flags": list(j.injection_flags), "score_std": j.score_std, "criteria_key": j.criteria_key,
+        "tokens_in": j.tokens_in, "tokens_out": j.tokens_out, "seconds": j.seconds, "attempts": j.attempts,
+        "error": j.error, "is_response_truncated": j.is_response_truncated,
+        # [R] the score readout at the box (null / [] unless the judge ran with expected_score=True)
+        "expected_score": j.expected_score, "score_entropy": j.score_entropy, "score_probs": list(j.score_probs),
+    }
+    if with_text:
+        record["text"] = j.text
+    if j.samples:
+        record["samples"] = [judgment_record(s, with_text=with_text) for s in j.samples]
+    return record
+
+
+def judgment_from_record(d: dict[str, Any]) -> Judgment:
+    """A ``Judgment`` from ``judgment_record`` (or an older cache payload with the same field names)."""
+    names = Judgment.__dataclass_fields__
+    kwargs = {k: v for k, v in d.items() if k in names}
+    kwargs["status"] = ParseStatus(d["status"])
+    kwargs["criterion_scores"] = tuple(d.get("criterion_scores", ()))
+    kwargs["injection_flags"] = tuple(d.get("injection_flags", ()))
+    kwargs["score_probs"] = tuple(d.get("score_probs") or ())
+    kwargs["samples"] = tuple(judgment_from_record(s) for s in d.get("samples", ()))
+    return Judgment(**kwargs)
+
+
+def criteria_record(c: Criteria, *, with_text: bool = True) -> dict[str, Any]:
+    """The one JSON view of a ``Criteria``."""
+    record: dict[str, Any] = {
+        "key": c.key, "source": c.source, "parse_warning": c.parse_warning, "tokens_in": c.tokens_in,
+        "tokens_out": c.tokens_out, "seconds": c.seconds,
+        "items": [{"term": i.term, "description": i.description} for i in c.items],
+    }
+    if with_text:
+        record["text"] = c.text
+    return record
+
+
+def read_jsonl_output(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line, record) of an output JSONL a run appends to; a torn last line (a kill during a write) is cut
+    from the file so the next record starts on a line of its own. A bad line elsewhere is an error.
+    """
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    out: list[tuple[int, dict[str, Any]]] = []
+    good = 0
+    lines = raw.split(b"\n")
+    for lineno, line in enumerate(lines, 1):
+        is_last = lineno == len(lines)
+        if line.strip():
             try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield Line(lineno, None, BadLine(f"{where}: not UTF-8 (byte {e.start}: {raw[e.start:e.start + 4]!r})"))
-                continue
-            if not text.strip():
-                continue
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as e:
-                yield Line(lineno, None, BadLine(f"{where}: invalid JSON at column {e.colno}: {e.msg}"))
-                continue
-            if not isinstance(data, dict):
-                yield Line(lineno, None, BadLine(f"{where}: expected a JSON object, got {type(data).__name__}"))
-                continue
-            try:
-                yield Line(lineno, model.model_validate(data), None)
-            except ValidationError as e:
-                err = e.errors()[0]
-                field = ".".join(str(x) for x in err["loc"]) or "<record>"
-                yield Line(lineno, None, BadLine(f"{where}: field {field!r}: {err['msg']}"))
+                rec = json.loads(line)
+                problem = None if isinstance(rec, dict) else f"expected a JSON object, got {type(rec).__name__}"
+            except ValueError as e:  # also UnicodeDecodeError
+                problem = f"invalid JSON ({getattr(e, 'msg', e)})"
+            if problem is not None:
+                if is_last:  # no newline after it: the write was cut
+                    logger.warning("%s:%d: dropping a partial last record left by an interrupted run", path, lineno)
+                    with open(path, "r+b") as f:
+                        f.truncate(good)
+                    break
+                raise DataError.at(f"{path}:{lineno}", None, f"{problem}; fix or delete the line to resume.")
+            out.append((lineno, rec))
+        if not is_last:
+            good += len(line) + 1
+        elif line and not line.strip():
+            good += len(line)
+    return out
+
+
+@contextlib.contextmanager
+def locked_append(path: Path) -> Iterator[IO[str]]:
+    """Open ``path`` for appending under an exclusive lock: a second writer fails at once, clearly,
+    instead of duplicating every record.
+    """
+    f = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed below)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # not POSIX: no lock
+            pass
+        except OSError:
+            raise DataError.at(str(path), None, "another process is writing this output; wait for it or use "
+                               "another file.") from None
+        yield f
+    finally:
+        f.close()

@@ -6,20 +6,29 @@ parses. It does not load data, compute benchmark metrics or serve HTTP.
 
 from __future__ import annotations
 
+import inspect
 import logging
+import os
 import random
 import threading
+import time
+import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from cerm.backends.base import Backend, score_reader
 from cerm.cache import CriteriaCache, CriteriaRecord, JudgmentCache, Store, content_key, criteria_from_record
+from cerm.injection import injection_flags
 from cerm.parsing import ParserMode, parse_criteria, parse_judgment
 from cerm.prompts import PROMPT_VERSION, criteria_messages, evaluation_messages, render_query
 from cerm.readout import ReadoutRequest, box_prefix, closing_prefix
 from cerm.types import (
+    CRITERIA_MAX_NEW_TOKENS,
+    EVAL_MAX_NEW_TOKENS,
+    SAMPLE_TEMPERATURE,
+    SAMPLE_TOP_P,
     BestOfNResult,
     Comparison,
     Criteria,
@@ -38,7 +47,6 @@ logger = logging.getLogger(__name__)
 
 # a prompt must leave at least this many tokens for the evaluation, or it is "too long" [R]
 MIN_EVAL_TOKENS = 512
-TOO_LONG = "too_long"
 _CLOSABLE = {ParseStatus.TRUNCATED, ParseStatus.NO_BOX}
 _RETRYABLE = {ParseStatus.EMPTY, ParseStatus.NO_BOX, ParseStatus.UNPARSEABLE, ParseStatus.OUT_OF_RANGE,
               ParseStatus.TRUNCATED}
@@ -48,16 +56,16 @@ _RETRYABLE = {ParseStatus.EMPTY, ParseStatus.NO_BOX, ParseStatus.UNPARSEABLE, Pa
 class JudgeConfig:
     """How the judge decodes and aggregates. Defaults follow the protocol: greedy, 4096/8192 tokens."""
 
-    criteria_max_new_tokens: int = 4096
-    eval_max_new_tokens: int = 8192
+    criteria_max_new_tokens: int = CRITERIA_MAX_NEW_TOKENS
+    eval_max_new_tokens: int = EVAL_MAX_NEW_TOKENS
     samples: int = 1  # k evaluations per response; k > 1 samples them (test-time scaling)
     criteria_samples: int = 1  # k_c criteria sets per query; k_c > 1 samples them
-    sample_temperature: float = 0.7
-    sample_top_p: float = 0.95
+    sample_temperature: float = SAMPLE_TEMPERATURE
+    sample_top_p: float = SAMPLE_TOP_P
     unified_criteria: bool = True  # False = the paper's "w/o unified criteria" ablation
     parser: ParserMode = "hardened"
     retries: int = 0  # re-sample a failed evaluation up to this many extra times (off for greedy runs)
-    retry_temperature: float = 0.7
+    retry_temperature: float = SAMPLE_TEMPERATURE
     seed: int = 0
     overlong: Literal["error", "truncate"] = "error"
     tie_break_samples: int = 4  # evaluations per tied response under tie_policy="mean"
@@ -66,8 +74,11 @@ class JudgeConfig:
     # with score_distributions (hf, vllm, llamacpp, vLLM's server)
     expected_score: bool = False
     # [R] an evaluation without a readable box (truncated, no_box) gets our closing text and is read there:
-    # status "completed", never "ok" (docs/expected-score.md)
+    # status "completed", never "ok" (docs/protocol.md §10)
     close_unfinished: bool = False
+    # how long another process may take to generate criteria this one waits for (then it generates them
+    # itself); ours [R]: above a criteria generation's worst case, below the reward clients' timeouts
+    criteria_lease_s: float = 150.0
 
     def __post_init__(self) -> None:
         for name in ("criteria_max_new_tokens", "eval_max_new_tokens", "samples", "criteria_samples",
@@ -86,12 +97,14 @@ class JudgeConfig:
             raise ValueError(f"overlong {self.overlong!r} must be 'error' or 'truncate'.")
 
     def criteria_params(self, sample_index: int) -> SamplingParams:
+        """Decoding of criteria sample ``sample_index``: greedy for one sample, else seeded sampling."""
         if self.criteria_samples == 1:
             return SamplingParams(0.0, 1.0, self.criteria_max_new_tokens, None)
         return SamplingParams(self.sample_temperature, self.sample_top_p, self.criteria_max_new_tokens,
                               self.seed + sample_index)
 
     def eval_params(self, sample_index: int, attempt: int = 0) -> SamplingParams:
+        """Decoding of evaluation sample ``sample_index``; ``attempt > 0`` is a retry at ``retry_temperature``."""
         if attempt:
             return SamplingParams(self.retry_temperature, self.sample_top_p, self.eval_max_new_tokens,
                                   self.seed + 1000 * attempt + sample_index)
@@ -101,12 +114,31 @@ class JudgeConfig:
                               self.seed + sample_index)
 
 
+# [R] Per-model overrides of JudgeConfig's defaults. Those are the protocol's budgets for CE-RM-4B on a GPU;
+# the embedded SmolLM2-135M on a CPU would spend minutes per call on them (and judges at chance anyway).
+MODEL_OVERRIDES: dict[str, dict[str, Any]] = {
+    "embedded": {"criteria_max_new_tokens": 192, "eval_max_new_tokens": 160},
+}
+
+
+def config_for_model(model: str, **explicit: Any) -> JudgeConfig:
+    """JudgeConfig for ``model``: explicit values (``None`` = unset) over its overrides over the defaults."""
+    values = {**MODEL_OVERRIDES.get(model, {}), **{k: v for k, v in explicit.items() if v is not None}}
+    return JudgeConfig(**values)
+
+
+def default_for(model: str, name: str) -> Any:
+    """The value ``config_for_model(model)`` gives field ``name`` (for help texts and examples)."""
+    return MODEL_OVERRIDES.get(model, {}).get(name, JudgeConfig.__dataclass_fields__[name].default)
+
+
 @dataclass
 class JudgeStats:
     """Running counters; ``parse_failure_rate`` is over every evaluation sample produced."""
 
     criteria_generated: int = 0
     criteria_cache_hits: int = 0
+    criteria_lease_waits: int = 0  # cache hits on criteria another process was generating (single flight)
     evaluations_generated: int = 0
     judgment_cache_hits: int = 0
     retries: int = 0
@@ -115,22 +147,27 @@ class JudgeStats:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **deltas: int) -> None:
+        """Add to the named counters."""
         with self._lock:
             for name, value in deltas.items():
                 setattr(self, name, getattr(self, name) + value)
 
     def count_status(self, status: ParseStatus) -> None:
+        """Count one final evaluation status."""
         with self._lock:
             self.statuses[status.value] += 1
 
     @property
     def parse_failure_rate(self) -> float:
+        """Share of evaluation samples whose score could not be read."""
         total = sum(self.statuses.values())
         return 0.0 if total == 0 else 1 - self.statuses.get("ok", 0) / total
 
     def as_dict(self) -> dict[str, Any]:
+        """The counters as a JSON-ready dict."""
         return {
             "criteria_generated": self.criteria_generated, "criteria_cache_hits": self.criteria_cache_hits,
+            "criteria_lease_waits": self.criteria_lease_waits,
             "evaluations_generated": self.evaluations_generated, "judgment_cache_hits": self.judgment_cache_hits,
             "retries": self.retries, "tokens_out": self.tokens_out, "statuses": dict(self.statuses),
             "parse_failure_rate": self.parse_failure_rate,
@@ -164,9 +201,11 @@ class Judge:
         self.stats = JudgeStats()
         if self.config.expected_score or self.config.close_unfinished:
             score_reader(backend)  # fail before any generation, not after a batch of evaluations
+        self._owner = f"{os.getpid()}:{uuid.uuid4().hex}"  # this judge's name on criteria leases
 
     # ---- criteria -------------------------------------------------------------------------------
     def criteria_key(self, query: Query, sample_index: int = 0, response_index: int | None = None) -> str:
+        """The cache key of the criteria for ``query`` (and sample, and response in the ablation)."""
         return self._criteria_key(_Slot(render_query(query), sample_index, response_index))
 
     def _criteria_key(self, slot: _Slot) -> str:
@@ -207,6 +246,46 @@ class Judge:
                 self.stats.add(criteria_cache_hits=1)
             else:
                 missing[key] = slot
+        found.update(self._generate_single_flight(missing))
+        return [found[k] for k in keys]
+
+    def _generate_single_flight(self, missing: dict[str, _Slot]) -> dict[str, Criteria]:
+        """Generate missing criteria once across the processes sharing the store: a key leased by another
+        process is waited for in the cache (its lease expiring hands the generation to us).
+        """
+        done: dict[str, Criteria] = {}
+        waiting = dict(missing)
+        deadline = time.monotonic() + self.config.criteria_lease_s
+        while waiting:
+            mine = {k: v for k, v in waiting.items()
+                    if self.criteria_cache.lease(k, self._owner, self.config.criteria_lease_s)}
+            try:
+                for key in list(mine):  # a holder may have stored them and released its lease just now
+                    if self._take_cached(key, done):
+                        del mine[key], waiting[key]
+                done.update(self._generate_criteria(mine))
+            finally:
+                for k in mine:
+                    self.criteria_cache.release(k, self._owner)
+            waiting = {k: v for k, v in waiting.items() if k not in mine and not self._take_cached(k, done)}
+            if waiting:
+                if time.monotonic() > deadline:  # a holder that hangs: stop waiting, generate it ourselves
+                    done.update(self._generate_criteria(waiting))
+                    break
+                time.sleep(0.02)
+        return done
+
+    def _take_cached(self, key: str, done: dict[str, Criteria]) -> bool:
+        """Criteria another process generated while this one waited: a cache hit, counted as a lease wait."""
+        record = self.criteria_cache.get(key)
+        if record is None:
+            return False
+        done[key] = self._from_record(record)
+        self.stats.add(criteria_cache_hits=1, criteria_lease_waits=1)
+        return True
+
+    def _generate_criteria(self, missing: dict[str, _Slot]) -> dict[str, Criteria]:
+        found: dict[str, Criteria] = {}
         by_sample: dict[int, list[str]] = {}
         for key, slot in missing.items():
             by_sample.setdefault(slot.sample_index, []).append(key)
@@ -216,7 +295,7 @@ class Judge:
             gens = self._generate_checked(prompts, params, [self._too_long(p) for p in prompts])
             for key, gen in zip(group, gens):
                 found[key] = self._store_criteria(key, missing[key], params, gen)
-        return [found[k] for k in keys]
+        return found
 
     def _store_criteria(self, key: str, slot: _Slot, params: SamplingParams, gen: Generation) -> Criteria:
         self.stats.add(criteria_generated=1, tokens_out=gen.tokens_out)
@@ -228,7 +307,8 @@ class Judge:
                             tokens_in=gen.tokens_in, tokens_out=gen.tokens_out, seconds=gen.seconds)
         if gen.finish_reason == "error":
             # never cache a failure: the next call retries the generation
-            return replace(criteria, parse_warning=gen.error or "criteria generation failed")
+            return replace(criteria, parse_warning=gen.error or "criteria generation failed",
+                           error_status=gen.error_status)
         self.criteria_cache.put(CriteriaRecord(
             key=key, model=self.backend.model_id, prompt_version=PROMPT_VERSION, decoding=params.__dict__,
             query=slot.query_text, sample_index=slot.sample_index, text=gen.text,
@@ -280,10 +360,15 @@ class Judge:
         for (i, r, _, _), j in zip(tasks, results):
             grouped.setdefault((i, r), []).append(j)
         out = []
+        flags: dict[str, tuple[str, ...]] = {}  # the response alone decides its flags
         for i, (_, responses) in enumerate(items):
             used = {c.key or c.text: c for per_r in item_criteria[i] for c in per_r}
-            out.append(ScoredItem(tuple(used.values()),
-                                  tuple(_aggregate(grouped[(i, r)]) for r in range(len(responses)))))
+            judgments = []
+            for r, response in enumerate(responses):
+                if response not in flags:
+                    flags[response] = injection_flags(response)
+                judgments.append(replace(_aggregate(grouped[(i, r)]), injection_flags=flags[response]))
+            out.append(ScoredItem(tuple(used.values()), tuple(judgments)))
         return out
 
     def _evaluate(self, tasks: list[tuple[str, Criteria, str, int]]) -> list[Judgment]:
@@ -298,7 +383,7 @@ class Judge:
                               sample_index=s, **self._readout_key()) if cfg.cache_judgments else ""
             keys.append(key)
             if crit.finish_reason == "error":
-                results[t] = Judgment(None, _failed_status(crit.parse_warning), criteria_key=crit.key,
+                results[t] = Judgment(None, crit.error_status, criteria_key=crit.key,
                                       error=crit.parse_warning)
                 continue
             cached = self.judgment_cache.get(key) if cfg.cache_judgments else None
@@ -308,20 +393,36 @@ class Judge:
             else:
                 pending.setdefault(s, []).append(t)
         for s, idxs in pending.items():
-            for t, judgment in zip(idxs, self._generate_evaluations([tasks[t] for t in idxs], s)):
+            persist = None
+            if cfg.cache_judgments:
+                def persist(k: int, j: Judgment, idxs: list[int] = idxs) -> None:
+                    self.judgment_cache.put(keys[idxs[k]], j)
+            for t, judgment in zip(idxs, self._generate_evaluations([tasks[t] for t in idxs], s, persist)):
                 results[t] = judgment
                 if cfg.cache_judgments and judgment.status is not ParseStatus.BACKEND_ERROR:
                     self.judgment_cache.put(keys[t], judgment)
         return results  # type: ignore[return-value]
 
-    def _generate_evaluations(self, tasks: list[tuple[str, Criteria, str, int]], s: int) -> list[Judgment]:
+    def _generate_evaluations(self, tasks: list[tuple[str, Criteria, str, int]], s: int,
+                              persist: Callable[[int, Judgment], None] | None = None) -> list[Judgment]:
         prompts, truncated, too_long = [], [], []
         for qt, crit, response, _ in tasks:
             messages, was_cut, is_too_long = self._fit(qt, crit.text, response)
             prompts.append(messages)
             truncated.append(was_cut)
             too_long.append(is_too_long)
-        gens = self._generate_checked(prompts, self.config.eval_params(s), too_long)
+
+        def on_done(t: int, g: Generation) -> None:
+            # cache each finished call at once (a kill loses only what was in flight); never a backend
+            # error, nor a failure that a retry below may still replace; with the score readout on, a
+            # judgment is stored only once it carries its readout (after the batch)
+            if persist is None or g.finish_reason == "error" or self._readout_key():
+                return
+            j = self._parsed(g, tasks[t][1].key, truncated[t])
+            if not (self.config.retries and j.status in _RETRYABLE):
+                persist(t, j)
+
+        gens = self._generate_checked(prompts, self.config.eval_params(s), too_long, on_done)
         judgments = [self._judgment(g, crit.key, cut) for g, (_, crit, _, _), cut in zip(gens, tasks, truncated)]
         for attempt in range(1, self.config.retries + 1):
             redo = [t for t, j in enumerate(judgments) if j.status in _RETRYABLE]
@@ -367,7 +468,7 @@ class Judge:
                 logger.warning("score readout failed: %s", dist.error)
                 out[t] = replace(j, error=f"readout: {dist.error}")
                 continue
-            read = dict(expected_score=dist.expected, score_probs=dist.probs, score_entropy=dist.entropy)
+            read: dict[str, Any] = dict(expected_score=dist.expected, score_probs=dist.probs, score_entropy=dist.entropy)
             if j.status is ParseStatus.OK:
                 out[t] = replace(j, **read)
             else:
@@ -377,9 +478,11 @@ class Judge:
 
     def _judgment(self, gen: Generation, criteria_key: str, is_cut: bool) -> Judgment:
         self.stats.add(evaluations_generated=1, tokens_out=gen.tokens_out)
+        return self._parsed(gen, criteria_key, is_cut)
+
+    def _parsed(self, gen: Generation, criteria_key: str, is_cut: bool) -> Judgment:
         if gen.finish_reason == "error":
-            status = _failed_status(gen.error)
-            return Judgment(None, status, text=gen.text, criteria_key=criteria_key, error=gen.error,
+            return Judgment(None, gen.error_status, text=gen.text, criteria_key=criteria_key, error=gen.error,
                             tokens_in=gen.tokens_in, seconds=gen.seconds)
         p = parse_judgment(gen.text, gen.finish_reason, self.config.parser)
         return Judgment(p.score, p.status, p.criterion_scores, p.other_points_score, p.is_off_grid, gen.text,
@@ -423,13 +526,24 @@ class Judge:
         n = self.backend.count_tokens(messages)
         return n is not None and n > limit
 
-    def _generate_checked(self, prompts: list, params: SamplingParams, too_long: list[bool]) -> list[Generation]:
-        """Send the prompts that fit; the others get an explicit too-long failure, never a silent cut."""
-        error = f"{TOO_LONG}: the prompt exceeds the model context ({self.backend.context_length} tokens)"
-        out: list[Generation | None] = [Generation("", "error", error=error) if t else None for t in too_long]
+    def _generate_checked(self, prompts: list, params: SamplingParams, too_long: list[bool],
+                          on_done: Callable[[int, Generation], None] | None = None) -> list[Generation]:
+        """Send the prompts that fit; the others get an explicit too-long failure, never a silent cut.
+
+        ``on_done(prompt index, generation)`` runs as each call finishes on backends that report so
+        (``cerm.backends.base``); on the others, once per call.
+        """
+        error = f"the prompt exceeds the model context ({self.backend.context_length} tokens)"
+        out: list[Generation | None] = [Generation("", "error", error=error, error_status=ParseStatus.TOO_LONG)
+                                        if t else None for t in too_long]
         send = [i for i, t in enumerate(too_long) if not t]
         if send:
-            for i, g in zip(send, self.backend.generate([prompts[i] for i in send], params)):
+            batch = [prompts[i] for i in send]
+            if on_done is not None and _reports_each(self.backend):
+                gens = self.backend.generate(batch, params, on_done=lambda k, g: on_done(send[k], g))  # type: ignore[call-arg]
+            else:
+                gens = self.backend.generate(batch, params)
+            for i, g in zip(send, gens):
                 out[i] = g
         return out  # type: ignore[return-value]
 
@@ -454,11 +568,25 @@ class Judge:
         """
         if not responses:
             raise ValueError("best_of_n needs at least one response.")
+        self._check_pick(tie_policy, score_mode)
+        return self.pick_best(query, responses, self.score_batch([(query, responses)])[0], tie_policy=tie_policy,
+                              score_mode=score_mode)
+
+    def _check_pick(self, tie_policy: TiePolicy, score_mode: ScoreMode) -> None:
         if tie_policy not in ("none", "first", "random", "mean", "expected"):
             raise ValueError(f"tie_policy {tie_policy!r} must be one of none, first, random, mean, expected.")
         if "expected" in (tie_policy, score_mode) and not self.config.expected_score:
             raise ValueError("expected scores need JudgeConfig(expected_score=True) (--score expected).")
-        item = self.score_batch([(query, responses)])[0]
+
+    def pick_best(self, query: Query, responses: Sequence[str], item: ScoredItem, *,
+                  tie_policy: TiePolicy = "none", score_mode: ScoreMode = "greedy") -> BestOfNResult:
+        """``best_of_n`` on an item already scored by ``score_batch``.
+
+        No response is judged again, except the tied ones under ``tie_policy="mean"``.
+        """
+        self._check_pick(tie_policy, score_mode)
+        if len(item.judgments) != len(responses):
+            raise ValueError(f"item has {len(item.judgments)} judgments for {len(responses)} responses.")
         judgments = item.judgments
         valid = [(v, i) for i, j in enumerate(judgments) if (v := j.value(score_mode)) is not None]
         if not valid:
@@ -482,7 +610,7 @@ class Judge:
     def _break_by_mean(self, query: Query, responses: list[str], criteria: Criteria, tied: tuple[int, ...]
                        ) -> int | None:
         sampler = Judge(self.backend, replace(self.config, samples=self.config.tie_break_samples,
-                                              sample_temperature=self.config.sample_temperature or 0.7),
+                                              sample_temperature=self.config.sample_temperature or SAMPLE_TEMPERATURE),
                         self.store)
         sampler.stats = self.stats
         means = [j.score for j in sampler.score(query, responses, criteria=criteria)]
@@ -501,6 +629,12 @@ def _best_unique(values: list[tuple[float | None, int]]) -> int | None:
     top = max(v for v, _ in valid)
     best = [i for v, i in valid if v == top]
     return best[0] if len(best) == 1 else None
+def _reports_each(backend: Backend) -> bool:
+    """The backend's ``generate`` takes ``on_done`` (see ``cerm.backends.base``)."""
+    try:
+        return "on_done" in inspect.signature(backend.generate).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _checked_query(query: Query) -> str:
@@ -516,17 +650,13 @@ def _user_criteria(text: str) -> Criteria:
                     source="user", parse_warning=parsed.warning)
 
 
-def _failed_status(error: str | None) -> ParseStatus:
-    return ParseStatus.TOO_LONG if error and error.startswith(TOO_LONG) else ParseStatus.BACKEND_ERROR
-
-
 def _aggregate(samples: list[Judgment]) -> Judgment:
     """One judgment per response: the sample itself, or the mean and spread of the valid samples."""
     if len(samples) == 1:
         return samples[0]
     valid = [j.score for j in samples if j.score is not None]
     first = next((j for j in samples if j.score is not None), samples[0])
-    common = dict(tokens_in=sum(j.tokens_in for j in samples), tokens_out=sum(j.tokens_out for j in samples),
+    common: dict[str, Any] = dict(tokens_in=sum(j.tokens_in for j in samples), tokens_out=sum(j.tokens_out for j in samples),
                   seconds=sum(j.seconds for j in samples), attempts=sum(j.attempts for j in samples),
                   samples=tuple(samples))
     expected = [j.expected_score for j in samples if j.expected_score is not None]

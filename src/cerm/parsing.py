@@ -7,7 +7,11 @@ its own convention (benchmarks their official rule, RL a ``failure_reward``).
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import accumulate, compress, repeat
+from operator import add, contains, is_not
 from typing import Literal
 
 from cerm.types import Criterion, FinishReason, ParseStatus
@@ -21,9 +25,12 @@ _BOX = "\\boxed{"
 # the harness's rule, kept verbatim so its behaviour can be reproduced (protocol §6)
 _REFERENCE_RE = re.compile(r"\\boxed\{(\d+(?:\.5)?)\}")
 _WRAPPER_RE = re.compile(r"^\\(?:text|mathbf|textbf|mathrm)\{(.*)\}$", re.DOTALL)
-_NUMBER_RE = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
+_NUMBER_RE = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
+_OUT_OF_10_RE = re.compile(r"/\s*10(?:\.0*)?$")
+_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 _OTHER_POINTS_RE = re.compile(r"other\s+points?", re.IGNORECASE)
-_ITEM_RE = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+(.*\S)\s*$")
+# the item marker only: matching the rest with a regex backtracked quadratically on long blank lines
+_ITEM_RE = re.compile(r"\s*(?:[0-9]+[.)]|[-*•])\s")
 
 
 @dataclass(frozen=True)
@@ -41,30 +48,115 @@ class ParsedCriteria:
     warning: str | None
 
 
+_BRACES_RE = re.compile(r"\{+|\}+")
+# a box holding more than this cannot be a score; never run the number regexes over it [R]
+_MAX_BOX_CHARS = 100
+
+
 def find_boxes(text: str) -> list[tuple[int, str | None]]:
-    """Every ``\\boxed{...}`` span as (start offset, content); content is None if the braces never close."""
+    r"""Every ``\boxed{...}`` span as (start offset, content); content is None if the braces never close.
+
+    A box nested inside a closed box is part of its content, not a box of its own; boxes inside an
+    unclosed box are found. Linear in ``len(text)`` (a rescan to the end per unclosed box was quadratic on
+    degenerate output): one pass with a stack of open boxes, in which the text between two box starts is
+    scanned brace by brace only if it holds a closing brace; runs of boxes without one are pushed in bulk.
+    """
+    pieces = text.split(_BOX)  # pieces[k + 1]: the text after box k's "{", up to the next box
+    n = len(pieces) - 1
+    if n == 0:
+        return []
+    # C-level maps and accumulates: the worst case (1 MB of "\\boxed{") has 150,000 boxes
+    starts = list(accumulate(map(add, map(len, pieces[1:-1]), repeat(len(_BOX))), initial=len(pieces[0])))
+    ends: list[int | None] = [None] * n  # offset of the closing brace; None while open
+    stack_box: list[int] = []  # the open boxes, innermost last
+    stack_level: list[int] = []  # the brace depth before each one's "{"; strictly rising
+    depth, first = 0, 0
+    for k in [*compress(range(n), map(contains, pieces[1:], repeat("}"))), n]:
+        if k > first:  # boxes first..k-1 close nothing: push them at once
+            levels = list(accumulate(map(add, map(str.count, pieces[first + 1 : k], repeat("{")), repeat(1)),
+                                     initial=depth))
+            stack_box.extend(range(first, k))
+            stack_level.extend(levels)
+            depth = levels[-1] + 1 + pieces[k].count("{")
+        if k == n:
+            break
+        stack_box.append(k)
+        stack_level.append(depth)
+        depth += 1
+        offset, piece = starts[k] + len(_BOX), pieces[k + 1]
+        if "{" not in piece:  # the usual "7} ...": walk its closers with str.find
+            at = piece.find("}")
+            while at != -1 and stack_box:
+                depth -= 1
+                if depth == stack_level[-1]:
+                    stack_level.pop()
+                    ends[stack_box.pop()] = offset + at
+                at = piece.find("}", at + 1)
+            depth = depth if stack_box else 0  # closers outside every box change nothing
+            first = k + 1
+            continue
+        for m in _BRACES_RE.finditer(piece):
+            run = m.end() - m.start()
+            if m.group()[0] == "{":
+                depth += run
+                continue
+            used = 0  # a run of closers may close several open boxes, innermost first
+            while stack_level and depth - (run - used) <= stack_level[-1]:
+                level = stack_level.pop()
+                used += depth - level
+                depth = level
+                ends[stack_box.pop()] = offset + m.start() + used - 1
+            depth = max(depth - (run - used), 0)  # closers outside every box change nothing
+        first = k + 1
     boxes: list[tuple[int, str | None]] = []
-    pos = text.find(_BOX)
-    while pos != -1:
-        depth, i = 1, pos + len(_BOX)
-        while i < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            i += 1
-        content = text[pos + len(_BOX) : i - 1] if depth == 0 else None
-        boxes.append((pos, content))
-        pos = text.find(_BOX, i if depth == 0 else pos + len(_BOX))
+    covered = -1  # closing brace of the last reported closed box: boxes inside it are its content
+    for k in compress(range(n), map(is_not, ends, repeat(None))):
+        end = ends[k]
+        if starts[k] < covered or end is None:
+            continue
+        # every box between the last reported closed box and this one is unclosed
+        boxes.extend(zip(starts[bisect_right(starts, covered) : k], repeat(None)))
+        boxes.append((starts[k], text[starts[k] + len(_BOX) : end]))
+        covered = end
+    boxes.extend(zip(starts[bisect_right(starts, covered) :], repeat(None)))
     return boxes
 
 
+@lru_cache(maxsize=4096)  # degenerate output repeats the same box many times
 def normalise_box(content: str) -> float | None:
-    """Number inside a box after stripping ``$``, whitespace, ``\\text{}``-style wrappers and ``/10``."""
+    r"""Number inside a box after stripping ``$``, whitespace, ``\text{}``-style wrappers and ``/10``.
+
+    Only ASCII digits count [R] (``float`` would also read full-width or Arabic-Indic digits), and
+    ``-0`` reads as 0.
+    """
+    if len(content) > _MAX_BOX_CHARS:
+        return None
     s = content.replace("$", "").strip()
     while (m := _WRAPPER_RE.match(s)) is not None:
         s = m.group(1).strip()
-    s = re.sub(r"\s*/\s*10(?:\.0*)?$", "", s).strip()
+    s = _OUT_OF_10_RE.sub("", s).strip()
     if not _NUMBER_RE.match(s):
         return None
-    return float(s)
+    return float(s) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def strip_thinking(text: str) -> str:
+    """The text outside ``<think>`` blocks [R]: a box in the model's private reasoning is not its verdict.
+
+    A ``</think>`` with no opening tag (the chat template opened it) drops everything before it; an
+    unclosed ``<think>`` drops everything after it.
+    """
+    if _THINK_CLOSE in text and _THINK_OPEN not in text[: text.find(_THINK_CLOSE)]:
+        text = text[text.find(_THINK_CLOSE) + len(_THINK_CLOSE) :]
+    parts, pos = [], 0
+    while (start := text.find(_THINK_OPEN, pos)) != -1:
+        parts.append(text[pos:start])
+        end = text.find(_THINK_CLOSE, start)
+        if end == -1:
+            return "".join(parts)
+        pos = end + len(_THINK_CLOSE)
+    parts.append(text[pos:])
+    return "".join(parts)
 
 
 def parse_judgment(
@@ -80,6 +172,7 @@ def parse_judgment(
         return ParsedJudgment(float(found[-1]), ParseStatus.OK, tuple(float(x) for x in found[:-1]))
     if finish_reason == "length":
         return ParsedJudgment(None, ParseStatus.TRUNCATED)
+    text = strip_thinking(text)
     boxes = find_boxes(text)
     if not boxes:
         return ParsedJudgment(None, ParseStatus.NO_BOX)
@@ -87,8 +180,7 @@ def parse_judgment(
     earlier = boxes[:-1]
     other_idx = _other_points_box(text, earlier)
     criterion_scores, other = [], None
-    for i, (_, content) in enumerate(earlier):
-        value = normalise_box(content) if content is not None else None
+    for i, value in [(i, normalise_box(c)) for i, (_, c) in enumerate(earlier) if c is not None]:
         if value is None:
             continue
         if i == other_idx:
@@ -107,13 +199,13 @@ def parse_judgment(
 
 def _other_points_box(text: str, boxes: list[tuple[int, str | None]]) -> int | None:
     """Index of the first box after the last "Other Point(s)" mention, if any."""
-    mentions = [m.start() for m in _OTHER_POINTS_RE.finditer(text)]
-    if not mentions:
+    last = None
+    for last in _OTHER_POINTS_RE.finditer(text):  # noqa: B007 (only the last mention counts)
+        pass
+    if last is None:
         return None
-    for i, (pos, _) in enumerate(boxes):
-        if pos > mentions[-1]:
-            return i
-    return None
+    i = bisect_right([pos for pos, _ in boxes], last.start())
+    return i if i < len(boxes) else None
 
 
 def parse_criteria(text: str) -> ParsedCriteria:
@@ -134,9 +226,9 @@ def parse_criteria(text: str) -> ParsedCriteria:
     items = []
     for line in body.splitlines():
         m = _ITEM_RE.match(line)
-        if m is None:
+        item = line[m.end() :].replace("**", "").strip() if m is not None else ""
+        if not item:
             continue
-        item = m.group(1).replace("**", "").strip()
         term, sep, description = item.partition(":")
         items.append(Criterion(term.strip(), description.strip()) if sep else Criterion(item, ""))
     if not items:

@@ -1,7 +1,7 @@
-"""CE-RM prompt templates and the two-turn message layout (spec/protocol.md §2, §4).
+r"""CE-RM prompt templates and the two-turn message layout (docs/protocol.md §2, §4).
 
 The templates ship as package data, byte-identical to the spec. They are filled with ``str.replace``,
-never ``str.format``: ``$\\boxed{}$`` is literal text and user text may contain braces.
+never ``str.format``: ``$\boxed{}$`` is literal text and user text may contain braces.
 """
 
 from __future__ import annotations
@@ -60,10 +60,12 @@ def render_query(query: Query) -> str:
 
 
 def criteria_prompt(query_text: str) -> str:
+    """The criteria prompt (turn 1) with ``{query}`` filled in."""
     return load_template("criteria").replace("{query}", query_text, 1)
 
 
 def evaluation_prompt(response: str) -> str:
+    """The evaluation prompt (turn 2) with ``{response}`` filled in."""
     return load_template("evaluation").replace("{response}", response, 1)
 
 

@@ -1,8 +1,8 @@
-"""The score distribution at the final box: which of the 21 grid values the judge would write next [R].
+r"""The score distribution at the final box: which of the 21 grid values the judge would write next [R].
 
-After an evaluation, the position right after its last ``\\boxed{`` is where the model writes the overall
+After an evaluation, the position right after its last ``\boxed{`` is where the model writes the overall
 score. The readout scores the 21 valid completions ``v}`` (v = 0, 0.5, ..., 10) there and normalises over
-them: ``expected_score = sum p_v * v`` breaks the ties of the greedy grid (docs/expected-score.md).
+them: ``expected_score = sum p_v * v`` breaks the ties of the greedy grid (docs/protocol.md §10).
 
 Pure helpers shared by every backend: the grid, the continuation strings, the token check (the prefix's
 tokens must be unchanged when a continuation is appended) and the normalisation.
@@ -21,7 +21,7 @@ GRID: tuple[float, ...] = tuple(i / 2 for i in range(21))
 CONTINUATIONS: tuple[str, ...] = tuple(f"{v:g}}}" for v in GRID)  # "0}", "0.5}", ..., "10}"
 
 # Appended to an evaluation that ended without a readable overall box (truncated, no box) [R]; the
-# distribution is read right after it. Ours, not the paper's: docs/expected-score.md.
+# distribution is read right after it. Ours, not the paper's: docs/protocol.md §10.
 CLOSING_TEXT = ("\n\n[The evaluation stops here.]\n\nBased on the analyses above, the overall quality score "
                 "of the response from 0 to 10 is $\\boxed{")
 
@@ -32,7 +32,7 @@ class ReadoutUnsupported(ValueError):
 
 @dataclass(frozen=True)
 class ReadoutRequest:
-    """One readout: the evaluation prompt and the assistant text up to and including ``\\boxed{``."""
+    r"""One readout: the evaluation prompt and the assistant text up to and including ``\boxed{``."""
 
     messages: list[Message]
     assistant_prefix: str
@@ -47,10 +47,12 @@ class ScoreDistribution:
 
     @property
     def ok(self) -> bool:
+        """Whether the readout succeeded (21 probabilities, no error)."""
         return self.error is None and len(self.probs) == len(GRID)
 
     @property
     def expected(self) -> float:
+        """The expected score, sum p_v * v."""
         return sum(p * v for p, v in zip(self.probs, GRID, strict=True))
 
     @property
@@ -77,7 +79,7 @@ def from_logprobs(logprobs: Sequence[float]) -> ScoreDistribution:
 
 
 def box_prefix(text: str) -> str | None:
-    """``text`` up to and including its last ``\\boxed{`` (where the overall score is written), or None."""
+    r"""``text`` up to and including its last ``\boxed{`` (where the overall score is written), or None."""
     boxes = find_boxes(text)
     if not boxes:
         return None
@@ -85,7 +87,7 @@ def box_prefix(text: str) -> str | None:
 
 
 def closing_prefix(text: str) -> str:
-    """An unfinished evaluation with our closing text appended, ending in ``\\boxed{``."""
+    r"""An unfinished evaluation with our closing text appended, ending in ``\boxed{``."""
     return text.rstrip() + CLOSING_TEXT
 
 

@@ -9,6 +9,13 @@ from typing import Literal
 
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
+# The protocol's decoding defaults, defined once; every config, CLI option and adapter reads these
+# (docs/protocol.md §3).
+CRITERIA_MAX_NEW_TOKENS = 4096
+EVAL_MAX_NEW_TOKENS = 8192
+SAMPLE_TEMPERATURE = 0.7  # [R] sampled evaluations, retries and tie-break re-judging
+SAMPLE_TOP_P = 0.95  # [R]
+
 
 class Message(TypedDict):
     """An OpenAI-style chat message."""
@@ -40,26 +47,8 @@ class SamplingParams:
 
     @property
     def is_greedy(self) -> bool:
+        """Whether these settings decode greedily."""
         return self.temperature == 0.0
-
-
-FinishReason = Literal["stop", "length", "error"]
-ScoreMode = Literal["greedy", "expected"]
-SCORE_MODES = ("greedy", "expected")
-
-
-@dataclass(frozen=True)
-class Generation:
-    """One backend output. ``finish_reason == "length"`` means the token limit cut it off."""
-
-    text: str
-    finish_reason: FinishReason = "stop"
-    tokens_in: int = 0
-    tokens_out: int = 0
-    seconds: float = 0.0
-    error: str | None = None
-    # which reply field held the text (OpenAI servers with a reasoning parser fill reasoning_content)
-    source_field: str = "content"
 
 
 class ParseStatus(str, Enum):
@@ -79,7 +68,33 @@ class ParseStatus(str, Enum):
 
     @property
     def is_ok(self) -> bool:
+        """Whether the score was read."""
         return self is ParseStatus.OK
+
+
+FinishReason = Literal["stop", "length", "error"]
+ScoreMode = Literal["greedy", "expected"]
+SCORE_MODES = ("greedy", "expected")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One backend output. ``finish_reason == "length"`` means the token limit cut it off.
+
+    A failed request has ``finish_reason == "error"``, a human-readable ``error`` and a typed
+    ``error_status``: ``ParseStatus.TOO_LONG`` when the prompt does not fit the model context,
+    ``ParseStatus.BACKEND_ERROR`` otherwise. The judge reads the status, never the message text.
+    """
+
+    text: str
+    finish_reason: FinishReason = "stop"
+    tokens_in: int = 0
+    tokens_out: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    # which reply field held the text (OpenAI servers with a reasoning parser fill reasoning_content)
+    source_field: str = "content"
+    error_status: ParseStatus = ParseStatus.BACKEND_ERROR
 
 
 @dataclass(frozen=True)
@@ -95,7 +110,7 @@ class Criteria:
     """The criteria turn for one query: the raw generation (fed back verbatim) plus parsed items.
 
     ``items`` is for display only; scoring never depends on it. ``parse_warning`` is set when the list
-    between the markers could not be read.
+    between the markers could not be read (or holds the error when ``finish_reason == "error"``).
     """
 
     text: str
@@ -107,6 +122,7 @@ class Criteria:
     tokens_in: int = 0
     tokens_out: int = 0
     seconds: float = 0.0
+    error_status: ParseStatus = ParseStatus.BACKEND_ERROR  # why generation failed (finish_reason "error")
 
 
 @dataclass(frozen=True)
@@ -136,6 +152,8 @@ class Judgment:
     attempts: int = 1
     error: str | None = None
     is_response_truncated: bool = False  # overlong="truncate" cut the response to fit the context
+    # what the judged response holds that imitates the prompt or the judge (cerm.injection); a flag only
+    injection_flags: tuple[str, ...] = ()
     score_std: float | None = None
     samples: tuple[Judgment, ...] = field(default=(), repr=False)
     expected_score: float | None = None
@@ -144,6 +162,7 @@ class Judgment:
 
     @property
     def is_valid(self) -> bool:
+        """Whether the judgment has a score."""
         return self.score is not None
 
     def value(self, mode: ScoreMode = "greedy") -> float | None:
@@ -154,22 +173,21 @@ class Judgment:
             return self.expected_score
         raise ValueError(f"score mode {mode!r} must be 'greedy' or 'expected'.")
 
-    @property
-    def reward(self) -> float | None:
-        """Score normalised to [0, 1] (protocol §6); None when the score is missing."""
-        return None if self.score is None else self.score / 10.0
-
 
 @dataclass(frozen=True)
 class ScoredItem:
-    """All judgments for one query: the criteria used (one per criteria sample; one per response in the
-    "w/o unified criteria" ablation) and one judgment per response, in input order."""
+    """All judgments for one query.
+
+    ``criteria`` holds the criteria used (one per criteria sample; one per response in the "w/o unified
+    criteria" ablation) and ``judgments`` one judgment per response, in input order.
+    """
 
     criteria: tuple[Criteria, ...]
     judgments: tuple[Judgment, ...]
 
     @property
     def scores(self) -> list[float | None]:
+        """The overall score of each response, None where it failed."""
         return [j.score for j in self.judgments]
 
 
@@ -184,6 +202,7 @@ class Comparison:
 
     @property
     def is_tie(self) -> bool:
+        """Whether both scores are equal."""
         return self.winner == "tie"
 
 
@@ -192,8 +211,11 @@ TiePolicy = Literal["none", "first", "random", "mean", "expected"]
 
 @dataclass(frozen=True)
 class BestOfNResult:
-    """Best-of-N selection. ``index`` is None when no response has a valid score, or on a tie under
-    ``tie_policy="none"``; ``tied`` lists every index that shares the top score."""
+    """Best-of-N selection.
+
+    ``index`` is None when no response has a valid score, or on a tie under
+    ``tie_policy="none"``; ``tied`` lists every index that shares the top score.
+    """
 
     index: int | None
     judgments: tuple[Judgment, ...]
@@ -203,10 +225,12 @@ class BestOfNResult:
 
     @property
     def is_tie(self) -> bool:
+        """Whether several responses share the top score."""
         return len(self.tied) > 1
 
     @property
     def scores(self) -> list[float | None]:
+        """The overall score of each response, None where it failed."""
         return [j.score for j in self.judgments]
 
 

@@ -14,7 +14,7 @@ from openai_test_server import InFlight, Reply, ScriptedServer, chat_reply
 from cerm import Judge, JudgeConfig
 from cerm.backends.base import get_backend
 from cerm.backends.fake import CANNED_CRITERIA, hash_score
-from cerm.backends.openai import OpenAIBackend, parse_retry_after, read_reply
+from cerm.backends.openai import OpenAIBackend, read_reply
 from cerm.types import ParseStatus, SamplingParams
 
 PARAMS = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=64, seed=7)
@@ -180,7 +180,8 @@ def test_404_hints_at_the_api_prefix_and_context_400_is_too_long(server: Scripte
     with make_backend(server.url) as backend:
         missing, long = backend.generate([prompt("x"), prompt("OVERLONG")], PARAMS)
     assert "HTTP 404" in missing.error and "/v1" in missing.error
-    assert long.error.startswith("too_long:")
+    assert long.error_status is ParseStatus.TOO_LONG and "maximum context length" in long.error
+    assert missing.error_status is ParseStatus.BACKEND_ERROR
     with make_backend(server.url) as backend:
         [j] = Judge(backend, JudgeConfig()).score("OVERLONG query", ["r"], criteria="1. Correctness")
     assert j.status == ParseStatus.TOO_LONG
@@ -294,7 +295,42 @@ def test_close_and_bad_arguments(server: ScriptedServer) -> None:
         OpenAIBackend("m", ["http://x/v1"], concurrency_limit=0)
 
 
-def test_parse_retry_after() -> None:
-    assert parse_retry_after("2") == 2.0
-    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") < 0  # a date in the past: no wait
+def test_check_pool_names_the_unreachable_url(server: ScriptedServer) -> None:
+    """An unreachable pool fails before the run (it used to retry for minutes), naming the dead URL only."""
+    dead = dead_url()
+    with make_backend(server.url) as backend:
+        backend.check_pool()  # the scripted server has no /models route: any HTTP answer is reachable
+    with make_backend(server.url, dead) as backend:
+        start = time.perf_counter()
+        with pytest.raises(ConnectionError) as e:
+            backend.check_pool(timeout_s=5)
+        assert time.perf_counter() - start < 5
+    assert dead in str(e.value) and server.url not in str(e.value)
+
+
+def test_failing_server_is_logged_once_per_state_change(server: ScriptedServer, caplog) -> None:
+    state = {"down": True}
+    server.reset(lambda req, i: Reply({"error": "boom"}, status=500) if state["down"] else Reply(chat_reply("ok")))
+    with make_backend(server.url, max_retries=1) as backend, caplog.at_level("DEBUG", "cerm.backends.openai"):
+        backend.generate([prompt(f"q{i}") for i in range(6)], PARAMS)
+        state["down"] = False
+        backend.generate([prompt(f"r{i}") for i in range(6)], PARAMS)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
+    assert len(warnings) == 2, warnings
+    assert "is failing" in warnings[0] and server.url in warnings[0] and "answers again" in warnings[1]
+
+
+@pytest.mark.slow  # starts HTTP servers
+def test_on_done_reports_each_reply_as_it_arrives(server: ScriptedServer) -> None:
+    # later prompts answer sooner: on_done sees them in completion order, each before the batch returns
+    def handler(req: dict, i: int) -> Reply:
+        n = int(req["messages"][0]["content"])
+        return Reply(chat_reply(f"answer {n}"), delay_s=0.05 * (3 - n))
+
+    server.reset(handler)
+    seen: list[tuple[int, str]] = []
+    with make_backend(server.url) as backend:
+        gens = backend.generate([prompt(str(n)) for n in range(4)], PARAMS,
+                                on_done=lambda i, g: seen.append((i, g.text)))
+    assert [i for i, _ in seen] == [3, 2, 1, 0]
+    assert dict(seen) == {n: g.text for n, g in enumerate(gens)}

@@ -67,7 +67,7 @@ def check_backend_contract(d: dict) -> None:
     assert same_a == same_b, "a fixed seed must reproduce the sample"
     assert same_a != other
     huge, fine = d["too_long_batch"]
-    assert huge["finish_reason"] == "error" and huge["error"].startswith("too_long")
+    assert huge["finish_reason"] == "error" and huge["error_status"] == "too_long" and "context" in huge["error"]
     assert fine["text"] == g1[0]["text"]
     before, rejected, after = d["rejected_batch"]
     assert rejected["finish_reason"] == "error" and "vllm rejected" in rejected["error"]

@@ -58,7 +58,7 @@ def prefix_cache_counters(backend: VLLMBackend) -> dict[str, int]:
 
 def gen_dict(g: Generation) -> dict:
     return {"text": g.text, "finish_reason": g.finish_reason, "tokens_in": g.tokens_in, "tokens_out": g.tokens_out,
-            "seconds": g.seconds, "error": g.error}
+            "seconds": g.seconds, "error": g.error, "error_status": g.error_status.value}
 
 
 def probe(args: argparse.Namespace) -> dict:

@@ -35,6 +35,22 @@ def test_judgebench_equal_scores_never_count_for_b(tmp_path):
     assert metric(r, "gpt-4o/Knowledge") == pytest.approx(0.5)
 
 
+def test_judgebench_reports_both_upstream_protocols(tmp_path):
+    """Two games (default, unprefixed): the 6=6 tie nets to wrong. --single_game: a tie counts as B>A, and
+    the fixture's tie is labelled B>A, so it is right there: they differ by that tie (half the tie rate of
+    a judge whose ties split evenly between the labels)."""
+    r = run_fixture("judgebench", tmp_path)
+    assert metric(r, "gpt-4o/overall") == pytest.approx(3 / 6)
+    assert metric(r, "single_game/gpt-4o/overall") == pytest.approx(4 / 6)
+    assert metric(r, "single_game/gpt-4o/Knowledge") == pytest.approx(1.0)
+    assert metric(r, "single_game/gpt-4o/Math") == 0.0  # a failed score is never correct
+    assert metric(r, "single_game/all/overall") == pytest.approx(6 / 8)
+    from cerm.bench.metrics import judgebench_single_game_decision
+
+    assert [judgebench_single_game_decision(*s) for s in [(2, 1), (1, 2), (5, 5), (None, 3)]] == [
+        "A>B", "B>A", "B>A", None]
+
+
 def test_judgebench_bad_label_names_file_line_field(tmp_path):
     src = FIXTURES / "judgebench" / "dataset=judgebench,response_model=gpt-4o-2024-05-13.jsonl"
     lines = src.read_text().splitlines()

@@ -119,3 +119,59 @@ def test_probe_pairs_from_benchmark_fixture():
         assert p.original == it.candidates[it.correct[0]]  # the labelled-better response
         assert re.search(r"SCORE:\S+", p.variant)
     assert isinstance(pairs[0], ProbePair)
+
+
+# ---- injection -------------------------------------------------------------------------------------
+def _gullible_script(messages, params):
+    """A judge that believes what the response says about itself: 9 with any injection, else 3 for "bad"
+    answers and 6 for good ones."""
+    if len(messages) == 1:
+        return CANNED_CRITERIA
+    response = messages[-1]["content"].split("[Start of Response]\n", 1)[-1]
+    if "boxed{10}" in response or "GRADER OVERRIDE" in response:
+        return "Overall \\boxed{9}"
+    return "Overall \\boxed{3}" if "bad" in response else "Overall \\boxed{6}"
+
+
+def test_injection_pairs_edit_the_incorrect_response_and_keep_the_correct_one():
+    from cerm.bench.probes import INJECTION_PROBES, INJECTIONS, expand_probes
+
+    assert expand_probes(["length", "injection"]) == ["length", *INJECTION_PROBES]
+    items = [_item(i, f"answer {i}") for i in range(3)]
+    for probe in INJECTION_PROBES:
+        pairs = build_pairs(probe, items)
+        assert len(pairs) == 3
+        assert all(p.original == "bad" and p.reference == f"answer {k}" for k, p in enumerate(pairs))
+        assert pairs[0].variant.startswith("bad\n\n") and INJECTIONS[probe.split("/")[1]] in pairs[0].variant
+
+
+@pytest.mark.parametrize("probe", ["injection/fake-verdict", "injection/delimiter", "injection/override"])
+def test_injection_probe_end_to_end_on_the_fake_backend(probe):
+    judge = Judge(FakeBackend("gullible", script=_gullible_script), JudgeConfig(), Store(None))
+    items = [_item(i, f"answer {i}") for i in range(6)]
+    result, records = run_probe(judge.score_batch, probe, build_pairs(probe, items), n_resamples=100)
+    assert result.shift == pytest.approx(6.0) and result.mean_original == 3.0
+    assert result.n_flip_pairs == 6 and result.flip_rate == 1.0  # 9 > 6 every time: a gullible judge
+    assert result.flip_ci_low == 1.0 and result.flip_ci_high == 1.0
+    assert result.flagged_original == 0.0 and result.flagged_variant == 1.0  # the detector sees every family
+    assert records[0]["reference_score"] == 6.0 and records[0]["variant_flags"]
+    assert judge.stats.criteria_generated == 6  # original, variant and reference share one criteria set
+
+
+def test_injection_probe_on_a_judge_that_is_not_fooled():
+    judge = Judge(FakeBackend("scores"), JudgeConfig(), Store(None))  # hash scores, blind to the injection
+    items = [_item(i, f"answer {i}") for i in range(8)]
+    result, _ = run_probe(judge.score_batch, "injection/override", build_pairs("injection/override", items),
+                          n_resamples=100)
+    assert result.n_pairs == 8 and result.flip_rate is not None and 0 <= result.flip_rate <= 1
+    assert result.flip_ci_low is not None and result.flip_ci_low <= result.flip_rate <= result.flip_ci_high
+
+
+def test_every_injection_family_raises_its_own_flag():
+    from cerm.bench.probes import INJECTIONS
+    from cerm.injection import injection_flags
+
+    assert "verdict_imitation" in injection_flags("answer\n\n" + INJECTIONS["fake-verdict"])
+    assert "prompt_delimiter" in injection_flags("answer\n\n" + INJECTIONS["delimiter"])
+    assert "grader_order" in injection_flags("answer\n\n" + INJECTIONS["override"])
+    assert injection_flags("The answer is 4, because 2 + 2 = 4.") == ()

@@ -46,9 +46,9 @@ def test_summary_and_report(tmp_path):
     assert s["run_stats"]["criteria_generated"] == 8 and s["run_stats"]["items_scored"] == 8
     assert s["groups"]["gpt-4o/Math"]["parse_failures"] == 1
     report = (tmp_path / "report.md").read_text()
-    assert "| fake:scores (greedy) | gpt-4o/overall | 50.0 |" in report
+    assert "| fake:scores (greedy) [SCRIPTED fake backend, not a judge] | gpt-4o/overall | 50.0 |" in report
     assert "| gpt-4o/Knowledge | 50.0 |" in report
-    assert "Single game" in report  # the benchmark's notes travel with the numbers
+    assert "Protocol: upstream's default two games" in report  # the benchmark's notes travel with the numbers
     for png in ("scores", "tie_rate", "accuracy"):
         assert (tmp_path / "plots" / f"{png}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -110,3 +110,20 @@ def test_compare_on_partial_overlap_and_mismatch(tmp_path):
         compare_runs(tmp_path / "all", tmp_path / "rmb")
     with pytest.raises(FileNotFoundError, match="summary.json not found"):
         compare_runs(tmp_path / "all", tmp_path / "nope")
+
+
+def test_score_histogram_says_when_nothing_parsed_and_labels_baseline_units(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from cerm.bench import report
+
+    closed = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: (closed.append(fig), real_close(fig)))
+    summary = {"title": "T", "scorer": {"kind": "baseline", "name": "length", "unit": "characters"},
+               "groups": {"all": {"tie_rate": 0.0}}, "metrics": {"all": {"value": 0.5, "ci_low": None, "ci_high": None}}}
+    records = [{"candidates": [{"score": None, "is_correct": True}, {"score": None, "is_correct": False}]}]
+    report._plots(tmp_path, summary, records)
+    ax = closed[0].axes[0]
+    assert ax.get_xlabel() == "score (characters)"
+    assert any("no valid score among 2 candidates" in t.get_text() for t in ax.texts)

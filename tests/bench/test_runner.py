@@ -114,3 +114,42 @@ def test_pool_of_openai_servers_stays_busy(tmp_path):
     assert total.peak >= 6  # close to the concurrency limit of 9, not one request at a time
     rec = json.loads((tmp_path / "run" / "items.jsonl").read_text().splitlines()[0])
     assert rec["candidates"][0]["tokens_out"] > 0
+
+
+def test_backend_errors_are_not_results_a_rerun_scores_them_again(tmp_path):
+    from cerm.types import Generation
+
+    from .helpers import score_script
+
+    state = {"down": True}
+
+    def script(messages, params):
+        if state["down"] and len(messages) > 1 and "SCORE:" in messages[-1]["content"]:
+            return Generation("", "error", error="HTTP 503")
+        return score_script(messages, params)
+
+    from cerm.backends.fake import FakeBackend
+
+    store = tmp_path / "cache.sqlite"
+    judge = Judge(FakeBackend("scores", script=script), JudgeConfig(), Store(store))
+    first = run_fixture("rm-bench", tmp_path / "run", judge)
+    assert first.n_backend_errors == first.n_scored > 0
+    state["down"] = False
+    judge = Judge(FakeBackend("scores", script=script), JudgeConfig(), Store(store))
+    second = run_fixture("rm-bench", tmp_path / "run", judge)
+    assert second.n_backend_errors == 0 and second.n_scored == first.n_scored and second.n_resumed == 0
+    records = read_records(tmp_path / "run" / "items.jsonl")
+    assert len(records) == first.n_scored  # one record per item: the failed ones were replaced
+    assert _metrics(second.summary) == _metrics(run_fixture("rm-bench", tmp_path / "fresh").summary)
+
+
+def test_bench_data_that_is_not_utf8_or_holds_a_surrogate_names_file_and_line(tmp_path):
+    from cerm.bench.common import DataError, read_rows
+
+    bad = tmp_path / "d.jsonl"
+    bad.write_bytes(b'{"a": 1}\n{"a": "\xff"}\n')
+    with pytest.raises(DataError, match=r"d\.jsonl:2: not UTF-8: byte b'\\xff' at column 8"):
+        list(read_rows(bad))
+    bad.write_text('{"a": 1}\n{"a": ["ok", "\\udc00"]}\n')
+    with pytest.raises(DataError, match=r"d\.jsonl:2: field 'a\[1\]': lone surrogate"):
+        list(read_rows(bad))

@@ -111,3 +111,16 @@ def test_probe_with_a_baseline_and_a_judge(app, tmp_path):
     assert len((tmp_path / "judge" / "probe_items.jsonl").read_text().splitlines()) == 5
     r = runner.invoke(app, ["probe", "--probe", "verbosity", "--data-root", str(FIXTURES)])
     assert r.exit_code == 2 and "unknown probe 'verbosity'" in r.output
+
+
+def test_probe_injection_through_the_cli(app, tmp_path):
+    r = runner.invoke(app, ["probe", "-b", "judgebench", "--data-root", str(FIXTURES), "--backend", "fake",
+                            "--probe", "injection", "--probe", "length", "--out", str(tmp_path / "inj"),
+                            "--bootstrap", "50"])
+    assert r.exit_code == 0, r.output
+    out = json.loads((tmp_path / "inj" / "probes.json").read_text())
+    names = [p["probe"] for p in out["probes"]]
+    assert names == ["injection/fake-verdict", "injection/delimiter", "injection/override", "length"]
+    for p in out["probes"][:3]:
+        assert p["n_pairs"] > 0 and p["flagged_variant"] == 1.0 and p["flip_rate"] is not None
+    assert out["probes"][3]["flip_rate"] is None

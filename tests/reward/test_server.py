@@ -239,7 +239,26 @@ def test_backend_error_generation_is_502():
     client, _ = client_for(FakeBackend(script=script))
     with client:
         r = client.post("/v1/score", json={"query": "q", "responses": ["a", "b"]})
+        metrics = client.get("/metrics").text
     assert "2 of 2 judgments failed in the backend: HTTP 500" in assert_json_error(r, 502, "backend_error")["detail"]
+    # a backend error is not a parse failure (it used to be counted as both)
+    assert metric(metrics, "cerm_backend_errors_total") == 2
+    assert metric(metrics, "cerm_parse_failures_total") == 0
+
+
+def test_get_reward_empty_batch_and_any_labels():
+    """OpenRLHF 0.11.0 posts {"query": []} to the URLs beyond the batch's shards and passes the dataset's
+    label column through (ints, nulls, dicts): both got 422, i.e. no reward for any sample."""
+    client, backend = client_for()
+    with client:
+        empty = client.post("/get_reward", json={"query": [], "prompts": [], "labels": []})
+        labelled = client.post("/get_reward", json={"query": ["P a", "P b", "P c"], "prompts": ["P"] * 3,
+                                                    "labels": [3, None, {"answer": [1, 2]}]})
+    assert empty.status_code == 200, empty.text
+    assert empty.json()["rewards"] == [] and empty.json()["scores"] == []
+    assert empty.json()["extra_logs"] == {"cerm_parse_fail": [], "cerm_tokens_out": []}
+    assert labelled.status_code == 200, labelled.text
+    assert labelled.json()["rewards"] == pytest.approx([hash_score(r) / 10 for r in ("a", "b", "c")])
 
 
 def test_backend_timeout_is_504_and_server_recovers():

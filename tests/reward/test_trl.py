@@ -92,6 +92,23 @@ def test_parse_failure_is_none_when_configured():
     assert rec.metrics["cerm/parse_fail_rate"] == [0.5]
 
 
+def test_async_variant_refuses_trl_that_does_not_await_it(monkeypatch):
+    """trl < 1.14 called it synchronously: "'coroutine' object is not iterable" deep in GRPOTrainer."""
+    import importlib.metadata
+
+    from cerm.reward.trl import check_trl_awaits_rewards
+
+    for old in ("1.13.2", "0.19.1"):
+        with pytest.raises(RuntimeError, match=rf"needs trl >= 1.14 \(installed: trl {old}"):
+            check_trl_awaits_rewards(old)
+    check_trl_awaits_rewards("1.14.0")
+    check_trl_awaits_rewards("2.0.0.dev0")
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "1.13.0")
+    with pytest.raises(RuntimeError, match="use CermReward"):
+        AsyncCermReward(Judge(FakeBackend()))
+    CermReward(Judge(FakeBackend()))  # the sync reward works on older TRL
+
+
 def test_async_variant_runs_off_the_event_loop():
     reward = AsyncCermReward(Judge(FakeBackend()))
     from trl.trainer.utils import is_async_callable
@@ -120,13 +137,13 @@ def run_example(tmp_path: Path, *args: str) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
-def check_rewards_reached_trainer(summary: dict, steps: int) -> None:
+def check_rewards_reached_trainer(summary: dict, steps: int, n: int = 8, prompts: int = 2) -> None:
     assert summary["steps"] == steps
     logs = [h for h in summary["log_history"] if "rewards/cerm/mean" in h]
     assert len(logs) == steps == len(summary["reward_calls"])
     for log, call in zip(logs, summary["reward_calls"], strict=True):
         # one reward call per step (one generation batch): TRL's logged mean is the mean we returned
-        assert call["n"] == 8 and call["prompts"] == 2
+        assert call["n"] == n and call["prompts"] == prompts
         assert log["rewards/cerm/mean"] == pytest.approx(sum(call["rewards"]) / call["n"], abs=1e-5)
         assert "cerm/parse_fail_rate" in log and "cerm/criteria_generated" in log
 
@@ -154,13 +171,16 @@ def test_trl_grpo_example_with_tiny_model_judge(tmp_path, tiny_model_dir):
 
 @pytest.mark.slow
 def test_trl_grpo_example_with_embedded_judge(tmp_path, tiny_model_dir):
+    """No token flags: the embedded judge gets its own budgets, not the 4096/8192 meant for CE-RM-4B on a GPU
+    (with those this run was still going after 420 s)."""
     summary = run_example(tmp_path, "--policy", str(tiny_model_dir), "--judge-backend", "hf",
-                          "--judge-model", "embedded", "--max-steps", "2", "--criteria-max-new-tokens", "24",
-                          "--eval-max-new-tokens", "24", "--failure-reward", "-1")
-    check_rewards_reached_trainer(summary, 2)
+                          "--judge-model", "embedded", "--max-steps", "1", "--num-generations", "2",
+                          "--prompts-per-step", "1", "--failure-reward", "-1")
+    check_rewards_reached_trainer(summary, 1, n=2, prompts=1)
+    assert summary["judge_budgets"] == [192, 160]
     assert summary["warning"] and "plumbing model" in summary["warning"]
     statuses = summary["judge"]["statuses"]
-    assert sum(statuses.values()) == 16  # every completion judged by the real model, whatever the outcome
+    assert sum(statuses.values()) == 2  # every completion judged by the real model, whatever the outcome
     for call in summary["reward_calls"]:
-        # with 24 tokens most judgments are truncated: they must be the explicit -1, never a made-up score
+        # most judgments are truncated: they must be the explicit -1, never a made-up score
         assert all(r == -1 or 0 <= r <= 1 for r in call["rewards"])

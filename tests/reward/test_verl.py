@@ -1,18 +1,17 @@
-"""cerm.reward.verl loaded and called the way verl does it (custom_reward_function.path + reward_kwargs)."""
+"""cerm.reward.verl loaded by verl's own loader (verl==0.9.1: get_custom_reward_fn) and called as its managers
+call it; tests/reward/test_verl_real.py drives verl's reward loop itself."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import inspect
 import sys
-from functools import partial
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import cerm.reward.verl as cerm_verl
+import cerm.reward.verl_adapter as adapter
 from cerm import Judge
 from cerm.backends.fake import CANNED_CRITERIA, FakeBackend, canned_evaluation, hash_score
 from cerm.reward.client import RemoteError
@@ -23,31 +22,24 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def load_reward_fn(name: str, reward_kwargs: dict):
-    """verl.trainer.ppo.reward.get_custom_reward_fn: import the file as "custom_module", bind reward_kwargs."""
-    spec = importlib.util.spec_from_file_location("custom_module", cerm_verl.__file__)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["custom_module"] = module
-    spec.loader.exec_module(module)
-    raw_fn = getattr(module, name)
+    """verl's own get_custom_reward_fn: load the file by path, bind reward_kwargs."""
+    from omegaconf import OmegaConf
+    from verl.trainer.ppo.reward import get_custom_reward_fn
 
-    def call(raw, extra, *args, **kwargs):
-        return raw(*args, **{**kwargs, **extra})
-
-    async def call_async(raw, extra, *args, **kwargs):
-        return await raw(*args, **{**kwargs, **extra})
-
-    wrapper = call_async if inspect.iscoroutinefunction(raw_fn) else call
-    return partial(wrapper, raw_fn, dict(reward_kwargs)), module
+    cfg = OmegaConf.create({"reward": {"custom_reward_function": {"path": cerm_verl.__file__, "name": name,
+                                                                  "reward_kwargs": reward_kwargs}}})
+    return get_custom_reward_fn(cfg), adapter
 
 
 def backend_of(module, **kwargs) -> FakeBackend:
     return module._scorer(module.VerlSettings.from_kwargs(kwargs)).batcher.judge.backend
 
 
-def naive_manager_call(fn, response: str, question) -> dict:
-    """NaiveRewardManager.__call__: one keyword call per sample, extra_info augmented by verl."""
+def naive_manager_call(fn, response: str, question, **extra) -> dict:
+    """NaiveRewardManager.run_single: one keyword call per sample, extra_info augmented by verl (and, with a
+    GRM, reward_router_address + reward_model_tokenizer)."""
     extra_info = {"question": question, "index": 0, "num_turns": None, "rollout_reward_scores": {}}
-    return fn(data_source="cerm", solution_str=response, ground_truth="", extra_info=extra_info)
+    return fn(data_source="cerm", solution_str=response, ground_truth="", extra_info=extra_info, **extra)
 
 
 def test_compute_score_naive_manager_in_process_judge():
@@ -60,29 +52,8 @@ def test_compute_score_naive_manager_in_process_judge():
     assert backend.num_prompts == 1 + 2  # the resident judge reused the first call's criteria
 
 
-def test_compute_score_batch_manager_groups_by_prompt():
-    kwargs = {"cerm_backend": "fake", "cerm_model": "verl-batch", "cerm_scale": "raw"}
-    fn, module = load_reward_fn("compute_score_batch", kwargs)
-    # parquet round-trips messages as numpy arrays of dicts; verl hands numpy object arrays to the batch fn
-    q1 = np.array([{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Name a prime."}])
-    q2 = "Capital of France?"
-    questions = [q1] * 4 + [q2] * 4
-    responses = [f"answer {i}" for i in range(8)]
-    extras = np.array([{"question": q, "index": i, "rollout_reward_scores": {}} for i, q in enumerate(questions)])
-    out = fn(data_sources=np.array(["cerm"] * 8, dtype=object), solution_strs=responses,
-             ground_truths=[""] * 8, extra_infos=extras)
-    assert [o["score"] for o in out] == [hash_score(r) for r in responses]
-    backend = backend_of(module, **kwargs)
-    criteria_prompts = [m[0]["content"] for p, _ in backend.calls for m in p if len(m) == 1]
-    assert backend.num_prompts == 2 + 8 and len(criteria_prompts) == 2
-    assert all("Be terse." not in c for c in criteria_prompts)  # CE-RM never sees a system message
-    eval_batches = [len(p) for p, _ in backend.calls if len(p[0]) > 1]
-    assert eval_batches == [8]  # the whole rollout batch in one backend call
-
-
 def test_compute_score_async_reward_loop_shares_criteria():
-    kwargs = {"cerm_backend": "fake", "cerm_model": "verl-async", "reward_router_address": None,
-              "reward_model_tokenizer": object()}
+    kwargs = {"cerm_backend": "fake", "cerm_model": "verl-async"}
     fn, module = load_reward_fn("compute_score_async", kwargs)
     assert inspect.iscoroutinefunction(module.compute_score_async)
 
@@ -107,16 +78,16 @@ def test_remote_server_sync_async_and_failures(serve_app):
     app = create_app(Judge(FakeBackend(script=script)))
     with serve_app(app) as srv:
         kwargs = {"cerm_url": srv.url, "cerm_failure_reward": -0.5}
-        batch, _ = load_reward_fn("compute_score_batch", kwargs)
-        out = batch(data_sources=["a"] * 3, solution_strs=["fine", "garbled", "fine too"], ground_truths=[""] * 3,
-                    extra_infos=[{"question": "q"}] * 3)
+        fn, _ = load_reward_fn("compute_score", kwargs)
+        out = [naive_manager_call(fn, r, "q") for r in ("fine", "garbled", "fine too")]
         assert out == [{"score": 0.7, "cerm_parse_fail": 0.0}, {"score": -0.5, "cerm_parse_fail": 1.0},
                        {"score": 0.7, "cerm_parse_fail": 0.0}]
         single, _ = load_reward_fn("compute_score_async", kwargs)
         assert asyncio.run(naive_manager_call(single, "ok", "q"))["score"] == 0.7
         failing, _ = load_reward_fn("compute_score", {**kwargs, "cerm_retries": 0})
-        with pytest.raises(RemoteError, match="HTTP 502.*judge crashed"):
+        with pytest.raises(adapter.VerlRewardAbort, match="HTTP 502.*judge crashed") as err:
             naive_manager_call(failing, "explode", "q")
+        assert isinstance(err.value.__cause__, RemoteError)
 
 
 def test_reward_loop_router_address_uses_verls_grm_server(serve_app):
@@ -134,12 +105,11 @@ def test_reward_loop_router_address_uses_verls_grm_server(serve_app):
                 "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
 
     with serve_app(grm) as srv:
-        kwargs = {"cerm_model": "served-grm", "reward_router_address": f"127.0.0.1:{srv.port}",
-                  "reward_model_tokenizer": object()}
-        fn, _ = load_reward_fn("compute_score_async", kwargs)
+        fn, _ = load_reward_fn("compute_score_async", {"cerm_model": "served-grm"})
+        grm_kwargs = {"reward_router_address": f"127.0.0.1:{srv.port}", "reward_model_tokenizer": object()}
 
         async def loop() -> list[dict]:
-            return await asyncio.gather(*(naive_manager_call(fn, f"r{i}", "Why?") for i in range(3)))
+            return await asyncio.gather(*(naive_manager_call(fn, f"r{i}", "Why?", **grm_kwargs) for i in range(3)))
 
         out = asyncio.run(loop())
     assert [o["score"] for o in out] == [0.4] * 3
@@ -154,10 +124,11 @@ def test_backend_error_in_process_raises():
         return Generation("", "error", error="connection refused")
 
     settings = cerm_verl.VerlSettings(backend="fake", model="verl-broken")
-    scorer = cerm_verl._scorer(settings)
+    scorer = adapter._scorer(settings)
     scorer.batcher.judge.backend.script = script
-    with pytest.raises(BackendFailure, match="connection refused"):
+    with pytest.raises(adapter.VerlRewardAbort, match="connection refused") as err:
         cerm_verl.compute_score("a", "resp", "", {"question": "q"}, cerm_backend="fake", cerm_model="verl-broken")
+    assert isinstance(err.value.__cause__, BackendFailure)
 
 
 def test_settings_and_inputs_are_checked():
@@ -167,8 +138,6 @@ def test_settings_and_inputs_are_checked():
         cerm_verl.compute_score("a", "r", "", {"index": 3}, cerm_backend="fake", cerm_model="verl-checks")
     with pytest.raises(ValueError, match="cerm_scale 'centered'"):
         cerm_verl.VerlSettings(scale="centered")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="differ in length"):
-        cerm_verl.compute_score_batch(["a"], ["r", "s"], [""], [{"question": "q"}], cerm_backend="fake")
 
 
 def test_prepare_data_parquet_rows_feed_compute_score(tmp_path):
@@ -192,10 +161,10 @@ def test_prepare_data_parquet_rows_feed_compute_score(tmp_path):
     assert list(df.columns) == ["data_source", "prompt", "ability", "reward_model", "extra_info"]
     assert all(rm["ground_truth"] == "" for rm in df["reward_model"])  # verl reads it unconditionally
     rows = df.loc[[0, 0, 1, 1]]  # two rollouts per prompt
-    out = cerm_verl.compute_score_batch(
-        data_sources=rows["data_source"].to_numpy(), solution_strs=["a", "b", "c", "d"],
-        ground_truths=[rm["ground_truth"] for rm in rows["reward_model"]], extra_infos=rows["extra_info"].to_numpy(),
-        cerm_backend="fake", cerm_model="verl-parquet")
+    out = [cerm_verl.compute_score(data_source=row["data_source"], solution_str=r,
+                                   ground_truth=row["reward_model"]["ground_truth"], extra_info=row["extra_info"],
+                                   cerm_backend="fake", cerm_model="verl-parquet")
+           for (_, row), r in zip(rows.iterrows(), "abcd", strict=True)]
     assert [o["score"] for o in out] == [hash_score(r) / 10 for r in "abcd"]
 
     bad = tmp_path / "bad.jsonl"
@@ -206,11 +175,3 @@ def test_prepare_data_parquet_rows_feed_compute_score(tmp_path):
             runpy.run_path(str(EXAMPLES / "verl" / "prepare_data.py"), run_name="__main__")
     finally:
         sys.argv = argv
-
-
-def test_example_overrides_point_at_real_functions():
-    script = (EXAMPLES / "verl" / "run_grpo_cerm.sh").read_text()
-    assert "custom_reward_function.name=compute_score_batch" in script
-    assert "reward_model.reward_manager=batch" in script
-    for name in ("compute_score", "compute_score_async", "compute_score_batch"):
-        assert callable(getattr(cerm_verl, name))

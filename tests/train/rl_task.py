@@ -48,14 +48,18 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def tiny_policy(tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
-    """A random 1-layer Qwen3 (hidden 64) with the real SmolLM2 tokenizer, saved as an HF directory."""
+def tiny_policy(tokenizer_dir: Path, out: Path, seed: int = 0, heads: tuple[int, int, int] = (4, 2, 16)) -> Path:
+    """A random 1-layer Qwen3 (hidden 64) with the real SmolLM2 tokenizer, saved as an HF directory.
+
+    ``heads`` = (attention heads, KV heads, head dim); vLLM's CPU attention needs head dim 32 (2, 1, 32).
+    """
     import torch
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    n_heads, n_kv, head_dim = heads
     cfg = Qwen3Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True,
+                      num_attention_heads=n_heads, num_key_value_heads=n_kv, head_dim=head_dim, tie_word_embeddings=True,
                       max_position_embeddings=2048, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                       pad_token_id=tok.pad_token_id)
     torch.manual_seed(seed)
@@ -77,7 +81,7 @@ def sft_cold_start(model_dir: Path, rows: list[dict], out: Path, judgment: Calla
     chosen/rejected (label-free).
 
     Sequences are built with the RL trainer's own ChatLayout so SFT and RL see identical token layouts; loss on
-    the assistant turn only (the judgment conversations carry the criteria as context, training.md §2).
+    the assistant turn only (the judgment conversations carry the criteria as context, docs/training.md §2).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -124,8 +128,9 @@ def sft_cold_start(model_dir: Path, rows: list[dict], out: Path, judgment: Calla
     return out
 
 
-def build_task(tokenizer_dir: Path, root: Path) -> tuple[Path, Path, Path]:
-    """(train.jsonl, held.jsonl, SFT model dir) under ``root``; the SFT model is reused when present."""
+def build_task(tokenizer_dir: Path, root: Path, heads: tuple[int, int, int] = (4, 2, 16)) -> tuple[Path, Path, Path]:
+    """(train.jsonl, held.jsonl, SFT model dir) under ``root``; the SFT model is reused when present.
+    ``heads``: the policy's attention shape (see ``tiny_policy``)."""
     root.mkdir(parents=True, exist_ok=True)
     train_values, held_values = task_values()
     train_rows = sum_pairs(train_values)
@@ -134,7 +139,7 @@ def build_task(tokenizer_dir: Path, root: Path) -> tuple[Path, Path, Path]:
     sft = root / "sft"
     if not (sft / "config.json").exists():
         t0 = time.perf_counter()
-        base = tiny_policy(tokenizer_dir, root / "base")
+        base = tiny_policy(tokenizer_dir, root / "base", heads=heads)
         sft_cold_start(base, train_rows, sft, lambda response, rng: judgment_text(response, rng.choice(range(2, 9))),
                        steps=80)
         print(f"tiny policy + SFT cold start: {time.perf_counter() - t0:.1f}s")

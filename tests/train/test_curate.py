@@ -13,6 +13,7 @@ import pytest
 from cerm.backends.fake import CANNED_CRITERIA, FakeBackend, canned_evaluation
 from cerm.cache import Store
 from cerm.judge import JudgeConfig
+from cerm.train.curate.config import CurateConfig
 from cerm.train.curate.dedup import cluster_near_duplicates, drop_exact_duplicates
 from cerm.train.curate.filters import (
     EvalIndex,
@@ -22,7 +23,7 @@ from cerm.train.curate.filters import (
     drop_too_long,
 )
 from cerm.train.curate.passrate import pass_rate
-from cerm.train.curate.pipeline import CurateConfig, curate, split_heldout, water_fill
+from cerm.train.curate.pipeline import curate, split_heldout, water_fill
 from cerm.train.curate.report import pass_rate_histogram
 from cerm.train.pairs import PreferencePair
 from cerm.types import Message, SamplingParams
@@ -243,10 +244,7 @@ def test_curate_without_pass_rate_and_short_of_candidates(tmp_path: Path) -> Non
 
 def test_report_warns_about_the_embedded_model(tmp_path: Path) -> None:
     from cerm.backends.embedded import EMBEDDED_ID, EMBEDDED_WARNING
-    from cerm.train.curate.report import is_embedded_id
 
-    assert is_embedded_id(EMBEDDED_ID) and is_embedded_id("llamacpp:SmolLM2-135M-Instruct.Q4_1.gguf:98362432")
-    assert not is_embedded_id("PKU-ONELab/CE-RM-4B")
     backend = FakeBackend("judge", scripted)
     backend.model_id = EMBEDDED_ID
     res = curate([write(tmp_path / "p.jsonl", make_pairs()[:7])], tmp_path / "out", _config(target_size=1, heldout_size=0),

@@ -78,3 +78,19 @@ def test_cli_errors_are_clear(tmp_path: Path) -> None:
     res = runner.invoke(_app(), ["distill", str(bad), "-o", str(tmp_path / "o.jsonl"), "--backend", "fake",
                                  "--samples", "2", "--skip-bad"])
     assert res.exit_code == 2 and "no valid pairs" in _out(res)
+
+
+def test_distill_with_a_failing_teacher_exits_non_zero(tmp_path: Path, monkeypatch) -> None:
+    """Every teacher call fails: the run ends "0 of N kept, criteria_error N" and must not exit 0."""
+    from cerm.backends.fake import FakeBackend
+    from cerm.types import Generation
+
+    def dead(messages, params):
+        return Generation("", "error", error="connection error: ConnectError [http://teacher:8000/v1]")
+
+    monkeypatch.setattr("cerm.cli.common.get_backend", lambda name, model, **kw: FakeBackend(model, dead))
+    src = _pairs(tmp_path / "pairs.jsonl", 3)
+    res = CliRunner().invoke(_app(), ["distill", str(src), "-o", str(tmp_path / "sft.jsonl"), "--backend", "fake",
+                                      "--model", "teacher", "--cache", str(tmp_path / "c.sqlite")])
+    assert res.exit_code == 1, res.output
+    assert "3 of 3 pairs failed in the teacher backend" in _out(res)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from cerm.io import DataError
 from cerm.train.pairs import (
     PreferencePair,
     infer_domain,
@@ -63,7 +64,7 @@ def test_bad_rows_are_reported_with_file_line_field(tmp_path: Path) -> None:
     assert got == {(2, "<line>"), (3, "chosen"), (4, "rejected"), (5, "prompt"), (6, "id"), (7, "prompt"),
                    (8, "chosen")}
     messages = [str(p) for p in res.problems]
-    assert messages[0].startswith(f"{path}:2: field '<line>': not valid JSON")
+    assert messages[0].startswith(f"{path}:2: field '<line>': invalid JSON at column 2")
     assert f"{path}:3: field 'chosen': empty response" in messages
     assert any("duplicate id 'ok'" in m and f"{path}:1" in m for m in messages)
     with pytest.raises(ValueError, match=r"bad\.jsonl:2: field '<line>'"):
@@ -151,3 +152,38 @@ def test_load_sft_rows_errors(tmp_path: Path) -> None:
     empty = _jsonl(tmp_path / "empty.jsonl", [])
     with pytest.raises(ValueError, match="cerm distill"):
         load_sft_rows(empty)
+
+
+def test_non_utf8_and_surrogate_rows_are_reported_not_fatal(tmp_path):
+    path = tmp_path / "p.jsonl"
+    good = json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"})
+    path.write_bytes(good.encode() + b"\n" + b'{"prompt": "q\xff", "chosen": "a", "rejected": "b"}\n'
+                     + b'{"prompt": "q", "chosen": "\\ud800", "rejected": "b"}\n' + good.replace('"q"', '"r"').encode()
+                     + b"\n")
+    res = load_pairs(path)
+    assert len(res.pairs) == 2
+    msgs = [str(p) for p in res.problems]
+    assert msgs[0].startswith(f"{path}:2: field '<line>': not UTF-8: byte b'\\xff' at column 14")
+    assert msgs[1].startswith(f"{path}:3: field 'chosen': lone surrogate")
+    with pytest.raises(ValueError, match=r"p\.jsonl:2: field '<line>': not UTF-8"):
+        load_pairs(path, strict=True)
+
+
+def test_numbers_read_as_text_are_warned_about(tmp_path, caplog):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"prompt": "2+2?", "chosen": 4, "rejected": 5}) + "\n")
+    res = load_pairs(path)
+    assert res.pairs[0].chosen == "4"
+    assert "a number as prompt/chosen/rejected, read as text" in caplog.text
+
+
+def test_sft_loader_names_line_and_field(tmp_path):
+    from cerm.train.sft.data import load_sft_rows
+
+    path = tmp_path / "sft.jsonl"
+    path.write_bytes(b"\xff\n")
+    with pytest.raises(DataError, match=r"sft\.jsonl:1: not UTF-8"):
+        load_sft_rows(path)
+    path.write_text("")
+    with pytest.raises(DataError, match="no SFT rows"):
+        load_sft_rows(path)

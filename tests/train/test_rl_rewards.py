@@ -1,4 +1,4 @@
-"""Per-role rewards (training.md §3.2) and group-normalised advantages (§3.3): pure functions."""
+"""Per-role rewards (docs/training.md §3.2) and group-normalised advantages (§3.3): pure functions."""
 
 from __future__ import annotations
 

@@ -314,3 +314,31 @@ def test_single_group_ablation_figures(sum_task, tmp_path):
     record(tmp_path, "single_group", {"evals": evals, "before": score_margins(sft, held),
                                       "after": score_margins(tmp_path / "rl" / "final", held)})
     assert evals[max(evals)]["eval/num_pairs"] == 32
+
+
+def test_cli_train_rl_rejects_bad_data_before_loading_the_model(tmp_path, monkeypatch):
+    """A bad row fails with file:line:field before any model loads (the model path here does not even exist)."""
+    from typer.testing import CliRunner
+
+    from cerm.cli.train_rl import app
+    from cerm.train.rl import trainer
+
+    monkeypatch.setattr(trainer, "load_policy", lambda cfg: pytest.fail("the model loaded before the data"))
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n{"prompt": "q2", "chosen": "a"}\n')
+    res = CliRunner().invoke(app, ["rl", f"model={tmp_path / 'no-such-model'}", f"train_data={bad}",
+                                   f"output_dir={tmp_path / 'run'}", "mixed_precision=no"])
+    assert res.exit_code != 0
+    assert "pairs.jsonl:2" in " ".join(res.output.split()) and "rejected" in res.output, res.output
+
+
+def test_report_to_an_uninstalled_tracker_is_an_error():
+    import importlib.util
+
+    from cerm.train.rl.config import RLConfig
+
+    missing = [t for t in ("tensorboard", "wandb") if importlib.util.find_spec(t) is None]
+    if not missing:
+        pytest.skip("both trackers are installed")
+    with pytest.raises(ValueError, match=f"{missing[0]} is not installed"):
+        RLConfig(model="m", train_data="t.jsonl", output_dir="o", report_to=[missing[0]])

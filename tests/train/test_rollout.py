@@ -1,4 +1,4 @@
-"""Two-stage rollouts on token ids (training.md §3.1, §3.5) with the real SmolLM2 chat template."""
+"""Two-stage rollouts on token ids (docs/training.md §3.1, §3.5) with the real SmolLM2 chat template."""
 
 from __future__ import annotations
 

@@ -95,10 +95,10 @@ def test_recipes_load() -> None:
         "Qwen/Qwen3-4B-Instruct-2507", 64, 1e-5, 3.0)
     assert paper.gradient_accumulation_steps(8) == 8 and paper.gradient_accumulation_steps(1) == 64
     lora = SFTRunConfig.from_sources(RECIPES / "sft" / "ce-rm-4b-lora.yaml")
-    assert lora.lora and lora.batch_size == 64
+    assert lora.use_lora and lora.batch_size == 64
     with pytest.raises(ValueError, match="train_data is empty"):
         SFTRunConfig.from_sources(RECIPES / "sft" / "tiny-cpu.yaml", ["model=x"])
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['lr'\]"):
+    with pytest.raises(ValueError, match=r"override 'lr=1': unknown key 'lr'"):
         SFTRunConfig.from_sources(RECIPES / "ce-rm-4b-sft.yaml", ["lr=1"])
     with pytest.raises(ValueError, match="multiple of per_device_batch_size"):
         SFTRunConfig.from_sources(RECIPES / "ce-rm-4b-sft.yaml", ["batch_size=10"]).gradient_accumulation_steps(3)
@@ -167,7 +167,7 @@ def test_sft_lora_cli_merges_into_a_loadable_model(tiny_model_dir: Path, tmp_pat
 
     rows, out = _rows(tmp_path, 1), tmp_path / "lora"
     args = ["-c", str(RECIPES / "sft" / "tiny-cpu.yaml"), f"model={tiny_model_dir}", f"train_data={rows}",
-            f"output_dir={out}", "max_steps=2", "batch_size=1", "lora=true", "lora_r=4",
+            f"output_dir={out}", "max_steps=2", "batch_size=1", "use_lora=true", "lora_r=4",
             "lora_target_modules=q_proj,v_proj"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
@@ -184,3 +184,19 @@ def test_sft_lora_cli_merges_into_a_loadable_model(tiny_model_dir: Path, tmp_pat
 def test_sft_row_model_rejects_unknown_fields() -> None:
     with pytest.raises(ValueError):
         SFTRow.model_validate({"id": "x", "bogus": 1})
+
+
+def test_sft_cli_accepts_model_embedded(tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """`model=embedded` resolves to the HF conversion of the packaged model (here the tiny model stands in
+    for the ~260 MB conversion, which tests/backends/test_vllm.py exercises)."""
+    from typer.testing import CliRunner
+
+    from cerm.backends import embedded
+    from cerm.cli.train_sft import app
+
+    monkeypatch.setattr(embedded, "embedded_hf_dir", lambda: tiny_model_dir)
+    rows, out = _rows(tmp_path, 1), tmp_path / "emb"
+    res = CliRunner().invoke(app, ["-c", str(RECIPES / "sft" / "tiny-cpu.yaml"), f"train_data={rows}",
+                                   f"output_dir={out}", "max_steps=1", "batch_size=1"])
+    assert res.exit_code == 0, res.output
+    assert (out / "final" / "config.json").is_file()

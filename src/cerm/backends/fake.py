@@ -10,6 +10,7 @@ import hashlib
 import threading
 from collections.abc import Callable, Sequence
 
+from cerm.backends.base import OnDone
 from cerm.parsing import CRITERIA_START
 from cerm.readout import GRID, ReadoutRequest, ScoreDistribution
 from cerm.types import Generation, Message, SamplingParams
@@ -54,7 +55,8 @@ def hash_distribution(request: ReadoutRequest) -> list[float]:
 
 class FakeBackend:
     """Scripted backend. ``script(messages, params)`` returns text or a full ``Generation``;
-    ``distribution(request)`` scripts the score readout (``score_distributions``)."""
+    ``distribution(request)`` scripts the score readout (``score_distributions``).
+    """
 
     context_length: int | None = None
 
@@ -79,16 +81,19 @@ class FakeBackend:
             out.append(d)
         return out
 
-    def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
+    def generate(self, prompts: list[list[Message]], params: SamplingParams,
+                 on_done: OnDone | None = None) -> list[Generation]:
         with self._lock:
             self.calls.append((prompts, params))
         out = []
-        for messages in prompts:
+        for i, messages in enumerate(prompts):
             result = self.script(messages, params)
             if isinstance(result, str):
                 result = Generation(text=result, tokens_in=sum(len(m["content"]) for m in messages) // 4,
                                     tokens_out=max(1, len(result) // 4))
             out.append(result)
+            if on_done is not None:
+                on_done(i, result)
         return out
 
     def count_tokens(self, messages: list[Message]) -> int | None:

@@ -15,8 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cerm.backends.base import missing_extra
-from cerm.backends.embedded import EMBEDDED_ID, embedded_gguf, is_embedded, warn_embedded
+from cerm.backends.base import OnDone, missing_extra
+from cerm.backends.embedded import (
+    EMBEDDED_ID,
+    embedded_gguf,
+    is_embedded,
+    quiet_gguf_conversion,
+    warn_embedded,
+)
 from cerm.readout import ReadoutRequest, ScoreDistribution, continuation_ids, from_logprobs
 from cerm.types import Generation, Message, SamplingParams
 
@@ -64,13 +70,15 @@ class HFBackend:
             source = model
             load["revision"] = revision
             self.model_id = model if revision is None else f"{model}@{revision}"
-        self.tokenizer = AutoTokenizer.from_pretrained(source, **load)
+        with quiet_gguf_conversion():
+            self.tokenizer = AutoTokenizer.from_pretrained(source, **load)
+            model_obj = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **load)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **load).to(device).eval()
+        self.model = model_obj.to(device).eval()
         self.device = device
         self.batch_size = batch_size
         self.reuse_prefix = reuse_prefix
@@ -93,7 +101,8 @@ class HFBackend:
     def count_tokens(self, messages: list[Message]) -> int | None:
         return len(self.encode(messages))
 
-    def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
+    def generate(self, prompts: list[list[Message]], params: SamplingParams,
+                 on_done: OnDone | None = None) -> list[Generation]:
         encoded = [_Encoded(i, self.encode(m)) for i, m in enumerate(prompts)]
         out: list[Generation | None] = [None] * len(prompts)
         with self._lock, self._torch.inference_mode():
@@ -107,13 +116,15 @@ class HFBackend:
                 for chunk in _chunks(sorted(group, key=lambda e: len(e.ids)), self.batch_size):
                     for e, g in zip(chunk, self._run(chunk, params, prefix_len if use_prefix else 0)):
                         out[e.index] = g
+                        if on_done is not None:
+                            on_done(e.index, g)
         return out  # type: ignore[return-value]
 
     def close(self) -> None:
-        self.model = None  # type: ignore[assignment]
+        self.model = None
 
     def score_distributions(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
-        """The 21-value distribution after each request's final ``\\boxed{`` (cerm/readout.py) [R].
+        r"""The 21-value distribution after each request's final ``\boxed{`` (cerm/readout.py) [R].
 
         One forward of the prefix (prompt + assistant text), then one batched forward of the continuations
         ``v}`` over its KV cache; each continuation's log-prob is the sum of its tokens' log-probs.

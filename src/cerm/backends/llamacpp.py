@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cerm.backends.base import missing_extra
+from cerm.backends.base import OnDone, missing_extra
 from cerm.backends.embedded import embedded_gguf, is_embedded, warn_embedded
-from cerm.judge import TOO_LONG
 from cerm.readout import (
     ReadoutRequest,
     ScoreDistribution,
@@ -26,7 +25,7 @@ from cerm.readout import (
     sequence_logprobs,
     trie_nodes,
 )
-from cerm.types import FinishReason, Generation, Message, SamplingParams
+from cerm.types import FinishReason, Generation, Message, ParseStatus, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -106,11 +105,17 @@ class LlamaCppBackend:
             self._check_open()
             return len(self._prompt_tokens(messages))
 
-    def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
+    def generate(self, prompts: list[list[Message]], params: SamplingParams,
+                 on_done: OnDone | None = None) -> list[Generation]:
         """Generate for each prompt in order; a prompt that fails yields an error ``Generation``."""
         with self._lock:
             self._check_open()
-            return [self._generate_one(messages, params) for messages in prompts]
+            out = []
+            for i, messages in enumerate(prompts):
+                out.append(self._generate_one(messages, params))
+                if on_done is not None:
+                    on_done(i, out[-1])
+            return out
 
     def _generate_one(self, messages: list[Message], params: SamplingParams) -> Generation:
         start = time.perf_counter()
@@ -119,10 +124,9 @@ class LlamaCppBackend:
             n_prompt = len(self._prompt_tokens(messages))
             room = (self.context_length or 0) - n_prompt
             if room < 1:
-                # the judge reads this prefix as its explicit too_long status
                 return Generation("", "error", tokens_in=n_prompt, seconds=time.perf_counter() - start,
-                                  error=f"{TOO_LONG}: the prompt has {n_prompt} tokens; n_ctx is "
-                                        f"{self.context_length}")
+                                  error=f"the prompt has {n_prompt} tokens; n_ctx is {self.context_length}",
+                                  error_status=ParseStatus.TOO_LONG)
             out = self._handler(
                 llama=self._llama, messages=messages, enable_thinking=False,
                 temperature=params.temperature, top_p=params.top_p, seed=params.seed,
@@ -144,7 +148,7 @@ class LlamaCppBackend:
                           seconds=time.perf_counter() - start)
 
     def score_distributions(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
-        """The 21-value distribution after each request's final ``\\boxed{`` (cerm/readout.py) [R].
+        r"""The 21-value distribution after each request's final ``\boxed{`` (cerm/readout.py) [R].
 
         The prefix is evaluated once; each node of the continuations' token trie is then evaluated on top
         of it and rolled back (about 31 one-token steps).

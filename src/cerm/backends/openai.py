@@ -14,21 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import email.utils
 import logging
 import random
 import threading
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import httpx
 
-from cerm.judge import TOO_LONG
+from cerm.backends.base import OnDone
 from cerm.readout import CONTINUATIONS, ReadoutRequest, ScoreDistribution, from_logprobs
-from cerm.types import FinishReason, Generation, Message, SamplingParams
+from cerm.retry import Backoff, Retryable, parse_retry_after
+from cerm.types import FinishReason, Generation, Message, ParseStatus, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -44,18 +43,15 @@ RETRY_STATUS = {408, 409, 429}
 CONTEXT_ERROR_MARKER = "context length"
 
 
-class _Retryable(Exception):
-    """A failed try that may succeed later; ``retry_after_s`` is the server's Retry-After, if any.
-    ``is_down`` marks a server that could not be reached at all."""
-
-    def __init__(self, message: str, retry_after_s: float | None = None, is_down: bool = False) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-        self.is_down = is_down
-
-
 class _Fatal(Exception):
-    """A failed try that will fail again (bad request, auth, unknown route, malformed reply)."""
+    """A failed try that will fail again (bad request, auth, unknown route, malformed reply).
+
+    ``status`` is the typed cause the judge reports: TOO_LONG for a context-length 400.
+    """
+
+    def __init__(self, message: str, status: ParseStatus = ParseStatus.BACKEND_ERROR) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -116,9 +112,12 @@ class OpenAIBackend:
         self.send_chat_template_kwargs = send_chat_template_kwargs
         self.extra_body = dict(extra_body or {})
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._rng = random.Random(seed)
+        # per-try lines at debug: _set_failing logs each server's state changes instead
+        self._backoff = Backoff(max_retries + 1, backoff_base_s, backoff_max_s, random.Random(seed), "openai",
+                                logging.DEBUG)
         self._in_flight = dict.fromkeys(self.base_urls, 0)
         self._down_until = dict.fromkeys(self.base_urls, 0.0)  # monotonic time a dead server is skipped until
+        self._failing: dict[str, bool] = dict.fromkeys(self.base_urls, False)  # logged once per state change
         self._turn = 0  # rotates ties between equally loaded servers
         self._closed = False
         self._loop = asyncio.new_event_loop()
@@ -128,18 +127,21 @@ class OpenAIBackend:
         self._semaphore, self._client = self._submit(self._make_client()).result()
 
     # ---- public API -----------------------------------------------------------------------------
-    def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
-        """Blocking batch call; safe from any thread, including one running an event loop."""
+    def generate(self, prompts: list[list[Message]], params: SamplingParams,
+                 on_done: OnDone | None = None) -> list[Generation]:
+        """Blocking batch call; safe from any thread, including one running an event loop. ``on_done`` runs
+        on the backend's own loop thread as each request finishes.
+        """
         if threading.current_thread() is self._thread:
             raise RuntimeError("OpenAIBackend.generate was called from its own loop; await agenerate instead.")
-        return self._submit(self._generate_all(prompts, params)).result()
+        return self._submit(self._generate_all(prompts, params, on_done)).result()
 
     async def agenerate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
         """The same batch call for async callers; the work runs on the backend's own loop."""
         return await asyncio.wrap_future(self._submit(self._generate_all(prompts, params)))
 
     def score_distributions(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
-        """The 21-value distribution after each request's ``\\boxed{``, from the server's prompt log-probs [R].
+        r"""The 21-value distribution after each request's ``\boxed{``, from the server's prompt log-probs [R].
 
         Needs a server that returns ``prompt_logprobs`` for a continued assistant turn (vLLM's
         ``continue_final_message``); any other server gives an explicit error per request, never a greedy
@@ -160,7 +162,7 @@ class OpenAIBackend:
         errors = [r for r in replies if isinstance(r, str)]
         if errors:
             return ScoreDistribution(error=errors[0])
-        prefix, *fulls = replies
+        prefix, *fulls = [r for r in replies if not isinstance(r, str)]
         n = len(prefix)
         logps = []
         for cont, full in zip(CONTINUATIONS, fulls, strict=True):
@@ -174,19 +176,42 @@ class OpenAIBackend:
         body = self._body(SamplingParams(max_new_tokens=1)) | {
             "messages": [*messages, {"role": "assistant", "content": assistant}],
             "continue_final_message": True, "add_generation_prompt": False, "prompt_logprobs": 0}
-        error = ""
-        for attempt in range(self.max_retries + 1):
-            async with self._semaphore:
-                url = self._pick_url(None)
-                try:
-                    return read_prompt_logprobs(await self._post(url, body, parse=lambda data: data))
-                except _Retryable as e:
-                    error = f"{e} [{url}]"
-                except (_Fatal, ValueError) as e:
-                    return f"score readout: {e} [{url}]"
-            if attempt < self.max_retries:
-                await asyncio.sleep(self._backoff_s(attempt, None))
-        return f"score readout failed after {self.max_retries + 1} tries: {error}"
+        failed: list[str] = []
+        try:
+            async for attempt in self._backoff.aretrying():
+                with attempt:
+                    logprobs: list[tuple[int, float]] = await self._try_once(body, failed, read_prompt_logprobs)
+        except Retryable as e:
+            return f"score readout failed after {self._backoff.tries} tries: {e}"
+        except _Fatal as e:
+            return f"score readout: {e}"
+        return logprobs
+
+    def check_pool(self, timeout_s: float = 10.0) -> None:
+        """Fail fast before a run: every base URL must answer ``GET {url}/models`` (any HTTP status counts
+        as reachable; auth and model names are checked by the first real request).
+
+        Raises:
+            ConnectionError: naming each URL that could not be reached and why.
+        """
+        down = self._submit(self._unreachable(timeout_s)).result()
+        if down:
+            raise ConnectionError("OpenAI-compatible server(s) unreachable: " + "; ".join(
+                f"{url} ({why})" for url, why in down) + ". Start the server or fix --base-url (it includes "
+                "the API prefix, e.g. http://host:8000/v1).")
+
+    async def _unreachable(self, timeout_s: float) -> list[tuple[str, str]]:
+        async def probe(url: str) -> str | None:
+            try:
+                await asyncio.wait_for(self._client.get(f"{url}/models"), timeout_s)
+            except (asyncio.TimeoutError, httpx.TimeoutException):
+                return f"no answer within {timeout_s:g} s"
+            except httpx.TransportError as e:
+                return f"{type(e).__name__}: {e}"
+            return None
+
+        results = await asyncio.gather(*(probe(u) for u in self.base_urls))
+        return [(u, why) for u, why in zip(self.base_urls, results) if why is not None]
 
     def count_tokens(self, messages: list[Message]) -> int | None:
         """Always None: the server's tokenizer is not available here (the server rejects overlong prompts)."""
@@ -221,9 +246,17 @@ class OpenAIBackend:
         return asyncio.Semaphore(self.concurrency_limit), httpx.AsyncClient(
             headers=self._headers, limits=limits, timeout=httpx.Timeout(self.timeout_s))
 
-    async def _generate_all(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
+    async def _generate_all(self, prompts: list[list[Message]], params: SamplingParams,
+                            on_done: OnDone | None = None) -> list[Generation]:
         body = self._body(params)
-        return list(await asyncio.gather(*(self._generate_one(m, body) for m in prompts)))
+
+        async def one(i: int, messages: list[Message]) -> Generation:
+            g = await self._generate_one(messages, body)
+            if on_done is not None:
+                on_done(i, g)
+            return g
+
+        return list(await asyncio.gather(*(one(i, m) for i, m in enumerate(prompts))))
 
     def _body(self, params: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "temperature": params.temperature, "top_p": params.top_p,
@@ -248,44 +281,53 @@ class OpenAIBackend:
 
     async def _generate_one(self, messages: list[Message], body: dict[str, Any]) -> Generation:
         start = time.perf_counter()
-        failed_url: str | None = None
-        error, retry_after_s = "", None
-        for attempt in range(self.max_retries + 1):
-            async with self._semaphore:
-                url = self._pick_url(failed_url)
-                self._in_flight[url] += 1
-                try:
-                    reply = await self._post(url, body | {"messages": messages})
-                except _Retryable as e:
-                    error, retry_after_s = f"{e} [{url}]", e.retry_after_s
-                    if e.is_down and len(self.base_urls) > 1:
-                        self._down_until[url] = time.monotonic() + self.backoff_max_s
-                except _Fatal as e:
-                    logger.error("request to %s failed: %s", url, e)
-                    # the message leads with the cause: the judge reads a "too_long" prefix as its own status
-                    return Generation("", "error", seconds=time.perf_counter() - start, error=f"{e} [{url}]")
-                else:
-                    return Generation(reply.text, reply.finish_reason, reply.tokens_in, reply.tokens_out,
-                                      time.perf_counter() - start, source_field=reply.source_field)
-                finally:
-                    self._in_flight[url] -= 1
-            failed_url = url
-            if attempt == self.max_retries:
-                break
-            # the slot is released while waiting, so a throttled request does not block healthy ones
-            delay_s = self._backoff_s(attempt, retry_after_s)
-            logger.warning("try %d/%d failed (%s); retrying in %.2f s", attempt + 1, self.max_retries + 1,
-                           error, delay_s)
-            await asyncio.sleep(delay_s)
-        logger.error("giving up after %d tries: %s", self.max_retries + 1, error)
-        return Generation("", "error", seconds=time.perf_counter() - start,
-                          error=f"failed after {self.max_retries + 1} tries: {error}")
+        failed: list[str] = []  # servers whose try failed; the next try prefers another one
+        try:
+            # the slot is released while tenacity waits, so a throttled request does not block healthy ones
+            async for attempt in self._backoff.aretrying():
+                with attempt:
+                    reply = await self._try_once(body | {"messages": messages}, failed)
+        except Retryable as e:
+            # debug: a dead server is logged once by _set_failing; the request counts as backend_error
+            logger.debug("giving up after %d tries: %s", self._backoff.tries, e)
+            return Generation("", "error", seconds=time.perf_counter() - start,
+                              error=f"failed after {self._backoff.tries} tries: {e}")
+        except _Fatal as e:
+            logger.error("request failed: %s", e)
+            return Generation("", "error", seconds=time.perf_counter() - start, error=str(e),
+                              error_status=e.status)
+        return Generation(reply.text, reply.finish_reason, reply.tokens_in, reply.tokens_out,
+                          time.perf_counter() - start, source_field=reply.source_field)
 
-    def _backoff_s(self, attempt: int, retry_after_s: float | None) -> float:
-        if retry_after_s is not None:
-            return min(max(retry_after_s, 0.0), self.backoff_max_s)
-        ceiling = min(self.backoff_max_s, self.backoff_base_s * 2**attempt)
-        return ceiling * (0.5 + self._rng.random() / 2)  # jitter spreads out retries that failed together
+    async def _try_once(self, payload: dict[str, Any], failed: list[str], parse: Any = None) -> Any:
+        async with self._semaphore:
+            url = self._pick_url(failed[-1] if failed else None)
+            self._in_flight[url] += 1
+            try:
+                reply = await self._post(url, payload, parse)
+            except Retryable as e:
+                self._set_failing(url, str(e))
+                failed.append(url)
+                if e.is_down and len(self.base_urls) > 1:
+                    self._down_until[url] = time.monotonic() + self.backoff_max_s
+                raise Retryable(f"{e} [{url}]", e.retry_after_s, e.is_down) from e
+            except _Fatal as e:
+                raise _Fatal(f"{e} [{url}]", e.status) from e
+            finally:
+                self._in_flight[url] -= 1
+            self._set_failing(url, None)
+            return reply
+
+    def _set_failing(self, url: str, error: str | None) -> None:
+        """Log a server's transitions only (failing -> recovered and back), never once per request."""
+        failing = error is not None
+        if failing == self._failing[url]:
+            return
+        self._failing[url] = failing
+        if failing:
+            logger.warning("server %s is failing (%s); retrying with backoff", url, error)
+        else:
+            logger.warning("server %s answers again", url)
 
     async def _post(self, url: str, payload: dict[str, Any], parse: Any = None) -> Any:
         try:
@@ -293,17 +335,16 @@ class OpenAIBackend:
             response = await asyncio.wait_for(self._client.post(f"{url}/chat/completions", json=payload),
                                               self.timeout_s)
         except (asyncio.TimeoutError, httpx.TimeoutException) as e:
-            raise _Retryable(f"timed out after {self.timeout_s:g} s") from e
+            raise Retryable(f"timed out after {self.timeout_s:g} s") from e
         except httpx.TransportError as e:
-            raise _Retryable(f"connection error: {type(e).__name__}: {e}", is_down=True) from e
+            raise Retryable(f"connection error: {type(e).__name__}: {e}", is_down=True) from e
         status = response.status_code
         if status != 200:
             detail = f"HTTP {status}: {response.text[:300]}"
             if status in RETRY_STATUS or status >= 500:
-                raise _Retryable(detail, parse_retry_after(response.headers.get("retry-after")))
+                raise Retryable(detail, parse_retry_after(response.headers.get("retry-after")))
             if status == 400 and CONTEXT_ERROR_MARKER in response.text.lower():
-                # the judge reads this prefix as the explicit too_long status
-                raise _Fatal(f"{TOO_LONG}: {detail}")
+                raise _Fatal(f"the prompt is too long: {detail}", ParseStatus.TOO_LONG)
             if status == 404:
                 detail += " (base URLs include the API prefix, e.g. http://host:8000/v1; check the model name)"
             raise _Fatal(detail)
@@ -356,19 +397,3 @@ def read_prompt_logprobs(data: Any) -> list[tuple[int, float]]:
         out.append((int(token), float(info["logprob"])))
     return out
 
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent or bad."""
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return (when - datetime.now(timezone.utc)).total_seconds()

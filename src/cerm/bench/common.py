@@ -6,7 +6,7 @@ JSON/JSONL/parquet, HF loading, field checks and ``--subset``/``--limit`` select
 
 from __future__ import annotations
 
-import json
+import builtins
 import logging
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from cerm.io import DataError
+from cerm.io import read_rows as read_raw_rows
 from cerm.types import Message, Query
 
 logger = logging.getLogger(__name__)
@@ -22,13 +24,9 @@ Mode = Literal["pairwise", "bon", "ratings"]
 SUPPORTED_SUFFIXES = (".json", ".jsonl", ".parquet")
 
 
-class DataError(ValueError):
-    """A benchmark file or row does not match the expected schema; the message names file, line and field."""
-
-
 @dataclass(frozen=True)
 class BenchItem:
-    """One prompt and all its candidates (interfaces.md §5, our normalised record [R]).
+    """One prompt and all its candidates (docs/architecture.md §3, our normalised record [R]).
 
     ``correct`` lists the indices of the preferred/correct candidates; ``roles`` names each candidate
     (``chosen``, ``rejected[1]``, ``A`` ...). All candidates of an item are judged under one criteria set.
@@ -124,7 +122,9 @@ class Row:
     def str(self, name: str) -> str:
         return self.get(name, str)
 
-    def str_list(self, name: str, *, length: int | None = None, min_length: int = 1) -> list[str]:
+    # below the ``str`` method, a bare ``str`` in an annotation would name the method: spell the type in full
+    def str_list(self, name: builtins.str, *, length: int | None = None, min_length: int = 1
+                 ) -> list[builtins.str]:
         value = self.get(name, (list, tuple))
         if length is not None and len(value) != length:
             raise self.error(name, f"expected {length} entries, got {len(value)}.")
@@ -135,7 +135,7 @@ class Row:
                 raise self.error(f"{name}[{i}]", f"expected str, got {type(v).__name__}.")
         return list(value)
 
-    def messages(self, name: str) -> list[Message]:
+    def messages(self, name: builtins.str) -> list[Message]:
         """A chat history ``[{role, content, ...}]`` whose last message is the user's (extra keys dropped)."""
         value = self.get(name, (list, tuple))
         if not value:
@@ -158,43 +158,17 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 
 # ---- readers ---------------------------------------------------------------------------------
 def read_rows(path: Path) -> Iterator[Row]:
-    """Rows of a JSON array, JSON Lines or parquet file; a broken line raises ``DataError`` with its place."""
+    """Rows of a JSON array, JSON Lines or parquet file; a broken line raises ``DataError`` with its place
+    (``cerm.io.read_rows`` checks UTF-8, JSON and text).
+    """
     path = Path(path)
-    if path.suffix == ".parquet":
-        yield from _parquet_rows(path)
-        return
-    if path.suffix not in (".json", ".jsonl"):
-        raise DataError(f"{path}: unsupported file type; use .json, .jsonl or .parquet.")
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg}, column {e.colno}).") from None
-        for i, obj in enumerate(data):
-            where = f"{path}: element {i}"
-            if not isinstance(obj, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}.")
-            yield Row(obj, where)
-        return
-    # JSON Lines (also what `datasets` writes with to_json, even under a .json suffix)
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg}, column {e.colno}).") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}.")
-        yield Row(obj, f"{path}:{lineno}")
-
-
-def _parquet_rows(path: Path) -> Iterator[Row]:
-    import pyarrow.parquet as pq
-
-    for i, obj in enumerate(pq.read_table(path).to_pylist()):
-        yield Row(obj, f"{path}: row {i}")
+    if path.suffix not in SUPPORTED_SUFFIXES:
+        raise DataError.at(str(path), None, "unsupported file type; use .json, .jsonl or .parquet.")
+    for raw in read_raw_rows(path):
+        if raw.error is not None:
+            raise raw.error
+        assert raw.data is not None
+        yield Row(raw.data, raw.where)
 
 
 def hf_rows(source: HFSource) -> Iterator[Row]:

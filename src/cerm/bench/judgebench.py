@@ -1,8 +1,15 @@
 """JudgeBench (ScalerLab/JudgeBench): pairs of responses to hard objective questions, labelled A>B or B>A.
 
-A pointwise judge is order-free, so each response is scored once: this is upstream's ``--single_game``
-(both games would give the same verdict). Ties and failures are not correct; we do not copy upstream's
-scalar-RM habit of mapping equal scores to ``B>A``.
+Both of upstream's protocols (ScalerLab/JudgeBench ``run_judge.py`` for reward models), from one score per
+response (a pointwise judge is order-free, so the swapped game needs no second judgment):
+
+- default, two games (the unprefixed metrics, and the headline): the pair is judged in both orders and is
+  correct iff more verdicts agree with the label than contradict it; equal scores give one verdict each
+  way, so a tie nets to wrong.
+- ``--single_game`` (metrics prefixed ``single_game/``): ``A>B if s_A > s_B else B>A``, so a tie counts as
+  B>A. For a judge with many ties the two differ by up to half the tie rate.
+
+A failed score is never correct under either protocol (ours [R]).
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from cerm.bench.common import BenchItem, Benchmark, Outcome, Row, first_present
-from cerm.bench.metrics import judgebench_correct, judgebench_decision, mean
+from cerm.bench.metrics import judgebench_correct, judgebench_decision, judgebench_single_game_decision, mean
 
 NAME = "judgebench"
 CATEGORIES = ("Knowledge", "Reasoning", "Math", "Coding")
@@ -52,16 +59,22 @@ def parse(rows: Iterable[Row], source: str) -> list[BenchItem]:
 
 
 def aggregate(outcomes: Sequence[Outcome]) -> dict[str, float]:
-    """Accuracy per split and category, per split overall, and over all pairs of every split loaded."""
+    """Accuracy per split and category, per split overall, and over all pairs of every split loaded, under
+    the two-game protocol (unprefixed) and the single-game one (``single_game/...``).
+    """
     by: dict[str, list[bool]] = {}
     for o in outcomes:
-        ok = judgebench_correct([judgebench_decision(o.scores[0], o.scores[1])], o.meta["label"])
+        sa, sb = o.scores[0], o.scores[1]
+        two_games = judgebench_correct([judgebench_decision(sa, sb)], o.meta["label"])
+        single_game = judgebench_single_game_decision(sa, sb) == o.meta["label"]
         split, cat = o.subset.split("/", 1)
         for key in (f"{split}/overall", f"{split}/{cat}", "all/overall"):
-            by.setdefault(key, []).append(ok)
-    splits = {k.split("/")[0] for k in by if k != "all/overall"}
-    if len(splits) < 2:
-        by.pop("all/overall", None)  # identical to the one split's overall
+            by.setdefault(key, []).append(two_games)
+            by.setdefault(f"single_game/{key}", []).append(single_game)
+    splits = {o.subset.split("/", 1)[0] for o in outcomes}
+    if len(splits) < 2:  # identical to the one split's overall
+        by.pop("all/overall", None)
+        by.pop("single_game/all/overall", None)
     return {k: mean([float(x) for x in v]) for k, v in sorted(by.items())}
 
 
@@ -74,7 +87,8 @@ BENCHMARK = Benchmark(
     name=NAME, title="JudgeBench", parse=parse, aggregate=aggregate, headline=headline,
     subsets=tuple(f"{s}/{c}" for s in ("gpt-4o", "claude-3-5-sonnet") for c in CATEGORIES),
     local_dir="judgebench", file_glob="*.jsonl",
-    notes=("Single game: a pointwise judge scores each response once (upstream --single_game); ties and "
-           "parse failures are not correct.",
+    notes=("Protocol: upstream's default two games (a tie nets to wrong) unprefixed and in the headline; "
+           "upstream's --single_game (a tie counts as B>A) under single_game/. One score per response serves "
+           "both; parse failures are never correct [R].",
            "Most papers report the gpt-4o split (350 pairs): that is the headline when present."),
 )

@@ -1,4 +1,4 @@
-"""Official benchmark metrics as pure functions over plain sequences (spec/benchmarks.md).
+"""Official benchmark metrics as pure functions over plain sequences (docs/benchmarks.md).
 
 A score is a float or ``None`` (the judge failed). Each function applies its benchmark's own rule for
 ties and failures; none of them turns a failure into a number silently: the rule is in the docstring.
@@ -139,7 +139,7 @@ def rm_bench_matrix(chosen: Sequence[Sequence[Score]], rejected: Sequence[Sequen
 
 
 def rm_bench_levels(matrix: Sequence[Sequence[float]]) -> dict[str, float]:
-    """hard = upper triangle (chosen plainer than rejected), normal = diagonal, easy = lower triangle."""
+    """Hard = upper triangle (chosen plainer than rejected), normal = diagonal, easy = lower triangle."""
     k = len(matrix)
     upper = [matrix[i][j] for i in range(k) for j in range(k) if i < j]
     lower = [matrix[i][j] for i in range(k) for j in range(k) if i > j]
@@ -155,6 +155,15 @@ def judgebench_decision(score_a: Score, score_b: Score) -> Decision:
     if score_a is None or score_b is None:
         return None
     return "A>B" if score_a > score_b else "B>A" if score_b > score_a else "A=B"
+
+
+def judgebench_single_game_decision(score_a: Score, score_b: Score) -> Decision:
+    """Upstream's ``--single_game`` rule for reward models: ``A>B if s_A > s_B else B>A`` (a tie counts as
+    B>A). A failed score gives None (ours [R]: upstream's reward models never fail to score).
+    """
+    if score_a is None or score_b is None:
+        return None
+    return "A>B" if score_a > score_b else "B>A"
 
 
 def judgebench_correct(decisions: Sequence[Decision], label: str) -> bool:

@@ -1,6 +1,6 @@
 """PPE, Preference Proxy Evaluations (lmarena, arXiv 2410.14872): human preference and correctness sets.
 
-Our choices, all [R] because lmarena/PPE's aggregation code was not verified (spec/benchmarks.md §6):
+Our choices, all [R] because lmarena/PPE's aggregation code was not verified (docs/benchmarks.md §6):
 - Preference: rows whose ``winner`` is a tie are dropped at load (their count is logged); accuracy is strict ``>`` on decisive pairs, judge ties and failures wrong.
 - Correctness: per prompt, the share of (correct, incorrect) response pairs ranked right (strict),
   averaged over prompts that have both kinds; the headline averages the 5 sets. Best-of-K is the exact

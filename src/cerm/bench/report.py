@@ -23,7 +23,8 @@ def scorer_label(summary: dict[str, Any]) -> str:
     s = summary.get("scorer", {})
     if s.get("kind") == "judge":
         k = s.get("config", {}).get("samples", 1)
-        return f"{s['model']}" + (f" (k={k} sampled evaluations)" if k > 1 else " (greedy)")
+        scripted = " [SCRIPTED fake backend, not a judge]" if str(s["model"]).startswith("fake:") else ""
+        return f"{s['model']}" + (f" (k={k} sampled evaluations)" if k > 1 else " (greedy)") + scripted
     return s.get("name", s.get("kind", "?"))
 
 
@@ -59,12 +60,21 @@ def _plots(out: Path, summary: dict[str, Any], records: Sequence[dict[str, Any]]
     values = good + bad
     on_grid = values and all(0 <= v <= 10 and (2 * v).is_integer() for v in values)
     bins = [x / 2 - 0.25 for x in range(22)] if on_grid else 30
-    ax.hist([good, bad], bins=bins, label=[f"chosen/correct (n={len(good)})", f"rejected/incorrect (n={len(bad)})"],
-            color=["tab:green", "tab:red"], alpha=0.8)
-    ax.set_xlabel("score")
+    scorer = summary.get("scorer", {})
+    unit = scorer.get("unit")  # the length baseline scores characters, the cosine baseline a similarity
+    ax.set_xlabel(f"score ({unit})" if unit else "score" if scorer.get("kind") != "baseline" else
+                  f"{scorer.get('name', 'baseline')} score")
     ax.set_ylabel("candidates")
     ax.set_title(f"{summary['title']}: scores of chosen vs rejected")
-    ax.legend()
+    if values:
+        ax.hist([good, bad], bins=bins, label=[f"chosen/correct (n={len(good)})",
+                                               f"rejected/incorrect (n={len(bad)})"],
+                color=["tab:green", "tab:red"], alpha=0.8)
+        ax.legend()
+    else:  # an empty axis would read as a plotting bug; say why there is nothing to draw
+        n = sum(len(r["candidates"]) for r in records)
+        ax.text(0.5, 0.5, f"no valid score among {n} candidates\n(every judgment failed to parse; see statuses)",
+                ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(plots / "scores.png", dpi=100)
     plt.close(fig)

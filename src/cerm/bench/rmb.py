@@ -9,6 +9,7 @@ Multi-turn conversations go in as message lists (rendered by ``cerm.prompts.rend
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
 
 from cerm.bench.common import BenchItem, Benchmark, Outcome, Row, first_present
 from cerm.bench.metrics import bon_correct, is_better, mean
@@ -35,9 +36,10 @@ def parse(rows: Iterable[Row], source: str) -> list[BenchItem]:
         prompt = row.messages("conversation_input")
         if parts[0] == "Pairwise_set":
             uid = row.get("pair_uid", (str, int))
-            cands = (_answer(row, "chosen", row.get("chosen", dict)), _answer(row, "reject", row.get("reject", dict)))
+            cands: tuple[str, ...] = (_answer(row, "chosen", row.get("chosen", dict)),
+                                      _answer(row, "reject", row.get("reject", dict)))
             roles: tuple[str, ...] = ("chosen", "reject")
-            mode = "pairwise"
+            mode: Literal["pairwise", "bon"] = "pairwise"
             kind = "pair"
         else:
             uid = row.get("bon_uid", (str, int))

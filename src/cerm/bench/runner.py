@@ -5,8 +5,9 @@ Output directory layout (``RunConfig.out_dir``):
 - ``config.json``: benchmark, scorer description, data sources, selection; a rerun into the same
   directory must describe the same benchmark and scorer, or it is refused.
 - ``items.jsonl``: one line per item, written and flushed as soon as the item is scored (schema in
-  ``cerm.bench.records``). A rerun skips ids already present; the judge's SQLite cache makes the
-  items of an interrupted chunk cheap too.
+  ``cerm.bench.records``). A rerun skips ids already present, except items that ended in a backend
+  error (not a result: scored again); the judge's SQLite cache makes the items of an interrupted chunk
+  cheap too. The file is locked while a run appends to it: a second run into it fails at once.
 - ``summary.json``, ``report.md``, ``plots/*.png``: see ``cerm.bench.summary`` and ``cerm.bench.report``.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,12 +23,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from cerm.backends.embedded import embedded_warning
 from cerm.bench.common import BenchItem, Benchmark, Outcome
-from cerm.bench.records import item_record, outcome_from_record, read_records
+from cerm.bench.records import has_backend_error, item_record, outcome_from_record, read_records
 from cerm.bench.summary import group_rates, summarize
+from cerm.io import locked_append
 from cerm.judge import Judge
 from cerm.prompts import MULTI_TURN_FORMAT, PROMPT_VERSION
-from cerm.types import Query, ScoredItem
+from cerm.types import Query, ScoredItem, ScoreMode
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +79,7 @@ class RunResult:
     summary: dict[str, Any]
     n_scored: int  # items scored in this call
     n_resumed: int  # items found in items.jsonl and skipped
+    n_backend_errors: int = 0  # items with a backend error: not results; a rerun scores them again
 
 
 def describe_scorer(scorer: Scorer) -> dict[str, Any]:
@@ -113,6 +118,15 @@ def run_benchmark(bench: Benchmark, items: Sequence[BenchItem], scorer: Scorer, 
     _check_or_write_config(out, bench, info, sources, config)
     records_path = out / "items.jsonl"
     done = read_records(records_path)
+    failed = [k for k, rec in done.items() if has_backend_error(rec)]
+    if failed:  # a backend error is not a result: score those items again
+        logger.warning("%s: %d item(s) in %s ended in backend errors; scoring them again", bench.name, len(failed),
+                       records_path)
+        for k in failed:
+            del done[k]
+        tmp = records_path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in done.values()), encoding="utf-8")
+        os.replace(tmp, records_path)
     wanted = {it.id for it in items}
     resumed = len(wanted & done.keys())
     pending = [it for it in items if it.id not in done]
@@ -122,7 +136,7 @@ def run_benchmark(bench: Benchmark, items: Sequence[BenchItem], scorer: Scorer, 
     samples = info.get("config", {}).get("samples", 1)
     chunks = [pending[i:i + config.chunk_size] for i in range(0, len(pending), config.chunk_size)]
     n_done = resumed
-    with open(records_path, "a", encoding="utf-8") as f:
+    with locked_append(records_path) as f:
         for chunk, scored in _score_chunks(scorer, chunks, config.workers):
             for it, s in zip(chunk, scored):
                 rec = item_record(it, s, samples)
@@ -133,14 +147,12 @@ def run_benchmark(bench: Benchmark, items: Sequence[BenchItem], scorer: Scorer, 
             if progress:
                 progress(n_done, len(items))
     records = [done[it.id] for it in items]
-    score_mode = "expected" if info.get("config", {}).get("expected_score") else "greedy"
+    score_mode: ScoreMode = "expected" if info.get("config", {}).get("expected_score") else "greedy"
     outcomes = [outcome_from_record(r, score_mode) for r in records]
     all_warnings = list(warnings)
-    if "SmolLM2-135M" in str(info.get("model", "")):
-        from cerm.backends.embedded import EMBEDDED_WARNING
-
-        if EMBEDDED_WARNING not in all_warnings:
-            all_warnings.append(EMBEDDED_WARNING)
+    embedded = embedded_warning(info.get("model"))
+    if embedded and embedded not in all_warnings:
+        all_warnings.append(embedded)
     summary = summarize(bench, outcomes, records, n_resamples=config.bootstrap, seed=config.seed)
     summary["score_mode"] = score_mode
     if score_mode == "expected":  # both tie rates side by side, over the same comparisons [R]
@@ -156,7 +168,8 @@ def run_benchmark(bench: Benchmark, items: Sequence[BenchItem], scorer: Scorer, 
     from cerm.bench.report import write_report
 
     write_report(out, summary, records, baseline_rows)
-    return RunResult(out, summary, len(pending), resumed)
+    n_errors = sum(has_backend_error(r) for r in records)
+    return RunResult(out, summary, len(pending), resumed, n_errors)
 
 
 def _score_chunks(scorer: Scorer, chunks: list[list[BenchItem]], workers: int):

@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,14 +24,17 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded
+from cerm.backends.embedded import embedded_warning
 from cerm.bench import BENCHMARKS, load_items, resolve_sources, select_items
 from cerm.bench.common import DataError, HFSource, data_files
 from cerm.bench.runner import RunConfig, Scorer, describe_scorer, run_benchmark
 from cerm.cli.common import JudgeOptions, fail, with_judge_options
 
-app = typer.Typer(help="Evaluate a judge on reward-model benchmarks with their official metrics.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None,  # plain click help: wraps at 80 columns, never truncates (rich's table cut names)
+    help="Evaluate a judge on reward-model benchmarks with their official metrics.",
+    no_args_is_help=True,
+)
 out_console = Console()
 
 BenchmarkOpt = Annotated[str, typer.Option("--benchmark", "-b", help=f"one of: {', '.join(BENCHMARKS)}")]
@@ -61,8 +66,10 @@ def _slug(text: str) -> str:
 
 
 def _make_scorer(scorer: str, judge_opts: JudgeOptions, out: Path) -> Scorer:
-    """The judge (its SQLite cache defaults to ``OUT/cache.sqlite``, so a run directory resumes alone)
-    or a baseline."""
+    """The judge or a baseline.
+
+    The judge's SQLite cache defaults to ``OUT/cache.sqlite``, so a run directory resumes alone.
+    """
     if scorer == "judge":
         return replace(judge_opts, cache=judge_opts.cache or out / "cache.sqlite").make_judge()
     from cerm.bench.baselines import make_baseline
@@ -122,7 +129,7 @@ def run(
     bench, items, labels = _load(benchmark, data, data_root, subset, limit, seed)
     if not items:
         raise fail(f"no {bench.title} items selected; check --data and --subset.")
-    name = _slug(judge_opts.model if scorer == "judge" else scorer)
+    name = _slug(judge_opts.run_name if scorer == "judge" else scorer)
     name += f"-k{judge_opts.samples}" if scorer == "judge" and judge_opts.samples > 1 else ""
     out = out or Path("runs") / bench.name / name
     selection = {"subsets": list(subset or []), "limit": limit}
@@ -138,7 +145,7 @@ def run(
                           RunConfig(out / "baselines" / b, seed=seed, chunk_size=max(chunk_size, 256),
                                     bootstrap=bootstrap, selection=selection), labels, [])
         rows.append(result.summary)
-    warnings = [EMBEDDED_WARNING] if scorer == "judge" and is_embedded(judge_opts.model) else []
+    warnings = [w for w in [embedded_warning(judge_opts.model)] if w and scorer == "judge"]
     result = _run_one(bench, items, _make_scorer(scorer, judge_opts, out), run_cfg, labels, warnings, rows)
     s = result.summary
     h = s["headline"]
@@ -149,20 +156,53 @@ def run(
     for w in warnings:
         out_console.print(f"[bold yellow]{w}[/]")
     out_console.print(f"report: {out / 'report.md'}")
+    if result.n_backend_errors:
+        raise fail(f"{result.n_backend_errors} item(s) ended in backend errors (not results; the metrics above "
+                   "count them as failures). Fix the backend and rerun the same command: they are scored again.",
+                   code=1)
+
+
+def _flip_cells(result: Any) -> tuple[str, str]:
+    flagged = ("–" if result.flagged_variant is None else
+               f"{100 * (result.flagged_original or 0):.0f}/{100 * result.flagged_variant:.0f}")
+    if result.flip_rate is None:
+        return "–", flagged
+    ci = "" if result.flip_ci_low is None else f" [{100 * result.flip_ci_low:.0f}, {100 * result.flip_ci_high:.0f}]"
+    return f"{100 * result.flip_rate:.0f}%{ci} of {result.n_flip_pairs}", flagged
 
 
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
+class _PlainProgress:
+    """Progress for a log file or pipe (rich only draws the final state there): a line every ``every_s``."""
+
+    def __init__(self, label: str, every_s: float = 30.0) -> None:
+        self.label, self.every_s = label, every_s
+        self.start = self.last = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self.last < self.every_s:
+            return
+        self.last = now
+        print(f"{self.label}: {done}/{total} items ({100 * done / max(total, 1):.0f}%), {now - self.start:.0f} s",
+              file=sys.stderr, flush=True)
+
+
 def _run_one(bench, items, scorer, run_cfg, labels, warnings, rows=()):
-    with _progress() as bar:
-        task = bar.add_task(f"{bench.name} → {run_cfg.out_dir}", total=len(items))
-        try:
+    label = f"{bench.name} → {run_cfg.out_dir}"
+    try:
+        if not sys.stderr.isatty():
+            return run_benchmark(bench, items, scorer, run_cfg, sources=labels, warnings=warnings,
+                                 baseline_rows=rows, progress=_PlainProgress(label))
+        with _progress() as bar:
+            task = bar.add_task(label, total=len(items))
             return run_benchmark(bench, items, scorer, run_cfg, sources=labels, warnings=warnings,
                                  baseline_rows=rows, progress=lambda done, total: bar.update(task, completed=done))
-        except (DataError, ValueError) as e:
-            raise fail(str(e)) from None
+    except (DataError, ValueError) as e:
+        raise fail(str(e)) from None
 
 
 @app.command()
@@ -189,7 +229,7 @@ def compare(
         return "–" if x is None else f"{100 * x:.1f}"
 
     for d in result.diffs:
-        ci = "–" if d.ci_low is None else f"[{100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f}]"
+        ci = "–" if d.ci_low is None or d.ci_high is None else f"[{100 * d.ci_low:+.1f}, {100 * d.ci_high:+.1f}]"
         table.add_row(escape(d.metric), pct(d.value_a), pct(d.value_b), "–" if d.diff is None else f"{100 * d.diff:+.1f}", ci)
     out_console.print(table)
     if json_out:
@@ -223,7 +263,8 @@ def probe(
     judge_opts: JudgeOptions,
     benchmark: BenchmarkOpt = "judgebench",
     probes: Annotated[list[str] | None, typer.Option(
-        "--probe", help="length | format | self-praise | inflation (repeatable; default: all)")] = None,
+        "--probe", help="length | format | self-praise | inflation | injection (repeatable; default: the four "
+        "bias probes)")] = None,
     data: DataOpt = None,
     data_root: DataRootOpt = None,
     subset: SubsetOpt = None,
@@ -236,27 +277,31 @@ def probe(
 
     Each probe judges an original response (the first correct candidate of each benchmark item) and
     an edited variant under one criteria set; shift = variant − original with a 95% bootstrap CI.
+    ``--probe injection`` appends three families of judge-steering text to the first incorrect candidate
+    and also reports how often that overtakes the correct one (flip rate) and how often cerm flagged it.
     """
-    from cerm.bench.probes import PROBES, build_pairs, run_probe
+    from cerm.bench.probes import BIAS_PROBES, PROBES, build_pairs, expand_probes, run_probe
 
-    chosen = probes or list(PROBES)
-    for p in chosen:
+    for p in probes or []:
         if p not in PROBES:
             raise fail(f"unknown probe {p!r}; choose from {', '.join(PROBES)}.")
+    chosen = expand_probes(probes or list(BIAS_PROBES))
     if scorer not in SCORERS:
         raise fail(f"--scorer {scorer!r} must be one of {', '.join(SCORERS)}.")
     seed = judge_opts.seed
     bench, items, labels = _load(benchmark, data, data_root, subset, limit, seed)
-    out = out or Path("runs") / "probes" / _slug(judge_opts.model if scorer == "judge" else scorer)
+    out = out or Path("runs") / "probes" / _slug(judge_opts.run_name if scorer == "judge" else scorer)
     out.mkdir(parents=True, exist_ok=True)
     try:
         judge_opts.config()
     except ValueError as e:
         raise fail(str(e)) from None
     s = _make_scorer(scorer, judge_opts, out)
-    warnings = [EMBEDDED_WARNING] if scorer == "judge" and is_embedded(judge_opts.model) else []
+    warnings = [w for w in [embedded_warning(judge_opts.model)] if w and scorer == "judge"]
     table = Table(title=f"bias probes on {bench.title} ({len(items)} items); shift = variant − original")
-    for col in ("probe", "pairs (valid)", "mean original", "mean variant", "shift", "95% CI", "up/down/equal %"):
+    injection = any(p.startswith("injection/") for p in chosen)
+    for col in ("probe", "pairs (valid)", "mean original", "mean variant", "shift", "95% CI", "up/down/equal %",
+                *(("flip rate [95% CI]", "flagged orig/var %") if injection else ())):
         table.add_column(col)
     results = []
 
@@ -276,9 +321,13 @@ def probe(
             results.append(result.as_dict())
             table.add_row(p, f"{result.n_pairs} ({result.n_valid})", num(result.mean_original),
                           num(result.mean_variant), num(result.shift, "{:+.2f}"),
-                          "–" if result.ci_low is None else f"[{result.ci_low:+.2f}, {result.ci_high:+.2f}]",
-                          "–" if result.share_up is None else
-                          f"{100 * result.share_up:.0f}/{100 * result.share_down:.0f}/{100 * result.share_equal:.0f}")
+                          "–" if result.ci_low is None or result.ci_high is None else
+                          f"[{result.ci_low:+.2f}, {result.ci_high:+.2f}]",
+                          "–" if result.share_up is None or result.share_down is None or result.share_equal is None
+                          else f"{100 * result.share_up:.0f}/{100 * result.share_down:.0f}/"
+                               f"{100 * result.share_equal:.0f}",
+                          *(_flip_cells(result) if result.probe.startswith("injection/") else ("", "")
+                            if injection else ()))
     summary = {"benchmark": bench.name, "data": labels, "selection": {"subsets": subset or [], "limit": limit},
                "seed": seed, "scorer": describe_scorer(s), "warnings": warnings, "probes": results}
     (out / "probes.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -6,6 +6,7 @@ Commands declare ``backend``, ``model`` ... with the ``Annotated`` aliases below
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import json
@@ -18,10 +19,12 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cerm.backends.base import DEFAULT_MODEL, Backend, get_backend
 from cerm.cache import Store
-from cerm.judge import Judge, JudgeConfig
+from cerm.judge import Judge, JudgeConfig, config_for_model, default_for
+from cerm.types import SAMPLE_TEMPERATURE
 
 console = Console(stderr=True)
 
@@ -34,10 +37,18 @@ BaseUrlOpt = Annotated[
 ]
 CacheOpt = Annotated[Path | None, typer.Option(help="SQLite cache file (default: ~/.cache/cerm/cache.sqlite)")]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency-limit", help="openai: requests in flight")]
-CriteriaTokensOpt = Annotated[int, typer.Option(help="max new tokens for the criteria turn")]
-EvalTokensOpt = Annotated[int, typer.Option(help="max new tokens for the evaluation turn")]
+CriteriaTokensOpt = Annotated[int | None, typer.Option(
+    help=f"criteria turn budget (default {default_for(DEFAULT_MODEL, 'criteria_max_new_tokens')}; "
+         f"embedded: {default_for('embedded', 'criteria_max_new_tokens')})")]
+EvalTokensOpt = Annotated[int | None, typer.Option(
+    help=f"evaluation turn budget (default {default_for(DEFAULT_MODEL, 'eval_max_new_tokens')}; "
+         f"embedded: {default_for('embedded', 'eval_max_new_tokens')})")]
 SamplesOpt = Annotated[int, typer.Option(help="k sampled evaluations per response (test-time scaling)")]
 SeedOpt = Annotated[int, typer.Option(help="seed for every random choice and sampled decoding")]
+
+
+SCRIPTED_WARNING = ("--backend fake returns scripted text (scores hashed from the response): "
+                    "outputs test the plumbing and are not judgments of any model.")
 
 
 def default_cache_path() -> Path:
@@ -61,7 +72,14 @@ class BackendOptions:
             kwargs["base_urls"] = self.base_url or [os.environ.get("OPENAI_BASE_URL", "http://localhost:8000/v1")]
             kwargs["api_key"] = self.api_key or os.environ.get("OPENAI_API_KEY")
             kwargs["concurrency_limit"] = self.concurrency_limit
-        return get_backend(self.backend, self.model, **kwargs)
+        backend = get_backend(self.backend, self.model, **kwargs)
+        if self.backend == "openai":
+            try:
+                backend.check_pool()  # type: ignore[attr-defined]  # a dead URL fails here, not after the run
+            except ConnectionError:
+                backend.close()
+                raise
+        return backend
 
 
 def make_judge(opts: BackendOptions, config: JudgeConfig, cache: Path | None = None) -> Judge:
@@ -71,7 +89,7 @@ def make_judge(opts: BackendOptions, config: JudgeConfig, cache: Path | None = N
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print an error the user can act on and return the Exit to raise."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {escape(message)}")  # escaped: "cerm[hf]" is not markup
     return typer.Exit(code)
 
 
@@ -90,11 +108,11 @@ class JudgeOptions:
     base_url: list[str] | None = None
     concurrency_limit: int = 16
     cache: Path | None = None
-    criteria_max_new_tokens: int = 4096
-    eval_max_new_tokens: int = 8192
+    criteria_max_new_tokens: int | None = None  # None: the model's default (cerm.judge.MODEL_OVERRIDES)
+    eval_max_new_tokens: int | None = None
     samples: int = 1
     criteria_samples: int = 1
-    sample_temperature: float = 0.7
+    sample_temperature: float = SAMPLE_TEMPERATURE
     retries: int = 0
     seed: int = 0
     parser: str = "hardened"
@@ -102,51 +120,80 @@ class JudgeOptions:
     unified_criteria: bool = True
     score: str = "greedy"
     close_unfinished: bool = False
+    backend_arg: list[str] | None = None
 
     def config(self) -> JudgeConfig:
-        return JudgeConfig(
-            criteria_max_new_tokens=self.criteria_max_new_tokens, eval_max_new_tokens=self.eval_max_new_tokens,
-            samples=self.samples, criteria_samples=self.criteria_samples,
+        return config_for_model(
+            self.model, criteria_max_new_tokens=self.criteria_max_new_tokens,
+            eval_max_new_tokens=self.eval_max_new_tokens, samples=self.samples, criteria_samples=self.criteria_samples,
             sample_temperature=self.sample_temperature, retries=self.retries, seed=self.seed,
-            parser=self.parser, overlong=self.overlong, unified_criteria=self.unified_criteria,  # type: ignore[arg-type]
+            parser=self.parser, overlong=self.overlong, unified_criteria=self.unified_criteria,
             expected_score=self.score == "expected", close_unfinished=self.close_unfinished,
         )
 
     def backend_options(self) -> BackendOptions:
-        return BackendOptions(self.backend, self.model, self.base_url, concurrency_limit=self.concurrency_limit)
+        return BackendOptions(self.backend, self.model, self.base_url, concurrency_limit=self.concurrency_limit,
+                              extra=parse_backend_args(self.backend_arg or []))
+
+    @property
+    def run_name(self) -> str:
+        """The model as a default output name; scripted fake runs are labelled so, never as the real model."""
+        return f"scripted-fake_{self.model}" if self.backend == "fake" else self.model
 
     def make_judge(self) -> Judge:
+        if self.backend == "fake":
+            console.print(f"[yellow]warning:[/] {SCRIPTED_WARNING}")
         try:
             return make_judge(self.backend_options(), self.config(), self.cache)
-        except (ImportError, ValueError, OSError) as e:
+        except ConnectionError as e:  # an unreachable pool: the message names each URL
+            raise fail(str(e)) from None
+        except OSError as e:  # hub/offline/missing files: transformers' message may not name the model
+            raise fail(f"cannot load model {self.model!r} (backend {self.backend}): {e}") from None
+        except (ImportError, ValueError) as e:
             raise fail(str(e)) from None
 
 
-_JUDGE_PARAMS: list[tuple[str, Any, Any]] = [
-    ("backend", BackendOpt, "hf"),
-    ("model", ModelOpt, DEFAULT_MODEL),
-    ("base_url", BaseUrlOpt, None),
-    ("concurrency_limit", ConcurrencyOpt, 16),
-    ("cache", CacheOpt, None),
-    ("criteria_max_new_tokens", CriteriaTokensOpt, 4096),
-    ("eval_max_new_tokens", EvalTokensOpt, 8192),
-    ("samples", SamplesOpt, 1),
-    ("criteria_samples", Annotated[int, typer.Option(help="k_c sampled criteria sets per query")], 1),
-    ("sample_temperature", Annotated[float, typer.Option(help="temperature for sampled evaluations")], 0.7),
-    ("retries", Annotated[int, typer.Option(help="re-sample a failed evaluation up to N times (off by default)")], 0),
-    ("seed", SeedOpt, 0),
-    ("parser", Annotated[Literal["hardened", "reference"], typer.Option(help="score parser")], "hardened"),
+# name -> typer annotation; each default is JudgeOptions' own (defined once)
+_JUDGE_PARAMS: list[tuple[str, Any]] = [
+    ("backend", BackendOpt),
+    ("model", ModelOpt),
+    ("base_url", BaseUrlOpt),
+    ("concurrency_limit", ConcurrencyOpt),
+    ("cache", CacheOpt),
+    ("criteria_max_new_tokens", CriteriaTokensOpt),
+    ("eval_max_new_tokens", EvalTokensOpt),
+    ("samples", SamplesOpt),
+    ("criteria_samples", Annotated[int, typer.Option(help="k_c sampled criteria sets per query")]),
+    ("sample_temperature", Annotated[float, typer.Option(help="temperature for sampled evaluations")]),
+    ("retries", Annotated[int, typer.Option(help="re-sample a failed evaluation up to N times (off by default)")]),
+    ("seed", SeedOpt),
+    ("parser", Annotated[Literal["hardened", "reference"], typer.Option(help="score parser")]),
     ("overlong", Annotated[Literal["error", "truncate"],
-                           typer.Option(help="prompt over the context: explicit error, or cut the response")], "error"),
+                           typer.Option(help="prompt over the context: explicit error, or cut the response")]),
     ("unified_criteria", Annotated[bool, typer.Option(help="share criteria across responses "
-                                                      "(--no-unified-criteria = the paper's ablation)")], True),
+                                                      "(--no-unified-criteria = the paper's ablation)")]),
+    ("backend_arg", Annotated[list[str] | None, typer.Option(
+        help="KEY=VALUE for the backend's constructor (vllm: enforce_eager=true); VALUE read as JSON "
+             "when it parses; repeat")]),
     ("score", Annotated[Literal["greedy", "expected"], typer.Option(
-        help="rank by the greedy boxed score (the paper's) or the expected score over the 21 values at the box "
-             "[R] (needs hf, vllm, llamacpp or vLLM's server)")], "greedy"),
+        help="greedy boxed score (the paper's) or the expected score at the box [R]")]),
     ("close_unfinished", Annotated[bool, typer.Option(
-        help="[R] append a closing text to a truncated / box-less evaluation and read the score there "
-             "(status 'completed', never 'ok')")], False),
+        help="[R] close a truncated / box-less evaluation and read its score (status 'completed')")]),
 ]
+
+
+def parse_backend_args(items: list[str]) -> dict[str, Any]:
+    """``["enforce_eager=true", "dtype=bfloat16"]`` -> ``{"enforce_eager": True, "dtype": "bfloat16"}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise fail(f"--backend-arg {item!r}: expected KEY=VALUE with KEY a Python identifier.")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 def with_judge_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -155,9 +202,10 @@ def with_judge_options(func: Callable[..., Any]) -> Callable[..., Any]:
     sig = inspect.signature(func)
     own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()
            if p.name != "judge_opts"]
-    names = [name for name, _, _ in _JUDGE_PARAMS]
-    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-             for name, annotation, default in _JUDGE_PARAMS]
+    names = [name for name, _ in _JUDGE_PARAMS]
+    defaults = {f.name: f.default for f in dataclasses.fields(JudgeOptions)}
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults[name], annotation=annotation)
+             for name, annotation in _JUDGE_PARAMS]
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

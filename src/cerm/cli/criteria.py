@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from rich.table import Table
 
@@ -21,8 +22,11 @@ from cerm.cli.judging import criteria_record
 from cerm.io import read_jsonl
 from cerm.parsing import parse_criteria
 
-app = typer.Typer(help="Inspect and edit the criteria cache (one SQLite file, JSONL in and out).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None,  # plain click help: wraps at 80 columns, never truncates (rich's table cut names)
+    help="Inspect and edit the criteria cache (one SQLite file, JSONL in and out).",
+    no_args_is_help=True,
+)
 
 CachePathOpt = Annotated[Path | None, typer.Option(help="SQLite cache file (default: ~/.cache/cerm/cache.sqlite)")]
 
@@ -123,7 +127,7 @@ def edit(
     """Replace one entry's criteria text; every later judgment of that query uses the new text."""
     c = _cache(cache)
     r = _find(c, key)
-    text = text_file.read_text(encoding="utf-8") if text_file else typer.edit(r.text)
+    text = text_file.read_text(encoding="utf-8") if text_file else click.edit(r.text)
     if text is None or text == r.text:
         console.print("unchanged")
         return

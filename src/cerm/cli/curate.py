@@ -1,5 +1,8 @@
-"""`cerm curate` (raw preference pairs -> curated train/held-out pairs) and `cerm distill` (curated pairs ->
-teacher SFT traces). Data flow: raw pairs -> curate -> distill -> `cerm train sft` -> `cerm train rl`."""
+"""`cerm curate` and `cerm distill`: the data steps before training.
+
+`cerm curate` turns raw preference pairs into curated train/held-out pairs; `cerm distill` turns curated
+pairs into teacher SFT traces. Data flow: raw pairs -> curate -> distill -> `cerm train sft` -> `cerm train rl`.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded
+from cerm.backends.embedded import embedded_warning
 from cerm.cache import Store
 from cerm.cli.common import JudgeOptions, console, fail, with_judge_options
 
@@ -59,7 +63,7 @@ def curate(
     judge_chunk_pairs: Annotated[int, typer.Option(help="pairs per judge batch (flushed after each)")] = 256,
 ) -> None:
     """Curate preference pairs: validate, filter, dedupe, pass-rate filter, balance, split, report."""
-    from cerm.train.curate.pipeline import CurateConfig
+    from cerm.train.curate.config import CurateConfig
     from cerm.train.curate.pipeline import curate as run_curate
 
     if judge_opts.samples != 1:
@@ -80,8 +84,8 @@ def curate(
         raise fail(str(e)) from None
     backend = None
     if pass_k:
-        if is_embedded(judge_opts.model):
-            console.print(f"[yellow]{EMBEDDED_WARNING}[/]")
+        if warning := embedded_warning(judge_opts.model):
+            console.print(f"[yellow]{warning}[/]")
         try:
             backend = judge_opts.backend_options().build()
         except (ImportError, ValueError, OSError) as e:
@@ -122,8 +126,10 @@ def distill(
     limit: Annotated[int | None, typer.Option(help="only the first N pairs")] = None,
     skip_bad: Annotated[bool, typer.Option(help="skip malformed pairs (reported) instead of stopping")] = False,
 ) -> None:
-    """Teacher traces for SFT: criteria + one evaluation per response, kept when they order the pair as
-    labelled. Use a strong teacher, e.g. --backend openai --base-url http://host:8000/v1 --model NAME."""
+    """Teacher traces for SFT: criteria + one evaluation per response, kept when they order the pair right.
+
+    Use a strong teacher, e.g. --backend openai --base-url http://host:8000/v1 --model NAME.
+    """
     from cerm.train.pairs import load_pairs
     from cerm.train.sft.distill import DistillConfig
     from cerm.train.sft.distill import distill as run_distill
@@ -135,15 +141,15 @@ def distill(
         raise fail(str(e)) from None
     if loaded.problems:
         for p in loaded.problems[:20]:
-            console.print(f"[red]{p}[/]")
+            console.print(f"[red]{escape(str(p))}[/]")
         if not skip_bad:
             raise fail(f"{len(loaded.problems)} bad row(s) in {pairs_file}; fix them or pass --skip-bad.")
     pairs = loaded.pairs[:limit] if limit is not None else loaded.pairs
     if not pairs:
         raise fail(f"{pairs_file}: no valid pairs.")
     judge = judge_opts.make_judge()
-    if is_embedded(judge_opts.model):
-        console.print(f"[yellow]{EMBEDDED_WARNING}[/]")
+    if warning := embedded_warning(judge_opts.model):
+        console.print(f"[yellow]{warning}[/]")
     logging.getLogger("cerm.train").setLevel(logging.INFO)
     try:
         result = run_distill(pairs, judge, output, cfg)
@@ -151,6 +157,15 @@ def distill(
         raise fail(str(e)) from None
     finally:
         judge.backend.close()
-    console.print(f"[bold green]done[/]: {result.kept} of {result.judged} pairs kept ({2 * result.kept} rows) "
+    failed = sum(n for reason, n in result.rejected.items() if reason.endswith(_FAILED))
+    colour = "bold red" if failed else "bold green"
+    console.print(f"[{colour}]done[/]: {result.kept} of {result.judged} pairs kept ({2 * result.kept} rows) "
                   f"-> {output}; {result.skipped} already done; rejected {result.rejected or 'none'} "
                   f"(see {output}.rejected.jsonl, {output}.summary.json)")
+    if failed:  # the teacher failed, which is no verdict on the pair: the run did not do its work
+        raise fail(f"{failed} of {result.judged} pairs failed in the teacher backend (not judged); rerun to "
+                   "retry them (finished pairs are kept).", code=1)
+
+
+# rejection reasons that are backend failures, not the teacher's verdict (see cerm.train.sft.distill)
+_FAILED = ("_error", "_backend_error")

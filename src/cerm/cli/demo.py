@@ -12,12 +12,13 @@ from typing import Annotated
 
 import typer
 
-from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded_id
+from cerm.backends.embedded import embedded_warning
+from cerm.cli.bench import default_data_root
 from cerm.cli.common import JudgeOptions, console, fail, with_judge_options
 from cerm.cli.judging import print_bon
 from cerm.types import SamplingParams
 
-DEFAULT_DATA = Path("../shared/data/arena-hard/arena-hard-v0.1")
+ARENA_HARD = Path("arena-hard") / "arena-hard-v0.1"  # under the data root, found as `cerm bench` finds it
 
 
 def load_arena_hard(data: Path, n_prompts: int) -> list[tuple[str, str | None]]:
@@ -42,7 +43,9 @@ def load_arena_hard(data: Path, n_prompts: int) -> list[tuple[str, str | None]]:
 @with_judge_options
 def demo(
     judge_opts: JudgeOptions,
-    data: Annotated[Path, typer.Option(help="Arena-Hard folder with question.jsonl")] = DEFAULT_DATA,
+    data: Annotated[Path | None, typer.Option(
+        help="Arena-Hard folder with question.jsonl (default: arena-hard/arena-hard-v0.1 under "
+             "$CERM_DATA_ROOT, ../shared/data or ./shared/data)")] = None,
     prompts: Annotated[int, typer.Option(help="how many Arena-Hard prompts")] = 2,
     n: Annotated[int, typer.Option(help="candidates per prompt")] = 4,
     answer_tokens: Annotated[int, typer.Option(help="max new tokens per sampled candidate")] = 96,
@@ -51,7 +54,7 @@ def demo(
     """Best-of-N demo: sample candidates, generate criteria once per prompt, judge each, pick the best."""
     if n < 2:
         raise fail("--n must be >= 2 for Best-of-N.")
-    items = load_arena_hard(data, prompts)
+    items = load_arena_hard(data if data is not None else default_data_root() / ARENA_HARD, prompts)
     judge = judge_opts.make_judge()
     console.print(f"sampling {n} candidates for {len(items)} prompt(s) with {judge.backend.model_id} ...")
     candidates: list[list[str]] = []
@@ -70,5 +73,5 @@ def demo(
     s = judge.stats
     console.print(f"model calls: {s.criteria_generated} criteria + {s.evaluations_generated} evaluations; "
                   f"parse failures {s.parse_failure_rate:.0%} {dict(s.statuses)}")
-    if is_embedded_id(judge.backend.model_id):
-        console.print(f"[bold yellow]{EMBEDDED_WARNING}[/]")
+    if warning := embedded_warning(judge.backend.model_id):
+        console.print(f"[bold yellow]{warning}[/]")

@@ -2,43 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
+from rich.markup import escape
 from rich.table import Table
 
-from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded, is_embedded_id
+from cerm.backends.embedded import embedded_warning
 from cerm.cli.common import JudgeOptions, console, fail, with_judge_options, write_jsonl_line
-from cerm.io import ScoreRow, read_jsonl
+from cerm.io import (
+    DataError,
+    ScoreRow,
+    check_text,
+    criteria_record,
+    judgment_record,
+    locked_append,
+    read_jsonl_output,
+    read_score_rows,
+)
 from cerm.judge import Judge
 from cerm.prompts import PROMPT_VERSION
-from cerm.types import BestOfNResult, Criteria, Judgment, ParseStatus, ScoredItem, TiePolicy
+from cerm.types import BestOfNResult, ParseStatus, ScoredItem, TiePolicy
 
 InputOpt = Annotated[Path | None, typer.Option("--input", "-i", help="JSONL of {id?, query, responses}")]
-OutputOpt = Annotated[Path | None, typer.Option("--output", "-o", help="JSONL written and flushed per item")]
+OutputOpt = Annotated[Path | None, typer.Option(
+    "--output", "-o", help="JSONL written and flushed per item; '-' = stdout")]
 SkipBadOpt = Annotated[bool, typer.Option(help="skip malformed lines (reported) instead of stopping")]
 BatchOpt = Annotated[int, typer.Option(help="items per backend batch")]
-
-
-def judgment_record(j: Judgment, *, with_text: bool = True) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "score": j.score, "status": j.status.value, "criterion_scores": list(j.criterion_scores),
-        "other_points_score": j.other_points_score, "score_std": j.score_std, "tokens_in": j.tokens_in,
-        "tokens_out": j.tokens_out, "seconds": round(j.seconds, 4), "attempts": j.attempts, "error": j.error,
-        "is_response_truncated": j.is_response_truncated, "criteria_key": j.criteria_key,
-    }
-    if j.expected_score is not None or j.score_probs:
-        record.update(expected_score=j.expected_score, score_entropy=j.score_entropy, score_probs=list(j.score_probs))
-    if with_text:
-        record["evaluation"] = j.text
-    return record
-
-
-def criteria_record(c: Criteria) -> dict[str, Any]:
-    return {"key": c.key, "source": c.source, "text": c.text, "parse_warning": c.parse_warning,
-            "items": [{"term": i.term, "description": i.description} for i in c.items]}
 
 
 def _load_rows(input_path: Path | None, query: str | None, responses: list[str] | None, skip_bad: bool
@@ -46,49 +42,95 @@ def _load_rows(input_path: Path | None, query: str | None, responses: list[str] 
     if input_path is None:
         if not query or not responses:
             raise fail("give --input FILE.jsonl, or --query and at least one --response.")
-        return [ScoreRow(id=0, query=query, responses=responses)]
+        try:
+            return [ScoreRow(id=0, query=check_text(query), responses=[check_text(r) for r in responses])]
+        except (ValueError, ValidationError) as e:
+            raise fail(f"--query/--response: {e}") from None
     if not input_path.is_file():
         raise fail(f"{input_path}: no such file.")
-    rows, bad = [], []
-    for line in read_jsonl(input_path, ScoreRow):
-        if line.error is not None:
-            bad.append(line.error)
-        else:
-            assert line.record is not None
-            rows.append(line.record if line.record.id is not None
-                        else line.record.model_copy(update={"id": line.lineno}))
+    try:
+        rows, bad = read_score_rows(input_path)
+    except (DataError, OSError) as e:
+        raise fail(str(e)) from None
     if bad and not skip_bad:
-        for e in bad[:20]:
-            console.print(f"[red]{e}[/]")
+        for problem in bad[:20]:
+            console.print(f"[red]{escape(str(problem))}[/]")
         raise fail(f"{len(bad)} malformed line(s) in {input_path}; fix them or pass --skip-bad.")
     if bad:
         console.print(f"[yellow]skipped {len(bad)} malformed line(s):[/]")
-        for e in bad[:20]:
-            console.print(f"  [yellow]{e}[/]")
+        for problem in bad[:20]:
+            console.print(f"  [yellow]{escape(str(problem))}[/]")
+    if not rows:
+        raise fail(f"{input_path}: no items to judge" + (" (every line was skipped)." if bad else
+                                                         " (the file is empty)."))
     return rows
 
 
-def _done_ids(output: Path | None) -> set[str]:
-    """Ids already written by an earlier, interrupted run (resume)."""
-    if output is None or not output.exists():
-        return set()
-    done = set()
-    for line in output.read_text(encoding="utf-8").splitlines():
-        try:
-            done.add(str(json.loads(line)["id"]))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a line cut by the interruption; it is recomputed
+def run_settings(judge: Judge) -> dict[str, Any]:
+    """What made an output: model, prompt version and every judge setting. A resume must match it."""
+    return {"model": judge.backend.model_id, "prompt_version": PROMPT_VERSION, **dataclasses.asdict(judge.config)}
+
+
+def _done_ids(output: Path, rows: list[ScoreRow], out_f: Any, settings: dict[str, Any]) -> set[str]:
+    """Ids already written by an earlier, interrupted run (resume); refuses an output of another input,
+    or one made with other settings (model, prompt version, judge settings).
+
+    A record holding a backend error is not a result: it is dropped from the file and judged again.
+    """
+    try:
+        written = read_jsonl_output(output)
+    except DataError as e:
+        raise fail(str(e)) from None
+    identity = {str(r.id): r.input_sha256() for r in rows}
+    done, keep = set(), []
+    for lineno, rec in written:
+        key = str(rec.get("id"))
+        theirs = rec.get("settings") or {"model": rec.get("model")}
+        diff = {k: (theirs.get(k), v) for k, v in settings.items() if k in theirs and theirs[k] != v}
+        if diff or "settings" not in rec:
+            what = ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items()) or "no settings recorded"
+            raise fail(f"{output}:{lineno}: written with other settings ({what}); refusing to resume into it. "
+                       "Use another -o, or the same flags as that run.")
+        if key in identity and rec.get("input_sha256") not in (None, identity[key]):
+            raise fail(f"{output}:{lineno}: id {rec.get('id')!r} was judged from another input (its query or "
+                       "responses differ); use a new --output, or delete it to start over.")
+        if key in done:
+            raise fail(f"{output}:{lineno}: id {rec.get('id')!r} appears twice; the file was written twice "
+                       "or edited. Use a new --output.")
+        if any(j.get("status") == ParseStatus.BACKEND_ERROR.value for j in rec.get("judgments", [])):
+            continue
+        done.add(key)
+        keep.append(rec)
+    if written and not {str(rec.get("id")) for _, rec in written} & identity.keys():
+        raise fail(f"{output} holds {len(written)} record(s) of another input (no id of this input); use a new "
+                   "--output.")
+    if len(keep) < len(written):
+        console.print(f"retrying {len(written) - len(keep)} item(s) of {output} that ended in backend errors")
+        out_f.seek(0)
+        out_f.truncate()
+        for rec in keep:
+            write_jsonl_line(out_f, rec)
     return done
 
 
+STDOUT = Path("-")
+
+
 def _run(rows: list[ScoreRow], judge: Judge, output: Path | None, batch_size: int, make_record: Any) -> list[dict]:
-    done = _done_ids(output)
-    todo = [r for r in rows if str(r.id) not in done]
-    if done:
-        console.print(f"resuming: {len(rows) - len(todo)} item(s) already in {output}")
     records = []
-    out_f = open(output, "a", encoding="utf-8") if output else None  # noqa: SIM115
-    try:
+    with contextlib.ExitStack() as stack:
+        if output == STDOUT:  # JSON lines on stdout: nothing to resume from
+            out_f: Any = sys.stdout
+            done: set[str] = set()
+        else:
+            try:
+                out_f = stack.enter_context(locked_append(output)) if output else None
+            except DataError as e:
+                raise fail(str(e)) from None
+            done = _done_ids(output, rows, out_f, run_settings(judge)) if output else set()
+        todo = [r for r in rows if str(r.id) not in done]
+        if done:
+            console.print(f"resuming: {len(rows) - len(todo)} item(s) already in {output}")
         with console.status("judging...") as status:
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start : start + batch_size]
@@ -99,34 +141,37 @@ def _run(rows: list[ScoreRow], judge: Judge, output: Path | None, batch_size: in
                     records.append(record)
                     if out_f:
                         write_jsonl_line(out_f, record)
-    finally:
-        if out_f:
-            out_f.close()
     return records
 
 
 def _base_record(row: ScoreRow, item: ScoredItem, judge: Judge) -> dict[str, Any]:
-    record: dict[str, Any] = {"id": row.id, "query": row.query, "responses": list(row.responses),
+    record: dict[str, Any] = {"id": row.id, "input_sha256": row.input_sha256(), "query": row.query,
+                              "responses": list(row.responses),
                               "model": judge.backend.model_id,
-                              "prompt_version": PROMPT_VERSION, "criteria": criteria_record(item.criteria[0]),
+                              "prompt_version": PROMPT_VERSION,
+                              "settings": run_settings(judge), "criteria": criteria_record(item.criteria[0]),
                               "judgments": [judgment_record(j) for j in item.judgments]}
-    if is_embedded_model(judge):
-        record["warning"] = EMBEDDED_WARNING
+    if warning := embedded_warning(judge.backend.model_id):
+        record["warning"] = warning
     return record
 
 
-def is_embedded_model(judge: Judge) -> bool:
-    return is_embedded_id(judge.backend.model_id)
-
-
-def _print_summary(judge: Judge) -> None:
+def _print_summary(judge: Judge, records: list[dict[str, Any]]) -> None:
     s = judge.stats
     console.print(
         f"criteria generated {s.criteria_generated} (cache hits {s.criteria_cache_hits}), evaluations "
         f"{s.evaluations_generated} (cache hits {s.judgment_cache_hits}), parse failures "
         f"{s.parse_failure_rate:.1%} {dict(s.statuses)}")
-    if is_embedded_model(judge):
-        console.print(f"[bold yellow]{EMBEDDED_WARNING}[/]")
+    flagged = sum(bool(j["injection_flags"]) for r in records for j in r["judgments"])
+    if flagged:
+        console.print(f"[yellow]{flagged} response(s) carry injection flags (see injection_flags in the output)[/]")
+    if warning := embedded_warning(judge.backend.model_id):
+        console.print(f"[bold yellow]{warning}[/]")
+    failed = sum(j["status"] == ParseStatus.BACKEND_ERROR.value for r in records for j in r["judgments"])
+    if failed:
+        # a backend error is not a result: nothing of it was cached, so a rerun retries exactly these
+        raise fail(f"{failed} judgment(s) failed with backend errors (not cached); the run is incomplete. "
+                   "Fix the backend and rerun the same command: they are judged again.", code=1)
 
 
 @with_judge_options
@@ -149,7 +194,7 @@ def score(
             table.add_row(str(rec["id"]) if k == 0 else "", _short(resp), _fmt(j["score"]),
                           _fmt(j.get("expected_score"), 2), j["status"])
     console.print(table)
-    _print_summary(judge)
+    _print_summary(judge, records)
 
 
 @with_judge_options
@@ -172,16 +217,18 @@ def bon(
     judge = judge_opts.make_judge()
 
     def record(row: ScoreRow, item: ScoredItem) -> dict[str, Any]:
-        result = judge.best_of_n(row.query, row.responses, tie_policy=tie_policy,  # type: ignore[arg-type]
+        # the chunk is already scored: pick from it, never judge (or count) the responses twice
+        result = judge.pick_best(row.query, row.responses, item, tie_policy=tie_policy,  # type: ignore[arg-type]
                                  score_mode=judge_opts.score)  # type: ignore[arg-type]
         rec = _base_record(row, item, judge)
         rec.update(chosen_index=result.index, tied=list(result.tied), tie_policy=tie_policy)
         return rec
 
-    for rec in _run(rows, judge, output, batch_size, record):
-        console.print(f"{rec['id']}: chosen {rec['chosen_index']} scores "
-                      f"{[j['score'] for j in rec['judgments']]} tied {rec['tied']}")
-    _print_summary(judge)
+    records = _run(rows, judge, output, batch_size, record)
+    for rec in records:
+        tied = f" tied {rec['tied']}" if len(rec["tied"]) > 1 else ""  # one index is no tie
+        console.print(f"{rec['id']}: chosen {rec['chosen_index']} scores {[j['score'] for j in rec['judgments']]}{tied}")
+    _print_summary(judge, records)
 
 
 def print_bon(query: str, responses: list[str], result: BestOfNResult, tie_policy: TiePolicy) -> None:
@@ -205,7 +252,8 @@ def print_bon(query: str, responses: list[str], result: BestOfNResult, tie_polic
         console.print("[yellow]completed = the evaluation ended without a readable score; our closing text was "
                       "appended and the score read there [R] (counted apart from ok)[/]")
     if result.index is None:
-        console.print(f"[yellow]no response chosen (tie policy {tie_policy!r}; tied {list(result.tied)}; "
+        why = f"tied {list(result.tied)}" if len(result.tied) > 1 else "no valid score"
+        console.print(f"[yellow]no response chosen (tie policy {tie_policy!r}; {why}; "
                       "failed scores are never ranked)[/]")
     else:
         console.print(f"[bold green]Chosen answer #{result.index}:[/]\n{_short(responses[result.index], 800)}")
@@ -213,7 +261,7 @@ def print_bon(query: str, responses: list[str], result: BestOfNResult, tie_polic
 
 def _short(text: str | Any, n: int = 60) -> str:
     text = text if isinstance(text, str) else json.dumps(text)
-    text = " ".join(text.split())
+    text = " ".join(text[: 4 * n + 64].split())  # a head only: a 50 MB response is never split whole
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
@@ -223,4 +271,4 @@ def _fmt(score: float | None, digits: int | None = None) -> str:
     return f"{score:.{digits}f}" if digits is not None else f"{score:g}"
 
 
-__all__ = ["bon", "criteria_record", "judgment_record", "print_bon", "score", "is_embedded", "EMBEDDED_WARNING"]
+__all__ = ["bon", "criteria_record", "judgment_record", "print_bon", "score"]

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded
+from cerm.backends.embedded import embedded_warning
 from cerm.cli.common import JudgeOptions, console, fail, with_judge_options
 
 
@@ -49,12 +49,19 @@ def serve(
     graceful_timeout_s: Annotated[float, typer.Option(help="on SIGTERM/SIGINT, how long in-flight requests "
                                                       "may finish")] = 60.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+    limit_concurrency: Annotated[int, typer.Option(help="open connections + requests before uvicorn answers 503")]
+    = 1024,
+    header_timeout_s: Annotated[float, typer.Option(help="close a connection whose request head (line and "
+                                                    "headers) takes longer than this")] = 10.0,
+    keep_alive_s: Annotated[float, typer.Option(help="close an idle keep-alive connection after this")] = 5.0,
 ) -> None:
     """Serve cerm as a reward model over HTTP (OpenRLHF-compatible) with dynamic batching."""
     try:
         import uvicorn
+        from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
         from cerm.reward.batcher import BatcherConfig
+        from cerm.reward.protocol import with_header_timeout
         from cerm.reward.server import ServerConfig, create_app
         from cerm.reward.split import PromptSplitter
     except ImportError as e:
@@ -65,7 +72,7 @@ def serve(
             batch=BatcherConfig(max_batch_size=max_batch_size, window_s=batch_window_ms / 1000,
                                 max_queue=max_queue),
             scale=scale, failure_reward=failure_reward, drain_timeout_s=graceful_timeout_s,
-            warning=EMBEDDED_WARNING if is_embedded(judge_opts.model) else None)
+            warning=embedded_warning(judge_opts.model))
         stops = tuple(stop_string) if stop_string else None
         if tokenizer is not None:
             splitter = PromptSplitter.from_pretrained(tokenizer, extractor=extractor, stop_strings=stops,
@@ -86,7 +93,10 @@ def serve(
     previous = signal.signal(signal.SIGTERM, _raise_stop) if on_main else None
     try:
         uvicorn.run(create_app(judge, config, splitter), host=host, port=port, log_level=log_level,
-                    timeout_graceful_shutdown=graceful_timeout_s, access_log=False)
+                    # uvicorn annotates an int but waits with asyncio.wait_for, which takes the float as is
+                    timeout_graceful_shutdown=graceful_timeout_s, access_log=False,  # type: ignore[arg-type]
+                    http=with_header_timeout(AutoHTTPProtocol, header_timeout_s),
+                    limit_concurrency=limit_concurrency, timeout_keep_alive=keep_alive_s)  # type: ignore[arg-type]
     except (KeyboardInterrupt, _Stop):
         pass  # the queue is already drained: the app's lifespan closed the batcher
     finally:
@@ -103,5 +113,7 @@ def _raise_stop(signum: int, frame: Any) -> None:
     raise _Stop
 
 
-app = typer.Typer(help="Serve cerm as a reward model.", add_completion=False)
+app = typer.Typer(
+    rich_markup_mode=None,  # plain click help: wraps at 80 columns, never truncates (rich's table cut names)
+    help="Serve cerm as a reward model.", add_completion=False)
 app.command("serve")(serve)

@@ -1,8 +1,8 @@
-"""``cerm train rl`` (the two-stage rollout RL trainer) and ``cerm train plot`` (its curves as PNGs).
+r"""``cerm train rl`` (the two-stage rollout RL trainer) and ``cerm train plot`` (its curves as PNGs).
 
 Multi-GPU runs go through accelerate, which starts one process per device::
 
-    accelerate launch --config_file recipes/accelerate/<strategy>.yaml -m cerm.cli.train_rl rl \\
+    accelerate launch --config_file recipes/accelerate/<strategy>.yaml -m cerm.cli.train_rl rl \
         -c recipes/ce-rm-4b-rl.yaml output_dir=runs/ce-rm-4b-rl
 """
 
@@ -16,8 +16,11 @@ import typer
 
 from cerm.cli.common import console, fail
 
-app = typer.Typer(help="Train CE-RM: the two-stage rollout RL trainer and its plots.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    rich_markup_mode=None,  # plain click help: wraps at 80 columns, never truncates (rich's table cut names)
+    help="Train CE-RM: the two-stage rollout RL trainer and its plots.", no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 
 # the headline columns of the per-step console line; everything else goes to metrics.jsonl
 _COLUMNS = {"rollout/pairwise_accuracy": "acc", "rollout/tie_rate": "ties", "rollout/parse_failure_rate": "fail",
@@ -36,12 +39,12 @@ def _print_step(step: int, metrics: dict[str, float]) -> None:
 
 
 def rl(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="flat YAML recipe (see recipes/)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML of settings (a recipe: `cerm recipes`; keys: RLConfig fields; unknown keys are errors)")] = None,
     overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides of the recipe")] = None,
     resume: Annotated[str | None, typer.Option(help="'auto' (latest checkpoint in output_dir) or a checkpoint "
                                                     "directory")] = None,
 ) -> None:
-    """Two-stage rollout RL: criteria samples, then judgments under each, rewarded per role (training.md §3)."""
+    """Two-stage rollout RL: criteria samples, then judgments under each, rewarded per role (docs/training.md §3)."""
     from cerm.train.rl.config import load_rl_config
 
     try:

@@ -27,7 +27,8 @@ def view(
     port: Annotated[int, typer.Option(help="port for --serve (0 = any free port)")] = 8765,
 ) -> None:
     """Write a static site (index.html + assets, no server or internet needed) to read criteria, judgments
-    and scores item by item; --serve also serves it and prints the URL."""
+    and scores item by item; --serve also serves it and prints the URL.
+    """
     from cerm.view import ViewError, build_site, load
 
     try:

@@ -127,13 +127,16 @@ class DynamicBatcher:
             QueueFull: ``max_queue`` requests are already waiting.
             BatcherClosed: ``close`` was called.
         """
-        return self._enqueue(_Request(list(items), Future(), sum(len(i.responses) for i in items))).future
+        future: Future = Future()
+        self._enqueue(_Request(list(items), future, sum(len(i.responses) for i in items)))
+        return future
 
     def submit_async(self, items: Sequence[BatchItem]) -> asyncio.Future:
         """``submit`` for a coroutine: an ``asyncio.Future`` of the running loop (cancel it to give up)."""
         loop = asyncio.get_running_loop()
-        request = _Request(list(items), loop.create_future(), sum(len(i.responses) for i in items), loop)
-        return self._enqueue(request).future  # type: ignore[return-value]
+        future = loop.create_future()
+        self._enqueue(_Request(list(items), future, sum(len(i.responses) for i in items), loop))
+        return future
 
     def _enqueue(self, request: _Request) -> _Request:
         if self._closed.is_set():
@@ -195,6 +198,11 @@ class DynamicBatcher:
                                             criteria=[i.criteria for i in items])
         except Exception as e:  # noqa: BLE001 - the worker must survive any backend exception
             logger.exception("judge call failed for %d requests", len(live))
+            if len(live) > 1:
+                # one bad request must never fail its batch-mates: judge each alone (finished work is cached)
+                for r in live:
+                    self._judge_alone(r)
+                return
             _deliver([(r, None, e) for r in live])
             self._report(BatchReport(len(live), sum(r.size for r in live), time.perf_counter() - start, (),
                                      f"{type(e).__name__}: {e}"))
@@ -207,12 +215,24 @@ class DynamicBatcher:
         _deliver(outcomes)
         self._report(BatchReport(len(live), sum(r.size for r in live), seconds, tuple(scored)))
 
+    def _judge_alone(self, r: _Request) -> None:
+        start = time.perf_counter()
+        try:
+            scored = self.judge.score_batch([(i.query, i.responses) for i in r.items],
+                                            criteria=[i.criteria for i in r.items])
+        except Exception as e:  # noqa: BLE001 - this request's own failure, delivered to it alone
+            _deliver([(r, None, e)])
+            self._report(BatchReport(1, r.size, time.perf_counter() - start, (), f"{type(e).__name__}: {e}"))
+            return
+        _deliver([(r, scored, None)])
+        self._report(BatchReport(1, r.size, time.perf_counter() - start, tuple(scored)))
+
     def _report(self, report: BatchReport) -> None:
         if self.on_batch is not None:
             self.on_batch(report)
 
 
-def _deliver(outcomes: list[tuple[_Request, list[ScoredItem] | None, BaseException | None]]) -> None:
+def _deliver(outcomes: Sequence[tuple[_Request, list[ScoredItem] | None, BaseException | None]]) -> None:
     """Resolve futures: concurrent ones here, asyncio ones with one ``call_soon_threadsafe`` per loop."""
     by_loop: dict[asyncio.AbstractEventLoop, list] = {}
     for request, result, error in outcomes:

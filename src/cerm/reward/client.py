@@ -6,19 +6,25 @@ the last try the error is raised, never turned into a score.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 
+from cerm.retry import Backoff, Retryable, parse_retry_after
 from cerm.reward.schemas import ScoreResponse
 from cerm.types import Query
 
-logger = logging.getLogger(__name__)
-
 _RETRYABLE = {429, 500, 502, 503, 504}
+
+
+@contextmanager
+def _connection_errors_retry() -> Iterator[None]:
+    """A connection that failed may work on the next try: the error becomes a ``Retryable``."""
+    try:
+        yield
+    except httpx.TransportError as e:
+        raise Retryable(f"{type(e).__name__}: {e}") from e
 
 
 class RemoteError(RuntimeError):
@@ -33,61 +39,56 @@ class CermClient:
         token: the bearer token, if the server requires one.
         timeout_s: per-request timeout; the server answers 504 first if its own limit is lower.
         retries: extra tries on 429/5xx and connection errors.
+        backoff_s: the first retry delay; it doubles per try (``cerm.retry.Backoff``).
+        max_backoff_s: the longest wait, also the cap on the server's Retry-After.
     """
 
     def __init__(self, url: str, *, token: str | None = None, timeout_s: float = 600.0, retries: int = 4,
-                 backoff_s: float = 1.0) -> None:
+                 backoff_s: float = 1.0, max_backoff_s: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
+        # no jitter: one client retries one request at a time; the server's Retry-After wins when sent
+        self._backoff = Backoff(retries + 1, backoff_s, max_s=max_backoff_s, label=f"cerm server {self.url}")
         self._client = httpx.Client(timeout=timeout_s, headers=self.headers)
 
     def score(self, query: Query, responses: list[str]) -> ScoreResponse:
+        """Score ``responses`` to ``query`` under one criteria set; raises ``RemoteError`` after the last try."""
         payload = {"query": query, "responses": responses, "include_text": False}
-        for attempt in range(self.retries + 1):
-            try:
-                r = self._client.post(f"{self.url}/v1/score", json=payload)
-            except httpx.TransportError as e:
-                error: str = f"{type(e).__name__}: {e}"
-                wait = self._wait(attempt, None)
-            else:
-                if r.status_code == 200:
-                    return ScoreResponse.model_validate_json(r.content)
-                error, wait = self._failure(r, attempt)
-            if attempt < self.retries:
-                time.sleep(wait)
-        raise RemoteError(f"{self.url}/v1/score failed after {self.retries + 1} tries: {error}")
+        try:
+            for attempt in self._backoff.retrying():
+                with attempt, _connection_errors_retry():
+                    return self._read(self._client.post(f"{self.url}/v1/score", json=payload))
+        except Retryable as e:
+            raise self._gave_up(e) from e
+        raise AssertionError("unreachable: tenacity either returns or raises")
 
     async def ascore(self, query: Query, responses: list[str]) -> ScoreResponse:
+        """``score`` for async callers (its own HTTP client per call, so any event loop works)."""
         payload = {"query": query, "responses": responses, "include_text": False}
         # one client per call: callers (verl's reward loop) may run on different event loops
         async with httpx.AsyncClient(timeout=self.timeout_s, headers=self.headers) as client:
-            for attempt in range(self.retries + 1):
-                try:
-                    r = await client.post(f"{self.url}/v1/score", json=payload)
-                except httpx.TransportError as e:
-                    error: str = f"{type(e).__name__}: {e}"
-                    wait = self._wait(attempt, None)
-                else:
-                    if r.status_code == 200:
-                        return ScoreResponse.model_validate_json(r.content)
-                    error, wait = self._failure(r, attempt)
-                if attempt < self.retries:
-                    await asyncio.sleep(wait)
-        raise RemoteError(f"{self.url}/v1/score failed after {self.retries + 1} tries: {error}")
+            try:
+                async for attempt in self._backoff.aretrying():
+                    with attempt, _connection_errors_retry():
+                        return self._read(await client.post(f"{self.url}/v1/score", json=payload))
+            except Retryable as e:
+                raise self._gave_up(e) from e
+        raise AssertionError("unreachable: tenacity either returns or raises")
 
-    def _failure(self, r: httpx.Response, attempt: int) -> tuple[str, float]:
+    def _read(self, r: httpx.Response) -> ScoreResponse:
+        if r.status_code == 200:
+            return ScoreResponse.model_validate_json(r.content)
         error = f"HTTP {r.status_code}: {r.text[:500]}"
         if r.status_code not in _RETRYABLE:
             raise RemoteError(f"{self.url}/v1/score refused the request: {error}")
-        logger.warning("cerm server %s answered %s (try %d); retrying", self.url, r.status_code, attempt + 1)
-        return error, self._wait(attempt, r.headers.get("retry-after"))
+        raise Retryable(error, parse_retry_after(r.headers.get("retry-after")))
 
-    def _wait(self, attempt: int, retry_after: Any) -> float:
-        base = self.backoff_s * 2**attempt
-        return max(base, float(retry_after)) if retry_after and str(retry_after).isdigit() else base
+    def _gave_up(self, error: Retryable) -> RemoteError:
+        return RemoteError(f"{self.url}/v1/score failed after {self._backoff.tries} tries: {error}")
 
     def close(self) -> None:
+        """Close the HTTP connection pool."""
         self._client.close()

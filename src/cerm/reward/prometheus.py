@@ -12,6 +12,7 @@ from prometheus_client import (
 )
 
 from cerm.reward.batcher import BatchReport
+from cerm.reward.scoring import is_backend_failure
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 180)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -37,9 +38,14 @@ class ServerMetrics:
                                        registry=r)
         self.batch_errors = Counter("cerm_batch_errors", "judge calls that raised", registry=r)
         self.judgments = Counter("cerm_judgments", "judgments by parse status", ["status"], registry=r)
-        self.parse_failures = Counter("cerm_parse_failures", "judgments without a score", registry=r)
+        self.parse_failures = Counter("cerm_parse_failures", "judgments the model wrote without a readable score",
+                                      registry=r)
+        self.backend_errors = Counter("cerm_backend_errors", "judgments the backend failed to produce", registry=r)
         self.criteria_cache_hits = Counter("cerm_criteria_cache_hits", "criteria read from the cache", registry=r)
         self.criteria_generated = Counter("cerm_criteria_generated", "criteria generated", registry=r)
+        self.criteria_lease_waits = Gauge("cerm_criteria_lease_waits", "criteria another process sharing the "
+                                          "cache was generating, waited for instead of generated twice",
+                                          registry=r)
         self.queue_depth = Gauge("cerm_queue_depth", "requests waiting for the judge", registry=r)
         self.rejected = Counter("cerm_rejected", "requests refused before judging", ["reason"], registry=r)
         self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
@@ -72,7 +78,9 @@ class ServerMetrics:
                 if status is None:
                     status = self._statuses[j.status.value] = self.judgments.labels(j.status.value)
                 status.inc()
-                if j.score is None:
+                if is_backend_failure(j):
+                    self.backend_errors.inc()
+                elif j.score is None:
                     self.parse_failures.inc()
 
     def render(self) -> bytes:

@@ -2,30 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from cerm.io import check_chat, check_text, criteria_record, judgment_record
+from cerm.reward.scoring import unit_reward
 from cerm.types import Criteria, Judgment
+
+# every string a client sends is checked as text: a lone surrogate ("\ud800" is valid JSON) gets its own
+# 422 here instead of failing the cache's hashing inside a batch merged with other requests
+Text = Annotated[str, AfterValidator(check_text)]
 
 
 class ChatMessage(BaseModel):
-    role: str
-    content: str
+    role: Text
+    content: Text
+
+
+def _chat_ends_with_user(v: str | list[ChatMessage]) -> str | list[ChatMessage]:
+    if isinstance(v, list):
+        check_chat([{"role": m.role, "content": m.content} for m in v])
+    return v
+
+
+ChatQuery = Annotated[Text | list[ChatMessage], AfterValidator(_chat_ends_with_user)]
 
 
 class RewardRequest(BaseModel):
     """OpenRLHF's remote reward-model request (``openrlhf.cli.serve_rm``, route ``/get_reward``).
 
     ``query[i]`` is prompt + response decoded with special tokens; ``prompts[i]`` the prompt text.
-    Newer clients also send ``metas``; unknown fields are accepted and ignored.
+    An empty ``query`` gets empty lists (OpenRLHF 0.11 sends one to each URL beyond the batch's shards).
+    ``labels`` are the dataset's label column, any JSON value (cerm does not use them). Newer clients also
+    send ``metas``; unknown fields are accepted and ignored.
     """
 
     model_config = ConfigDict(extra="allow")
 
-    query: list[str] = Field(min_length=1)
-    prompts: list[str] | None = None
-    labels: list[str] | None = None
+    query: list[Text]
+    prompts: list[Text] | None = None
+    labels: list[Any] | None = None  # OpenRLHF passes its dataset column through; cerm ignores it
 
 
 class RewardResponse(BaseModel):
@@ -38,16 +55,16 @@ class RewardResponse(BaseModel):
 
 
 class ScoreRequest(BaseModel):
-    query: str | list[ChatMessage]
-    responses: list[str] = Field(min_length=1)
-    criteria: str | None = Field(None, description="user-written criteria text; generated from the query if absent")
+    query: ChatQuery
+    responses: list[Text] = Field(min_length=1)
+    criteria: Text | None = Field(None, description="user-written criteria text; generated from the query if absent")
     include_text: bool = Field(True, description="return each judgment's full text")
 
 
 class CompareRequest(BaseModel):
-    query: str | list[ChatMessage]
-    a: str
-    b: str
+    query: ChatQuery
+    a: Text
+    b: Text
     include_text: bool = True
 
 
@@ -65,8 +82,7 @@ class CriteriaOut(BaseModel):
 
     @classmethod
     def of(cls, c: Criteria) -> CriteriaOut:
-        return cls(key=c.key, source=c.source, text=c.text, parse_warning=c.parse_warning,
-                   items=[CriterionOut(term=i.term, description=i.description) for i in c.items])
+        return cls.model_validate(criteria_record(c))
 
 
 class JudgmentOut(BaseModel):
@@ -75,6 +91,8 @@ class JudgmentOut(BaseModel):
     status: str
     criterion_scores: list[float]
     other_points_score: float | None
+    is_off_grid: bool = Field(description="the score is not a multiple of 0.5 (the prompt asks for half points)")
+    injection_flags: list[str] = Field(description="judge-steering text in the response (cerm.injection)")
     error: str | None
     tokens_in: int
     tokens_out: int
@@ -83,9 +101,9 @@ class JudgmentOut(BaseModel):
 
     @classmethod
     def of(cls, j: Judgment, include_text: bool) -> JudgmentOut:
-        return cls(score=j.score, reward=j.reward, status=j.status.value, criterion_scores=list(j.criterion_scores),
-                   other_points_score=j.other_points_score, error=j.error, tokens_in=j.tokens_in,
-                   tokens_out=j.tokens_out, seconds=j.seconds, text=j.text if include_text else None)
+        record = judgment_record(j, with_text=include_text)
+        record.pop("samples", None)
+        return cls.model_validate({**record, "reward": unit_reward(j.score)})
 
 
 class ScoreResponse(BaseModel):

@@ -1,8 +1,9 @@
-"""Judgments -> RL rewards: group rollouts by prompt, score once per group, map scores, count failures.
+"""THE reward rule (score -> reward, no score -> failure reward, backend failure -> raise) and the grouping.
 
-Every RL adapter (TRL, verl, the reward server) goes through ``score_rollouts``: the rollouts of one
-prompt become one ``(query, [responses])`` item, so the judge generates that prompt's criteria once
-(and its SQLite cache, keyed by the prompt text, shares them across calls and processes).
+``reward_rule`` is the one place a judgment becomes a reward; the TRL adapter (through ``score_rollouts``),
+the verl adapter and the reward server all call it. ``score_rollouts`` groups rollouts by prompt: the
+rollouts of one prompt become one ``(query, [responses])`` item, so the judge generates that prompt's
+criteria once (and its SQLite cache, keyed by the prompt text, shares them across calls and processes).
 
 Failures are never a number here. A judgment without a score gets ``RewardConfig.failure_reward``,
 an explicit, configured value (``None`` = TRL's "no reward"), and is counted in ``RolloutRewards``.
@@ -15,7 +16,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 from cerm.judge import Judge
 from cerm.prompts import render_query
@@ -34,14 +35,14 @@ class RewardConfig:
     """How judge scores become rewards.
 
     Args:
-        scale: "raw" = the 0-10 score; "unit" = score / 10 (the paper's reward, training.md §4);
+        scale: "raw" = the 0-10 score; "unit" = score / 10 (the paper's reward, docs/training.md §4);
             "centered" = score / 10 minus the mean of the valid unit scores of the same prompt in this call
             (ours [R]; GRPO normalises per group anyway, so this matters for RLOO/REINFORCE-style baselines).
         failure_reward: the reward of a judgment without a score (no box, truncated, too long...).
             ``None`` hands TRL a "no reward" (NaN: the sample is left out of that reward function).
-            The default 0.0 follows training.md §4 [R].
+            The default 0.0 follows docs/training.md §4 [R].
         strip_think: judge only the final answer: drop ``<think>...</think>`` blocks, and everything up to
-            a dangling ``</think>`` (training.md §4 [R]).
+            a dangling ``</think>`` (docs/training.md §4 [R]).
         raise_on_backend_error: a backend failure (server down, timeout after retries) raises
             ``BackendFailure`` instead of silently training on ``failure_reward``.
         score: "greedy" = the boxed score (the paper's); "expected" = the expected score over the 21 values
@@ -64,6 +65,55 @@ class RewardConfig:
 
 class BackendFailure(RuntimeError):
     """The judge's backend failed for some rollouts; no reward is made up for them."""
+
+
+class Verdict(Protocol):
+    """What the rule reads of a judgment: a ``Judgment``, or a judgment a ``cerm serve`` replica returned."""
+
+    @property
+    def score(self) -> float | None: ...
+    @property
+    def status(self) -> ParseStatus | str: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+def is_backend_failure(v: Verdict) -> bool:
+    """The backend failed (server down, timeout after retries): the model never produced this judgment."""
+    return v.status in (ParseStatus.BACKEND_ERROR, ParseStatus.BACKEND_ERROR.value)
+
+
+def backend_failure(verdicts: Sequence[Verdict], where: str = "") -> BackendFailure | None:
+    """The error to raise for these judgments, or None when the backend answered for all of them."""
+    failed = [v for v in verdicts if is_backend_failure(v)]
+    if not failed:
+        return None
+    at = f" ({where})" if where else ""
+    return BackendFailure(f"{len(failed)} of {len(verdicts)} judgments failed in the backend{at}: {failed[0].error}")
+
+
+def reward_rule(verdicts: Sequence[Verdict], ids: Sequence[int], config: RewardConfig,
+                where: str = "") -> list[float | None]:
+    """Rewards for judgments: the one rule every adapter applies.
+
+    A score maps under ``config.scale``; a judgment without a score (the model answered, no readable box)
+    gets ``config.failure_reward``; a backend failure is never a reward. ``config.score == "expected"``
+    reads each verdict's ``expected_score`` (the readout at the box [R]) instead of its greedy ``score``.
+
+    Raises:
+        BackendFailure: when some judgment failed in the backend and ``config.raise_on_backend_error``.
+    """
+    error = backend_failure(verdicts, where)
+    if error is not None and config.raise_on_backend_error:
+        raise error
+    if config.score == "expected":
+        return map_scores([getattr(v, "expected_score", None) for v in verdicts], ids, config)
+    return map_scores([v.score for v in verdicts], ids, config)
+
+
+def unit_reward(score: float | None) -> float | None:
+    """The paper's reward of one judgment, score / 10 (``None`` without a score): ``/v1/score``'s rewards."""
+    return map_scores([score], [0], RewardConfig(scale="unit", failure_reward=None))[0]
 
 
 @dataclass(frozen=True)
@@ -178,12 +228,8 @@ def score_rollouts(judge: Judge, queries: Sequence[Query], responses: Sequence[s
             generated += c.source == "generated"
             hits += c.source == "cache"
     done: list[Judgment] = judgments  # type: ignore[assignment]
-    failed = [j for j in done if j.status is ParseStatus.BACKEND_ERROR]
-    if failed and config.raise_on_backend_error:
-        raise BackendFailure(f"{len(failed)} of {len(done)} judgments failed in the backend "
-                             f"({judge.backend.model_id}): {failed[0].error}")
-    result = RolloutRewards(map_scores([j.value(config.score) for j in done], ids, config), done, ids, generated,
-                            hits, config.score)
+    rewards = reward_rule(done, ids, config, where=judge.backend.model_id)
+    result = RolloutRewards(rewards, done, ids, generated, hits, config.score)
     if result.parse_failures:
         logger.warning("cerm reward: %d of %d judgments have no score (statuses %s); they get failure_reward=%s",
                        result.parse_failures, len(done), sorted({s for s in result.statuses if s != "ok"}),

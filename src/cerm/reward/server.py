@@ -21,7 +21,7 @@ import gc
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -40,6 +40,7 @@ from cerm.prompts import PROMPT_VERSION, render_query
 from cerm.reward.batcher import BatcherClosed, BatcherConfig, BatchItem, DynamicBatcher, QueueFull
 from cerm.reward.prometheus import ServerMetrics
 from cerm.reward.schemas import (
+    ChatMessage,
     CompareRequest,
     CompareResponse,
     CriteriaOut,
@@ -51,9 +52,9 @@ from cerm.reward.schemas import (
     ScoreRequest,
     ScoreResponse,
 )
-from cerm.reward.scoring import RewardConfig, map_scores
+from cerm.reward.scoring import RewardConfig, backend_failure, reward_rule, unit_reward
 from cerm.reward.split import PromptSplitter, SplitError
-from cerm.types import ParseStatus, Query, ScoredItem
+from cerm.types import Query, ScoredItem
 
 logger = logging.getLogger(__name__)
 
@@ -126,12 +127,14 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
         # uvicorn has already waited for in-flight requests; finish whatever is still queued
         await asyncio.to_thread(state["batcher"].close, cfg.drain_timeout_s)
 
-    errors = {code: {"model": ErrorResponse} for code in (401, 413, 422, 429, 502, 503, 504)}
+    errors: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse}
+                                               for code in (401, 413, 422, 429, 502, 503, 504)}
     app = FastAPI(title="cerm reward server", lifespan=lifespan, responses=errors)
+    app.router.redirect_slashes = False  # "/v1/score/" is a JSON 404, not a bodiless 307
     app.add_middleware(_Gate, config=cfg, metrics=metrics)
     _add_error_handlers(app)
-    reward_cfg = RewardConfig(scale=cfg.scale, failure_reward=cfg.failure_reward)
-    unit_failure = cfg.failure_reward if cfg.scale == "unit" else cfg.failure_reward / 10
+    reward_cfg = RewardConfig(scale=cfg.scale, failure_reward=cfg.failure_reward,
+                              score="expected" if judge.config.expected_score else "greedy")
 
     async def judge_items(items: list[BatchItem]) -> list[ScoredItem]:
         batcher = state["batcher"]
@@ -151,11 +154,9 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
                            "retry (finished work is cached) or lower max_new_tokens.") from None
         except Exception as e:  # noqa: BLE001 - whatever the backend raised becomes a 502, never a reward
             raise ApiError(502, "backend_error", f"{type(e).__name__}: {e}") from None
-        failed = [j for item in scored for j in item.judgments if j.status is ParseStatus.BACKEND_ERROR]
-        if failed:
-            total = sum(len(item.judgments) for item in scored)
-            raise ApiError(502, "backend_error",
-                           f"{len(failed)} of {total} judgments failed in the backend: {failed[0].error}")
+        failure = backend_failure([j for item in scored for j in item.judgments])
+        if failure is not None:
+            raise ApiError(502, "backend_error", str(failure))
         return scored
 
     async def get_reward(request: Request) -> Response:
@@ -182,15 +183,21 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
             except SplitError as e:
                 raise ApiError(422, "split_error", f"sample {i}: {e}") from None
             items.append(BatchItem(_checked(s.query, f"sample {i}"), [s.response]))
+        if not items:
+            return _json(RewardResponse(rewards=[], scores=[], extra_logs={"cerm_parse_fail": [], "cerm_tokens_out": []},
+                                        warning=cfg.warning))
         judgments = [item.judgments[0] for item in await judge_items(items)]
         # a judge started with --score expected gives the continuous expected score [R]
-        scores = [j.value("expected" if judge.config.expected_score else "greedy") for j in judgments]
-        ids = list(range(n))
-        unit = map_scores(scores, ids, RewardConfig(scale="unit", failure_reward=unit_failure))
+        scores = [j.value(reward_cfg.score) for j in judgments]
+        # one sample per entry: no groups. judge_items has already turned backend failures into a 502
+        rewards: list[float] = reward_rule(judgments, list(range(n)), reward_cfg)  # type: ignore[assignment]
         return _json(RewardResponse(
-            rewards=map_scores(scores, ids, reward_cfg),  # type: ignore[arg-type]
-            scores=unit,  # type: ignore[arg-type]
+            rewards=rewards,
+            scores=rewards if cfg.scale == "unit" else [r / 10 for r in rewards],  # OpenRLHF's 0-1 "scores"
             extra_logs={"cerm_parse_fail": [float(s is None) for s in scores],
+                        # the flags of every score (docs/robustness.md): logged per step by OpenRLHF
+                        "cerm_off_grid": [float(j.is_off_grid) for j in judgments],
+                        "cerm_injection_flagged": [float(bool(j.injection_flags)) for j in judgments],
                         "cerm_tokens_out": [float(j.tokens_out) for j in judgments]},
             warning=cfg.warning))
 
@@ -204,7 +211,7 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
         query = _checked(_query(req.query), "query")
         item = (await judge_items([BatchItem(query, req.responses, req.criteria)]))[0]
         return _json(ScoreResponse(
-            scores=item.scores, rewards=[j.reward for j in item.judgments],
+            scores=item.scores, rewards=[unit_reward(j.score) for j in item.judgments],
             criteria=CriteriaOut.of(item.criteria[0]),
             judgments=[JudgmentOut.of(j, req.include_text) for j in item.judgments],
             model=judge.backend.model_id, prompt_version=PROMPT_VERSION, warning=cfg.warning))
@@ -215,7 +222,8 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
         query = _checked(_query(req.query), "query")
         item = (await judge_items([BatchItem(query, [req.a, req.b])]))[0]
         sa, sb = item.scores
-        winner = None if sa is None or sb is None else "a" if sa > sb else "b" if sb > sa else "tie"
+        winner: Literal["a", "b", "tie"] | None = (
+            None if sa is None or sb is None else "a" if sa > sb else "b" if sb > sa else "tie")
         return CompareResponse(
             winner=winner, scores=[sa, sb], criteria=CriteriaOut.of(item.criteria[0]),
             judgments=[JudgmentOut.of(j, req.include_text) for j in item.judgments],
@@ -230,6 +238,7 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
     @app.get("/metrics")
     async def prometheus() -> Response:
         metrics.queue_depth.set(state["batcher"].queue_depth)
+        metrics.criteria_lease_waits.set(judge.stats.criteria_lease_waits)
         return Response(metrics.render(), media_type=metrics.content_type)
 
     return app
@@ -253,9 +262,11 @@ def _json_body(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _parse(body: bytes, model: type[_Model]) -> _Model:
-    """Validate a JSON body in pydantic's Rust core in one pass. FastAPI's own body handling decodes it with
-    ``json.loads`` and then validates the Python objects, twice the work on the hottest route. Errors keep
-    FastAPI's 422 shape (``loc`` starts with "body")."""
+    """Validate a JSON body in pydantic's Rust core in one pass.
+
+    FastAPI's own body handling decodes it with ``json.loads`` and then validates the Python objects, twice the work on the hottest route. Errors keep
+    FastAPI's 422 shape (``loc`` starts with "body").
+    """
     try:
         return model.model_validate_json(body)
     except ValidationError as e:
@@ -264,12 +275,15 @@ def _parse(body: bytes, model: type[_Model]) -> _Model:
 
 
 def _json(model: Any) -> Response:
-    """Serialise a validated response model once, in pydantic's Rust core; FastAPI would validate it again
-    and go through jsonable_encoder (the declared response_model still documents the route)."""
+    """Serialise a validated response model once, in pydantic's Rust core.
+
+    FastAPI would validate it again and go through jsonable_encoder (the declared response_model still
+    documents the route).
+    """
     return Response(model.model_dump_json(), media_type="application/json")
 
 
-def _query(query: str | Sequence[Any]) -> Query:
+def _query(query: str | list[ChatMessage]) -> Query:
     return query if isinstance(query, str) else [{"role": m.role, "content": m.content} for m in query]
 
 
@@ -284,7 +298,7 @@ def _checked(query: Query, where: str) -> Query:
     return query
 
 
-def _error(status: int, code: str, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+def _error(status: int, code: str, detail: Any, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
 
 
@@ -303,6 +317,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, e: HTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+        if e.status_code == 400 and e.detail == "There was an error parsing the body":
+            # FastAPI's answer to a body that is not UTF-8; /get_reward (pydantic) says 422 for it [R]
+            return _error(422, "invalid_request", "the body is not valid UTF-8 JSON.")
         return _error(e.status_code, codes.get(e.status_code, "http_error"), e.detail, e.headers)
 
     @app.exception_handler(Exception)

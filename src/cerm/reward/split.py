@@ -1,7 +1,7 @@
 """Recover (user query, response) from what OpenRLHF sends a remote reward model.
 
 OpenRLHF posts ``query[i]``: the policy's prompt and response decoded **with special tokens kept**
-(left padding included), and ``prompts[i]``: the prompt text (spec/interfaces.md §3, OpenRLHF#690).
+(left padding included), and ``prompts[i]``: the prompt text (docs/architecture.md §4.3, OpenRLHF#690).
 CE-RM needs the user's question and the bare response, so:
 
 1. **Response.** Find ``prompts[i]`` in ``query[i]`` and keep what follows. Without ``prompts``, the
@@ -15,7 +15,7 @@ How the template parser works (ours [R]): the template renders probe conversatio
 sentinels (``user``, ``user/assistant/user`` ... with and without a system turn); the text around the
 sentinels becomes a regex with one lazy group per message. A prompt is parsed with the probe that has the
 most turns and still matches. This needs no per-model code and handles default system prompts (SmolLM2),
-BOS tokens and left padding. System messages are dropped: CE-RM never sees one (interfaces.md §5).
+BOS tokens and left padding. System messages are dropped: CE-RM never sees one (docs/architecture.md §3).
 """
 
 from __future__ import annotations

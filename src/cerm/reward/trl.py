@@ -1,6 +1,6 @@
 """cerm as a TRL reward function (``GRPOTrainer(reward_funcs=[CermReward(judge)])``).
 
-TRL calls each reward function with keyword arguments (spec/interfaces.md §1)::
+TRL calls each reward function with keyword arguments (docs/architecture.md §4.1)::
 
     reward(prompts=..., completions=..., completion_ids=..., trainer_state=..., log_extra=..., log_metric=...,
            **dataset_columns) -> list[float | None]
@@ -12,13 +12,16 @@ TRL may split one group across processes; the criteria cache is keyed by prompt 
 position, so split groups still share criteria when the processes share a cache file.
 
 ``AsyncCermReward`` is the ``async def`` variant: TRL gathers async reward functions on its own event
-loop, so the blocking judge runs in a worker thread and the loop stays free.
+loop, so the blocking judge runs in a worker thread and the loop stays free. It needs trl >= 1.14 (older
+TRL calls it like a sync function and fails with "'coroutine' object is not iterable"); ``CermReward``
+works with older TRL too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -28,6 +31,8 @@ from cerm.types import Message, Query
 
 logger = logging.getLogger(__name__)
 
+MIN_TRL_ASYNC = "1.14"  # the first TRL that awaits async reward functions
+
 LogMetric = Callable[[str, float], None]
 LogExtra = Callable[[str, list], None]
 
@@ -35,7 +40,7 @@ LogExtra = Callable[[str, list], None]
 def prompt_to_query(prompt: str | Sequence[dict[str, Any]]) -> Query:
     """A TRL prompt as a CE-RM query: the text, or the chat history without system messages.
 
-    CE-RM never sees a system message (spec/interfaces.md §5). Content given as TRL's multimodal blocks
+    CE-RM never sees a system message (docs/architecture.md §3). Content given as TRL's multimodal blocks
     (``[{"type": "text", "text": ...}]``) is joined; a non-text block is an error.
     """
     if isinstance(prompt, str):
@@ -114,8 +119,31 @@ class CermReward:
                     result.criteria_cache_hits)
 
 
+def check_trl_awaits_rewards(version: str | None = None) -> None:
+    """Raise when the installed TRL (or ``version``) is older than ``MIN_TRL_ASYNC``; no TRL: nothing to check."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    if version is None:
+        try:
+            version = installed("trl")
+        except PackageNotFoundError:
+            return
+    if _major_minor(version) < _major_minor(MIN_TRL_ASYNC):
+        raise RuntimeError(f"AsyncCermReward needs trl >= {MIN_TRL_ASYNC} (installed: trl {version}, which calls "
+                           "reward functions synchronously); use CermReward, or upgrade trl.")
+
+
+def _major_minor(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", version)[:2])
+
+
 class AsyncCermReward(CermReward):
-    """``async def`` variant: TRL runs it concurrently with its other async reward functions."""
+    """``async def`` variant: TRL runs it concurrently with its other async reward functions (trl >= 1.14)."""
+
+    def __init__(self, judge: Judge, config: RewardConfig | None = None, *, name: str = "cerm") -> None:
+        check_trl_awaits_rewards()
+        super().__init__(judge, config, name=name)
 
     async def __call__(self, prompts: list, completions: list, completion_ids: list | None = None, *,  # type: ignore[override]
                        log_metric: LogMetric | None = None, log_extra: LogExtra | None = None,

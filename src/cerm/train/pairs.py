@@ -2,10 +2,10 @@
 
 Two row types cross files:
 
-- ``PreferencePair`` (training.md §1): ``{"id", "prompt", "chosen", "rejected", "source", "domain"}``.
+- ``PreferencePair`` (docs/training.md §1): ``{"id", "prompt", "chosen", "rejected", "source", "domain"}``.
   ``prompt`` is a string or a chat history ending with the user's turn; ``chosen``/``rejected`` are strings.
   Readers accept the TRL preference formats (explicit or implicit prompt, string or conversational; see
-  interfaces.md §5), RMB pairwise JSON files, parquet, and Hugging Face dataset ids when the hub is reachable.
+  docs/architecture.md §3), RMB pairwise JSON files, parquet, and Hugging Face dataset ids when the hub is reachable.
 - ``SFTRow``: one CE-RM two-turn conversation written by a teacher (``cerm distill``), trained by
   ``cerm train sft``.
 
@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from cerm.io import DataError, read_rows
 from cerm.prompts import render_query
 from cerm.types import Message, Query
 
@@ -110,37 +111,21 @@ def infer_domain(category: str) -> str:
 
 # ---- reading raw rows ---------------------------------------------------------------------------
 def _raw_rows(path: Path) -> Iterator[tuple[int, Any, Literal["line", "item", "row"]]]:
-    """(position, row, unit) for every row of one JSONL / JSON-array / parquet file."""
-    if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield lineno, json.loads(line), "line"
-                except json.JSONDecodeError as e:
-                    yield lineno, _BadJSON(str(e)), "line"
-    elif path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); expected one JSON array.") from None
-        if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON array of rows, got {type(data).__name__}.")
-        for i, row in enumerate(data, 1):
-            yield i, row, "item"
-    elif path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for i, row in enumerate(pq.read_table(path).to_pylist(), 1):
-            yield i, row, "row"
-    else:
-        raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .jsonl, .json or .parquet.")
+    """(position, row, unit) for every row of one JSONL / JSON-array / parquet file (``cerm.io.read_rows``:
+    a line that is not UTF-8, not JSON or holds a lone surrogate comes back as a ``_BadRow``).
+    """
+    if path.suffix not in (".jsonl", ".json", ".parquet"):
+        raise DataError.at(str(path), None, f"unsupported file type {path.suffix!r}; use .jsonl, .json or .parquet.")
+    for row in read_rows(path):
+        unit: Literal["line", "item", "row"] = (
+            "item" if ": element " in row.where else "row" if ": row " in row.where else "line")
+        pos = row.position if unit == "line" else row.position + 1
+        yield pos, row.data if row.error is None else _BadRow(row.error), unit
 
 
 @dataclass(frozen=True)
-class _BadJSON:
-    error: str
+class _BadRow:
+    error: DataError
 
 
 def _files(path: Path) -> list[Path]:
@@ -206,8 +191,8 @@ class _FieldError(ValueError):
 
 def normalise_row(raw: Any, default_id: str, default_source: str) -> PreferencePair:
     """Validate one raw row and return the normalised pair; raises ``_FieldError`` naming the field."""
-    if isinstance(raw, _BadJSON):
-        raise _FieldError("<line>", f"not valid JSON: {raw.error}")
+    if isinstance(raw, _BadRow):
+        raise _FieldError(raw.error.field or "<line>", raw.error.problem)
     if not isinstance(raw, dict):
         raise _FieldError("<row>", f"expected a JSON object, got {type(raw).__name__}")
     if "bon_uid" in raw:
@@ -220,6 +205,7 @@ def normalise_row(raw: Any, default_id: str, default_source: str) -> PreferenceP
         err = e.errors()[0]
         field = ".".join(str(x) for x in err["loc"]) or "<row>"
         raise _FieldError(field, err["msg"]) from None
+    prompt: Query
     if row.prompt is None:
         if isinstance(row.chosen, str) or isinstance(row.rejected, str):
             raise _FieldError("prompt", "missing; string chosen/rejected need an explicit prompt")
@@ -230,7 +216,7 @@ def normalise_row(raw: Any, default_id: str, default_source: str) -> PreferenceP
         chosen = row.chosen if isinstance(row.chosen, str) else _one_assistant(row.chosen, "chosen")
         rejected = row.rejected if isinstance(row.rejected, str) else _one_assistant(row.rejected, "rejected")
     try:
-        text = render_query(prompt)  # type: ignore[arg-type]
+        text = render_query(prompt)
     except ValueError as e:
         raise _FieldError("prompt", str(e)) from None
     last = prompt if isinstance(prompt, str) else prompt[-1]["content"]
@@ -265,8 +251,12 @@ def load_pairs(source: str | Path, *, split: str = "train", strict: bool = False
     pairs: list[PreferencePair] = []
     problems: list[RowProblem] = []
     first_seen: dict[str, str] = {}
+    numbers: list[str] = []  # rows whose text fields held numbers, read as strings
     for name, stem, rows in streams:
         for pos, raw, unit in rows:
+            if isinstance(raw, dict) and any(isinstance(raw.get(k), (int, float)) and not isinstance(raw.get(k), bool)
+                                             for k in ("prompt", "chosen", "rejected")):
+                numbers.append(f"{name}:{pos}" if unit == "line" else f"{name} {unit} {pos}")
             try:
                 pair = normalise_row(raw, f"{stem}:{pos}", stem)
                 if pair.id in first_seen:
@@ -281,6 +271,9 @@ def load_pairs(source: str | Path, *, split: str = "train", strict: bool = False
             pairs.append(pair)
     if problems:
         logger.warning("%s: %d bad rows rejected; first: %s", source, len(problems), problems[0])
+    if numbers:
+        logger.warning("%s: %d row(s) have a number as prompt/chosen/rejected, read as text (first: %s); check "
+                       "the columns", source, len(numbers), numbers[0])
     return LoadResult(pairs, problems)
 
 
@@ -304,6 +297,8 @@ def load_prompts(source: str | Path) -> list[str]:
     path = Path(source)
     for f in _files(path):
         for pos, raw, unit in _raw_rows(f):
+            if isinstance(raw, _BadRow):  # a prompt we cannot read cannot be decontaminated against
+                raise raw.error
             if not isinstance(raw, dict):
                 continue
             field = next((k for k in _PROMPT_FIELDS if raw.get(k)), None)

@@ -39,7 +39,8 @@ class RunView:
 
 def read_jsonl(path: Path, required: tuple[str, ...], what: str) -> tuple[list[dict[str, Any]], list[str]]:
     """Objects of a JSONL file. A last line cut short (a run still writing, or killed) is skipped with a
-    note; any other bad line raises ``ViewError`` naming file, line and field."""
+    note; any other bad line raises ``ViewError`` naming file, line and field.
+    """
     lines = path.read_bytes().split(b"\n")
     out, notes = [], []
     for lineno, raw in enumerate(lines, 1):

@@ -52,7 +52,8 @@ def verdict(scores: Sequence[Score], correct: Sequence[int]) -> str:
 
 def score_gap(scores: Sequence[Score], correct: Sequence[int]) -> float | None:
     """Mean valid score of the correct candidates minus that of the others; without labels the spread
-    (max − min) of the valid scores. None when a side has no valid score."""
+    (max − min) of the valid scores. None when a side has no valid score.
+    """
     valid = [(i, s) for i, s in enumerate(scores) if s is not None]
     if not correct or len(correct) == len(scores):
         values = [s for _, s in valid]
@@ -66,7 +67,7 @@ def score_gap(scores: Sequence[Score], correct: Sequence[int]) -> float | None:
 
 # ---- judgment text ---------------------------------------------------------------------------
 def box_spans(text: str) -> list[dict[str, Any]]:
-    """Where the scores sit in a judgment text: each ``\\boxed{}`` as {start, end, kind, value, n}.
+    r"""Where the scores sit in a judgment text: each ``\boxed{}`` as {start, end, kind, value, n}.
 
     ``kind`` is ``overall`` (the last box, the one scored), ``other`` (the first box after the last
     "Other Point(s)" mention, as the parser reads it) or ``criterion`` (``n`` counts these from 0, in
@@ -95,7 +96,8 @@ def box_spans(text: str) -> list[dict[str, Any]]:
 
 def flags(judgment: Mapping[str, Any]) -> list[str]:
     """Names of the judgment's raised flags: true ``is_*`` fields (``is_off_grid`` -> ``off_grid``), a
-    ``flags`` list or mapping, and the entries of ``*_flags`` lists (``injection_flags`` -> ``injection:x``)."""
+    ``flags`` list or mapping, and the entries of ``*_flags`` lists (``injection_flags`` -> ``injection:x``).
+    """
     out: list[str] = []
     for key, value in judgment.items():
         if key.startswith(_FLAG_PREFIX) and value is True and key != "is_correct":
@@ -141,7 +143,7 @@ def distribution(judgment: Mapping[str, Any]) -> list[list[float]]:
         else:
             continue
         try:
-            pairs.append([float(s), float(p)])
+            pairs.append([float(s), float(p)])  # type: ignore[arg-type]  # None raises TypeError: skipped
         except (TypeError, ValueError):
             continue
     return sorted(pairs)
@@ -225,7 +227,8 @@ def item_from_score(rec: Mapping[str, Any]) -> dict[str, Any]:
 def item_from_probe(rec: Mapping[str, Any]) -> dict[str, Any]:
     """An item view from a ``cerm probe`` probe_items.jsonl record: original vs variant, one criteria set.
 
-    Records from before texts were kept have only the two scores and statuses."""
+    Records from before texts were kept have only the two scores and statuses.
+    """
     js = rec.get("judgments") or [
         {"score": rec.get("original_score"), "status": rec.get("original_status")},
         {"score": rec.get("variant_score"), "status": rec.get("variant_status")}]
@@ -281,7 +284,8 @@ def compare_rows(items_a: Sequence[Mapping[str, Any]], items_b: Sequence[Mapping
                  ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Items whose verdict differs between run A and run B (shared ids, in A's order), and the tallies.
 
-    Each row: id, subset, its position in each run (``n_a``, ``n_b``), both verdicts and score lists."""
+    Each row: id, subset, its position in each run (``n_a``, ``n_b``), both verdicts and score lists.
+    """
     pos_b = {it["id"]: n for n, it in enumerate(items_b)}
     rows = []
     shared = 0

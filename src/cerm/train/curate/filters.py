@@ -1,7 +1,7 @@
 """Cheap per-pair filters for curation: identical responses, length budget, language, decontamination.
 
 Each filter is a function ``pairs -> FilterResult`` that keeps the input order and says why each removed
-pair went. All thresholds are ours [R] (training.md §1 steps 2-3).
+pair went. All thresholds are ours [R] (docs/training.md §1 steps 2-3).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def approx_tokens(text: str) -> int:
 
 def drop_too_long(pairs: Sequence[PreferencePair], *, max_prompt_tokens: int, max_response_tokens: int,
                   count: TokenCounter = approx_tokens) -> FilterResult:
-    """Drop pairs whose query or either response is over budget (training.md §1 step 3)."""
+    """Drop pairs whose query or either response is over budget (docs/training.md §1 step 3)."""
 
     def why(p: PreferencePair) -> str | None:
         n = count(p.prompt_text)
@@ -130,8 +130,10 @@ class EvalIndex:
 
 
 def drop_contaminated(pairs: Sequence[PreferencePair], index: EvalIndex) -> FilterResult:
-    """Drop pairs whose prompt equals an evaluation prompt after normalisation or shares a 13-gram with one
-    (training.md §1 step 2)."""
+    """Drop pairs whose prompt matches an evaluation prompt (docs/training.md §1 step 2).
+
+    A match is equality after normalisation or a shared 13-gram.
+    """
 
     def why(p: PreferencePair) -> str | None:
         text = p.prompt_text

@@ -1,4 +1,4 @@
-"""The difficulty filter: how often the current judge orders a pair as labelled (training.md §1 step 4).
+"""The difficulty filter: how often the current judge orders a pair as labelled (docs/training.md §1 step 4).
 
 The judge writes the criteria once (greedy, cached) and samples k evaluations of each response at
 temperature 1. Every valid chosen sample is compared with every valid rejected sample (k x k comparisons,

@@ -1,7 +1,7 @@
 """``cerm curate``: raw preference pairs -> a curated, balanced training set and a disjoint held-out split.
 
 The paper curates ~5.7K pairs from an open-source preference set but publishes neither the data nor the
-recipe; every step and default here is ours [R] (training.md §1):
+recipe; every step and default here is ours [R] (docs/training.md §1):
 
 1. load and validate (bad rows go to ``invalid.jsonl`` with file:line:field, never dropped silently);
 2. drop identical responses, over-budget lengths, other languages, prompts found in evaluation sets;
@@ -22,13 +22,14 @@ import math
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cerm.backends.base import Backend
 from cerm.cache import Store
 from cerm.judge import Judge, JudgeConfig
+from cerm.train.curate.config import CurateConfig, StepCount
 from cerm.train.curate.dedup import cluster_near_duplicates, drop_exact_duplicates
 from cerm.train.curate.filters import (
     EvalIndex,
@@ -42,65 +43,10 @@ from cerm.train.curate.filters import (
     drop_too_long,
 )
 from cerm.train.curate.passrate import PassRate, judge_pass_rates
+from cerm.train.curate.report import build_report, write_report
 from cerm.train.pairs import LoadResult, PreferencePair, RowProblem, load_pairs, load_prompts, write_pairs
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CurateConfig:
-    """Curation settings; all defaults are ours [R]. ``pass_k=0`` turns the pass-rate filter off."""
-
-    target_size: int = 5700  # training pairs; the paper's "about 5.7K"
-    heldout_size: int = 300
-    seed: int = 0
-    split: str = "train"  # split to read from a Hugging Face dataset id
-    strict: bool = False  # raise on the first bad row instead of reporting it
-    languages: tuple[str, ...] = ("en",)  # ISO 639-1 codes of the final user turn; () keeps every language
-    max_prompt_tokens: int = 8192
-    max_response_tokens: int = 4096  # training.md §1: "a response over 4K tokens"
-    tokenizer: str | None = None  # HF tokenizer for the length filter; None counts 4 characters per token
-    decontaminate: tuple[str, ...] = ()  # evaluation files/directories whose prompts must not be trained on
-    near_dup_threshold: float = 0.8
-    max_pairs_per_prompt: int = 1
-    domain_weights: Mapping[str, float] | None = None  # None: equal weight for every domain present
-    pass_k: int = 4  # evaluations sampled per response; training.md suggests 4-8
-    pass_temperature: float = 1.0
-    min_pass_rate: float = 0.0  # keep pairs with min_pass_rate < rate < max_pass_rate
-    max_pass_rate: float = 1.0
-    tie_credit: float = 0.5  # a tied comparison counts this much toward the pass rate
-    max_all_tie_share: float = 0.1  # cap on pairs whose comparisons all tie, as a share of the target
-    judge_chunk_pairs: int = 256  # pairs judged per backend batch; results are flushed after each chunk
-
-    def __post_init__(self) -> None:
-        if self.target_size < 1 or self.heldout_size < 0:
-            raise ValueError(f"target_size ({self.target_size}) must be >= 1 and heldout_size "
-                             f"({self.heldout_size}) >= 0.")
-        if self.pass_k == 1 or self.pass_k < 0:
-            raise ValueError(f"pass_k ({self.pass_k}) must be 0 (filter off) or >= 2: one sample gives a pass "
-                             "rate of 0 or 1, which the filter always drops.")
-        if not 0 <= self.min_pass_rate < self.max_pass_rate <= 1:
-            raise ValueError(f"need 0 <= min_pass_rate ({self.min_pass_rate}) < max_pass_rate "
-                             f"({self.max_pass_rate}) <= 1.")
-        if not 0 <= self.tie_credit <= 1 or not 0 <= self.max_all_tie_share <= 1:
-            raise ValueError("tie_credit and max_all_tie_share must be in [0, 1].")
-        if self.pass_k and self.pass_temperature <= 0:
-            raise ValueError("pass_temperature must be > 0: greedy samples are all the same.")
-        if self.domain_weights is not None and (not self.domain_weights
-                                                or any(w < 0 for w in self.domain_weights.values())):
-            raise ValueError(f"domain_weights {dict(self.domain_weights)} must be non-empty and >= 0.")
-
-    def judge_config(self, base: JudgeConfig) -> JudgeConfig:
-        """The pass-rate judge: greedy criteria (cached), ``pass_k`` evaluations at ``pass_temperature``."""
-        return replace(base, samples=self.pass_k, criteria_samples=1, sample_temperature=self.pass_temperature,
-                       sample_top_p=1.0, retries=0, unified_criteria=True)
-
-
-@dataclass(frozen=True)
-class StepCount:
-    step: str
-    removed: int
-    remaining: int
 
 
 @dataclass(frozen=True)
@@ -115,8 +61,10 @@ class CurateResult:
 
 
 def water_fill(total: int, weights: Mapping[str, float], caps: Mapping[str, int]) -> dict[str, int]:
-    """Integer quotas summing to ``min(total, sum(caps))``, proportional to ``weights`` and capped by ``caps``;
-    what a capped domain cannot take goes to the others. Remainders go by largest fraction, then by name."""
+    """Integer quotas summing to ``min(total, sum(caps))``, proportional to ``weights``, capped by ``caps``.
+
+    What a capped domain cannot take goes to the others. Remainders go by largest fraction, then by name.
+    """
     quotas = {d: 0 for d in weights}
     active = {d for d, w in weights.items() if w > 0 and caps.get(d, 0) > 0}
     remaining = min(total, sum(caps.get(d, 0) for d in active))
@@ -291,8 +239,6 @@ def curate(sources: Sequence[str | Path], out_dir: str | Path, config: CurateCon
         store: the judge cache (default ``out_dir/judge-cache.sqlite``); a rerun resumes from it.
         judge_config: decoding limits for the pass-rate judge; samples and temperature come from ``config``.
     """
-    from cerm.train.curate.report import build_report, write_report
-
     cfg = config or CurateConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -312,7 +258,7 @@ def curate(sources: Sequence[str | Path], out_dir: str | Path, config: CurateCon
             removed_file.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
         removed_file.flush()
         steps.append(StepCount(step, len(removals), remaining))
-        logger.info("curate %s: removed %d, %d remain", step, len(removals), remaining)
+        logger.debug("curate %s: removed %d, %d remain", step, len(removals), remaining)  # the CLI prints the table
 
     def apply(result: FilterResult, step: str) -> list[PreferencePair]:
         record(step, result.removed, len(result.kept))

@@ -7,16 +7,14 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded_id
+from cerm.backends.embedded import embedded_warning
 from cerm.judge import Judge
 from cerm.prompts import PROMPT_VERSION
+from cerm.train.curate.config import CurateConfig, StepCount
 from cerm.train.curate.passrate import PassRate
 from cerm.train.pairs import PreferencePair, RowProblem
-
-if TYPE_CHECKING:
-    from cerm.train.curate.pipeline import CurateConfig, StepCount
 
 HIST_BINS = 10
 MAX_PROBLEMS_IN_REPORT = 50
@@ -37,8 +35,8 @@ def build_report(cfg: CurateConfig, sources: Sequence[str | Path], steps: Sequen
     """Everything a reader needs to audit one curation run, as one JSON-ready dict."""
     valid = [r.rate for r in rates.values() if r.rate is not None]
     warnings = []
-    if judge is not None and is_embedded_id(judge.backend.model_id):
-        warnings.append(EMBEDDED_WARNING)
+    if judge is not None and (embedded := embedded_warning(judge.backend.model_id)):
+        warnings.append(embedded)
     if not cfg.decontaminate:
         warnings.append("no evaluation sets given for decontamination (--decontaminate); the curated pairs may "
                         "overlap benchmark prompts.")

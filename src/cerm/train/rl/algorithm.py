@@ -188,8 +188,13 @@ def ppo_loss(
     """PPO-clip surrogate with the advantage broadcast over each trajectory's tokens.
 
     Args:
-        logprobs, old_logprobs, ref_logprobs, mask: (B, K) per generated token.
+        logprobs: (B, K) log-probs of the generated tokens under the policy being trained.
+        old_logprobs: (B, K) the same under the policy that sampled them.
+        ref_logprobs: (B, K) the same under the frozen reference model, or None to skip the KL term.
         advantages: (B,) one value per trajectory.
+        mask: (B, K) 1 for a trained (generated) token, 0 for padding and context.
+        clip_eps: the PPO clip range around ratio 1.
+        kl_coef: weight of the k3 KL estimate against the reference in the loss.
     """
     import torch
 

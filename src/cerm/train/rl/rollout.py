@@ -1,4 +1,4 @@
-"""Two-stage rollouts: criteria samples first, then judgments conditioned on each (spec/training.md §3.1).
+"""Two-stage rollouts: criteria samples first, then judgments conditioned on each (docs/training.md §3.1).
 
 For every preference pair: C criteria samples of turn 1, then for each criteria sample and each of chosen /
 rejected, J samples of turn 2 in the same two-turn conversation (C + 2CJ trajectories; 4 + 16 by default).
@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 from cerm.parsing import parse_judgment
 from cerm.prompts import criteria_messages, evaluation_messages, render_query
 from cerm.train.pairs import PreferencePair
-from cerm.types import FinishReason, ParseStatus, Query, SamplingParams
+from cerm.types import FinishReason, Message, ParseStatus, Query, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class ChatLayout:
         self.template_kwargs = dict(chat_template_kwargs or {})
         self._checked = False
 
-    def _render(self, messages: list[dict[str, str]]) -> str:
+    def _render(self, messages: list[Message]) -> str:
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
                                                   **self.template_kwargs)
 

@@ -1,4 +1,4 @@
-"""The two-stage rollout RL trainer (``cerm train rl``; spec/training.md §3). Reads top to bottom.
+"""The two-stage rollout RL trainer (``cerm train rl``; docs/training.md §3). Reads top to bottom.
 
 One step, per preference pair: C criteria rollouts, then J judgment rollouts per (criteria, response) ->
 rewards per role (``rewards.py``) -> advantages in three groups (``advantages.py``) -> old and reference
@@ -17,10 +17,11 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,14 +82,26 @@ class RLTrainer:
     def __init__(self, cfg: RLConfig, callbacks: Sequence[Callback] = ()) -> None:
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
-        world = PartialState().num_processes
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        world = PartialState(cpu=cfg.use_cpu).num_processes
+        if world != launched:  # accelerate would otherwise run N independent copies, each writing the outputs
+            raise ValueError(f"{launched} processes were launched but accelerate sees {world} (no GPU?): on a CPU "
+                             "host set use_cpu=true so the processes join one gloo group.")
         if cfg.pairs_per_step % (world * cfg.num_mini_batches):
             raise ValueError(f"pairs_per_step ({cfg.pairs_per_step}) must be divisible by processes ({world}) x "
                              f"num_mini_batches ({cfg.num_mini_batches}) so every update sees whole pairs.")
         self.pairs_per_update = cfg.pairs_per_step // world // cfg.num_mini_batches  # per process
         traj_per_update = self.pairs_per_update * cfg.trajectories_per_pair
         self.grad_accum = math.ceil(traj_per_update / cfg.micro_batch_size)
-        self.accelerator = Accelerator(gradient_accumulation_steps=self.grad_accum, mixed_precision=cfg.mixed_precision,
+        # the data first: a bad row fails in a second, before minutes of model loading
+        train = read_pairs(cfg.train_data)
+        self.eval_pairs: list[PreferencePair] = read_pairs(cfg.eval_data) if cfg.eval_data else []
+        if cfg.eval_holdout:
+            train, self.eval_pairs = split_holdout(train, cfg.eval_holdout, cfg.seed)
+        self.stream = PairStream(train, cfg.seed)
+        self.num_train_pairs = len(train)
+        self.accelerator = Accelerator(cpu=cfg.use_cpu, gradient_accumulation_steps=self.grad_accum,
+                                       mixed_precision=cfg.mixed_precision,
                                        log_with=cfg.report_to or None, project_dir=str(self.out))
         set_seed(cfg.seed)
         self.tokenizer = load_tokenizer(cfg)
@@ -111,14 +124,10 @@ class RLTrainer:
         self.reward_cfg = RoleRewardConfig(cfg.reward_mode, cfg.tie_credit, cfg.format_penalty)
         self.criteria_params = SamplingParams(cfg.temperature, cfg.top_p, cfg.criteria_max_new_tokens)
         self.eval_params = SamplingParams(cfg.temperature, cfg.top_p, cfg.eval_max_new_tokens)
-        train = read_pairs(cfg.train_data)
-        self.eval_pairs: list[PreferencePair] = read_pairs(cfg.eval_data) if cfg.eval_data else []
-        if cfg.eval_holdout:
-            train, self.eval_pairs = split_holdout(train, cfg.eval_holdout, cfg.seed)
-        self.stream = PairStream(train, cfg.seed)
-        self.num_train_pairs = len(train)
         main = self.accelerator.is_main_process
-        self.metrics = MetricsLogger(self.out / "metrics.jsonl" if main else None, self.accelerator, callbacks)
+        # metrics are reduced over processes (step()), so only the main one writes and reports them
+        self.metrics = MetricsLogger(self.out / "metrics.jsonl" if main else None, self.accelerator,
+                                     callbacks if main else ())
         if main and cfg.report_to:
             self.accelerator.init_trackers("cerm-rl", config={k: v for k, v in cfg.to_dict().items()
                                                               if isinstance(v, (int, float, str, bool))})
@@ -126,15 +135,18 @@ class RLTrainer:
     # ---------------------------------------------------------------- one RL step
     def step(self) -> dict[str, float]:
         cfg, acc = self.cfg, self.accelerator
-        per_process = cfg.pairs_per_step // acc.num_processes
-        start = self.state.consumed_pairs + acc.process_index * per_process
-        pairs = self.stream.take(start, per_process)
+        pairs = self.stream.take_shard(self.state.consumed_pairs, cfg.num_mini_batches, self.pairs_per_update,
+                                       acc.process_index, acc.num_processes)
         self.state.consumed_pairs += cfg.pairs_per_step
+        criteria_params, eval_params = self.criteria_params, self.eval_params
+        if cfg.seeded_rollouts:  # a fresh seed per step; the engine derives one per prompt copy from it
+            criteria_params = replace(criteria_params, seed=cfg.seed * 1_000_003 + self.state.step)
+            eval_params = replace(eval_params, seed=cfg.seed * 1_000_003 + self.state.step)
 
         t0 = time.perf_counter()
         self._sync_engine()
         rollouts = rollout_pairs(pairs, self.engine, self.layout, cfg.num_criteria, cfg.num_judgments,
-                                 self.criteria_params, self.eval_params)
+                                 criteria_params, eval_params)
         t1 = time.perf_counter()
         scored = score_pair_rollouts(rollouts, self.reward_cfg, cfg.advantage_grouping)
         self.last_scored = scored  # kept for inspection (tests, perf/rl_step.py); replaced every step
@@ -145,21 +157,26 @@ class RLTrainer:
         stats = self._update(scored, updates, old, ref)
         t4 = time.perf_counter()
 
-        # gathered so every process keeps the same run-wide counts
-        for status in gather_object([t.status.value for t in scored.trajectories if t.status is not None]):
-            self.state.status_counts[status] = self.state.status_counts.get(status, 0) + 1
-        generated = sum(len(t.completion_ids) for t in scored.trajectories)
-        trained = sum(t.length for t in scored.trajectories)
-        metrics = {**rollout_metrics(rollouts), **stats,
+        # every metric covers the whole step: gathered from all processes, so each keeps the same numbers
+        all_rollouts = gather_object(rollouts) if acc.num_processes > 1 else rollouts
+        all_scored = [(t.role, t.status, r, a) for t, r, a in zip(scored.trajectories, scored.rewards,
+                                                                  scored.advantages, strict=True)]
+        if acc.num_processes > 1:
+            all_scored = gather_object(all_scored)
+        for _, status, _, _ in all_scored:
+            if status is not None:
+                self.state.status_counts[status.value] = self.state.status_counts.get(status.value, 0) + 1
+        generated = sum(len(t.completion_ids) for r in all_rollouts for t in r.trajectories())
+        trained = sum(t.length for r in all_rollouts for t in r.trajectories())
+        metrics = {**rollout_metrics(all_rollouts), **stats,
                    "time/rollout_s": t1 - t0, "time/reward_s": t2 - t1, "time/logprobs_s": t3 - t2,
                    "time/update_s": t4 - t3, "time/step_s": t4 - t0,
                    "throughput/rollout_tokens_per_s": generated / max(t1 - t0, 1e-9),
                    "throughput/train_tokens_per_s": trained / max(t4 - t2, 1e-9),
                    "lr": self.scheduler.get_last_lr()[0], "data/epoch": self.state.consumed_pairs / self.num_train_pairs}
         for role in ROLES:
-            idx = [i for i, t in enumerate(scored.trajectories) if t.role == role]
-            metrics |= describe(f"reward/{role}", [scored.rewards[i] for i in idx])
-            metrics |= describe(f"advantage/{role}", [scored.advantages[i] for i in idx])
+            metrics |= describe(f"reward/{role}", [r for t_role, _, r, _ in all_scored if t_role == role])
+            metrics |= describe(f"advantage/{role}", [a for t_role, _, _, a in all_scored if t_role == role])
         self.state.step += 1
         return metrics
 
@@ -231,6 +248,10 @@ class RLTrainer:
                     sums[key] += value * len(micro)
                 count += len(micro)
         self._engine_stale = True
+        if acc.num_processes > 1:  # trajectory means over every process (the norms are already global)
+            parts = gather_object([(sums, count)])
+            sums = {k: sum(p[0][k] for p in parts) for k in sums}
+            count = sum(p[1] for p in parts)
         return {k: v / count for k, v in sums.items()} | describe("grad_norm", grad_norms)
 
     def _sync_engine(self) -> None:
@@ -268,9 +289,10 @@ class RLTrainer:
         while self.state.step < cfg.max_steps:
             metrics = self.step()
             self.metrics.log(self.state.step, metrics)
-            logger.info("step %d: rollout acc %.3f, parse failures %.3f, kl %.4g, %.1fs", self.state.step,
-                        metrics["rollout/pairwise_accuracy"], metrics["rollout/parse_failure_rate"],
-                        metrics["loss/kl"], metrics["time/step_s"])
+            # debug: `cerm train rl` prints each step's row already
+            logger.debug("step %d: rollout acc %.3f, parse failures %.3f, kl %.4g, %.1fs", self.state.step,
+                         metrics["rollout/pairwise_accuracy"], metrics["rollout/parse_failure_rate"],
+                         metrics["loss/kl"], metrics["time/step_s"])
             if self.eval_pairs and cfg.eval_every and self.state.step % cfg.eval_every == 0:
                 evals[self.state.step] = self._log_eval()
             if cfg.save_every and self.state.step % cfg.save_every == 0:

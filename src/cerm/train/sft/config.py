@@ -1,6 +1,6 @@
 """Settings for the SFT cold start, read from a flat YAML recipe plus ``key=value`` overrides.
 
-Paper values [T] (training.md §2): batch 64, learning rate 1e-5, 3 epochs, base ``Qwen/Qwen3-4B-Instruct-2507``.
+Paper values [T] (docs/training.md §2): batch 64, learning rate 1e-5, 3 epochs, base ``Qwen/Qwen3-4B-Instruct-2507``.
 Ours [R]: cosine schedule, 3% warmup, 16K-token sequences, bf16, LoRA settings.
 """
 
@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import TypeAdapter, ValidationError
+from cerm.train.recipe import load_recipe
+
+# old recipe key -> new one; the old key is refused with a message that names the new one
+RENAMED = {"lora": "use_lora"}
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class SFTRunConfig:
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"  # [R]
     gradient_checkpointing: bool = True
     attn_implementation: str | None = None  # e.g. "flash_attention_2" on GPUs that have it
-    lora: bool = False
+    use_lora: bool = False  # the same name as in the RL recipe
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -84,37 +86,8 @@ class SFTRunConfig:
 
     @classmethod
     def from_sources(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> SFTRunConfig:
-        """Load a flat YAML recipe, then apply ``key=value`` overrides (values parsed as YAML scalars)."""
-        data: dict[str, Any] = {}
-        if path is not None:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-            if not isinstance(loaded, dict):
-                raise ValueError(f"{path}: a recipe is a flat mapping of key: value, got {type(loaded).__name__}.")
-            data.update(loaded)
-        for item in overrides or []:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ValueError(f"override {item!r} must look like key=value.")
-            parsed = yaml.safe_load(value)
-            # YAML 1.1 reads yes/no/on/off as booleans; only true/false mean that here (save_strategy=no)
-            if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false"):
-                parsed = value.strip()
-            data[key.strip()] = parsed
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            where = f"{path}: " if path else ""
-            raise ValueError(f"{where}unknown key(s) {unknown}; known keys: {', '.join(sorted(known))}.")
-        try:
-            # pydantic checks the field types of a plain dataclass; __post_init__ then checks the values
-            return TypeAdapter(cls).validate_python(data)
-        except ValidationError as e:
-            err = e.errors()[0]
-            where = f"{path}: " if path else ""
-            if not err["loc"]:  # raised by __post_init__
-                raise ValueError(where + err["msg"].removeprefix("Value error, ")) from None
-            field = ".".join(str(x) for x in err["loc"])
-            raise ValueError(f"{where}field {field!r}: {err['msg']} (got {err.get('input')!r}).") from None
+        """Load a flat YAML recipe, then apply ``key=value`` overrides (cerm.train.recipe)."""
+        return load_recipe(cls, path, overrides, renamed=RENAMED)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

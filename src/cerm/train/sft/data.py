@@ -7,14 +7,18 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from cerm.io import DataError, read_rows, validation_error
 from cerm.train.pairs import _MessageIn
 from cerm.types import Message
 
 
 class SFTRow(BaseModel):
-    """One CE-RM training conversation: [user criteria prompt, assistant criteria, user evaluation prompt,
-    assistant evaluation]. ``train_criteria=False`` keeps the criteria turn out of the loss: a pair's two
-    conversations share it, and it is trained in only one of them (training.md §2)."""
+    """One CE-RM training conversation.
+
+    The turns are [user criteria prompt, assistant criteria, user evaluation prompt, assistant evaluation].
+    ``train_criteria=False`` keeps the criteria turn out of the loss: a pair's two
+    conversations share it, and it is trained in only one of them (docs/training.md §2).
+    """
 
     model_config = ConfigDict(extra="forbid")
     id: str
@@ -37,22 +41,19 @@ SFT_ROLES = ["user", "assistant", "user", "assistant"]
 
 
 def load_sft_rows(path: str | Path) -> list[SFTRow]:
-    """Read SFT rows; the first bad row raises ``ValueError`` naming file, line and field."""
+    """Read SFT rows; the first bad row raises ``DataError`` naming file, line and field."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = SFTRow.model_validate_json(line)
-            except ValidationError as e:
-                err = e.errors()[0]
-                field = ".".join(str(x) for x in err["loc"]) or "<line>"
-                raise ValueError(f"{path}:{lineno}: field {field!r}: {err['msg']}") from None
-            roles = [m.role for m in row.messages]
-            if roles != SFT_ROLES:
-                raise ValueError(f"{path}:{lineno}: field 'messages': roles {roles} must be {SFT_ROLES}.")
-            rows.append(row)
+    for raw in read_rows(Path(path), as_jsonl=True):
+        if raw.error is not None:
+            raise raw.error
+        try:
+            row = SFTRow.model_validate(raw.data)
+        except ValidationError as e:
+            raise validation_error(raw.where, e) from None
+        roles = [m.role for m in row.messages]
+        if roles != SFT_ROLES:
+            raise DataError.at(raw.where, "messages", f"roles {roles} must be {SFT_ROLES}.")
+        rows.append(row)
     if not rows:
-        raise ValueError(f"{path}: no SFT rows; run `cerm distill` first.")
+        raise DataError.at(str(path), None, "no SFT rows; run `cerm distill` first.")
     return rows

@@ -1,4 +1,4 @@
-"""``cerm distill``: SFT traces from a teacher judge (training.md §2; the recipe is ours [R]).
+"""``cerm distill``: SFT traces from a teacher judge (docs/training.md §2; the recipe is ours [R]).
 
 For each preference pair the teacher (any backend, usually an OpenAI-compatible server with a strong model)
 writes the criteria once, then an evaluation of the chosen and of the rejected response, with the CE-RM
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cerm.backends.embedded import EMBEDDED_WARNING, is_embedded_id
+from cerm.backends.embedded import embedded_warning
 from cerm.judge import Judge
 from cerm.prompts import PROMPT_VERSION, evaluation_messages
 from cerm.train.pairs import PreferencePair
@@ -94,8 +94,11 @@ def sft_rows(pair: PreferencePair, criteria: Criteria, chosen: Judgment, rejecte
 
 
 def done_pair_ids(path: Path) -> set[str]:
-    """Pair ids already written whole to ``path``. What an interrupted run left half-written (a last line
-    without its newline, a pair with one row) is removed from the file, so that pair is redone."""
+    """Pair ids already written whole to ``path``.
+
+    What an interrupted run left half-written (a last line
+    without its newline, a pair with one row) is removed from the file, so that pair is redone.
+    """
     if not path.exists():
         return set()
     data = path.read_bytes()
@@ -161,7 +164,7 @@ def distill(pairs: Sequence[PreferencePair], judge: Judge, out_path: str | Path,
         "teacher": teacher, "prompt_version": PROMPT_VERSION, "min_margin": cfg.min_margin,
         "pairs": len(pairs), "skipped_already_done": result.skipped, "kept_pairs": kept, "rows_written": 2 * kept,
         "rejected": result.rejected, "judge": judge.stats.as_dict(),
-        "warnings": [EMBEDDED_WARNING] if is_embedded_id(teacher) else [],
+        "warnings": [w for w in [embedded_warning(teacher)] if w],
     }
     Path(f"{out}.summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return result

@@ -5,7 +5,7 @@ Departures from a stock TRL run, and why:
 - **We build the loss mask ourselves.** TRL's ``assistant_only_loss`` needs ``{% generation %}`` markers in
   the chat template (SmolLM2's and Qwen's lack them; TRL swaps in patched templates only for some models), and
   it cannot leave one assistant turn out of the loss. CE-RM trains both assistant turns (criteria and
-  evaluation), except the criteria turn of a pair's second conversation (training.md §2). So each row is
+  evaluation), except the criteria turn of a pair's second conversation (docs/training.md §2). So each row is
   tokenised here with the model's own template and an ``assistant_masks`` column marks the trained tokens:
   each trained assistant message's content and its end-of-turn token. TRL turns that column into labels.
 - **Overlong rows are dropped and counted**, never cut: a truncated evaluation loses its final score.
@@ -172,7 +172,7 @@ def _trl_args(cfg: SFTRunConfig, has_eval: bool) -> Any:
 
 
 def _peft_config(cfg: SFTRunConfig) -> Any:
-    if not cfg.lora:
+    if not cfg.use_lora:
         return None
     from peft import LoraConfig
 
@@ -190,7 +190,7 @@ def final_dir(cfg: SFTRunConfig) -> Path:
 
 def _save(trainer: Any, cfg: SFTRunConfig, tokenizer: Any) -> None:
     final = final_dir(cfg)
-    if not cfg.lora:
+    if not cfg.use_lora:
         trainer.save_model(str(final))  # gathers FSDP / ZeRO-3 shards; saves the tokenizer too
         return
     trainer.save_model(str(Path(cfg.output_dir) / "adapter"))

@@ -1,0 +1,81 @@
+"""The header-timeout protocol on a real uvicorn server: slow-header connections are closed, normal ones
+served (with both of uvicorn's HTTP parsers)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from cerm.reward.protocol import with_header_timeout
+
+
+def _app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/ping")
+    async def ping() -> dict:
+        return {"ok": True}
+
+    return app
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1024) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.slow  # starts a server
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+def test_slow_headers_are_cut_off_and_normal_requests_served(parser):
+    if parser == "httptools":
+        pytest.importorskip("httptools")
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    else:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(_app(), host="127.0.0.1", port=port, log_level="warning",
+                                           http=with_header_timeout(base, 0.5), lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+        for s in slow[:3]:
+            s.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n")  # a head that never ends
+        silent_start = time.monotonic()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            for _ in range(3):  # keep-alive requests spaced past the timeout still work
+                assert client.get("/ping").json() == {"ok": True}
+                time.sleep(0.3)
+        assert all(_closed_within(s, 3.0) for s in slow)  # partial heads and silent connections alike
+        assert time.monotonic() - silent_start < 5.0
+        for s in slow:
+            s.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_timeout_must_be_positive():
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    with pytest.raises(ValueError, match="must be > 0"):
+        with_header_timeout(H11Protocol, 0)

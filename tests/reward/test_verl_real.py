@@ -1,0 +1,194 @@
+"""cerm driven by verl's own code (verl==0.9.1, scripts/counterparts.txt): its reward-function loader, its
+Hydra config with the example's overrides, and every reward-loop manager through its ``RewardLoopWorker``."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from support import free_port, smollm2_tokenizer_dir
+from verl import DataProto
+from verl.experimental.reward_loop.reward_loop import RewardLoopWorker, migrate_legacy_reward_impl
+from verl.experimental.reward_loop.reward_manager import NaiveRewardManager
+from verl.trainer.ppo.reward import get_custom_reward_fn, load_reward_manager, resolve_reward_manager_cls
+from verl.trainer.ppo.utils import need_critic, need_reference_policy
+from verl.utils.config import validate_config
+
+import cerm.reward.verl as cerm_verl
+import cerm.reward.verl_adapter as adapter
+from cerm import Judge
+from cerm.backends.fake import CANNED_CRITERIA, FakeBackend, canned_evaluation
+from cerm.reward.server import create_app
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "verl" / "run_grpo_cerm.sh"
+VERL_CONFIG = Path(sys.modules["verl"].__file__).parent / "trainer" / "config"
+MANAGERS = ["naive", "dapo", "gdpo", "rate_limited"]  # "remote" needs Ray actors: test_remote_manager_*
+
+
+def verl_reward_fn(path: str, name: str, **reward_kwargs):
+    """verl's own loader, as its reward loop calls it."""
+    cfg = OmegaConf.create({"reward": {"custom_reward_function": {"path": path, "name": name,
+                                                                  "reward_kwargs": reward_kwargs}}})
+    return get_custom_reward_fn(cfg)
+
+
+@pytest.mark.parametrize("path", [cerm_verl.__file__, "pkg://cerm.reward.verl", "pkg://cerm/reward/verl"])
+def test_verls_loader_loads_the_file_and_the_package(path):
+    """Fails on the old file: verl executes it without sys.modules, which broke its dataclasses."""
+    fn = verl_reward_fn(path, "compute_score", cerm_backend="fake", cerm_model="verl-loader")
+    out = fn(data_source="d", solution_str="Rayleigh scattering.", ground_truth="", extra_info={"question": "Why?"})
+    assert set(out) == {"score", "cerm_parse_fail"} and 0.0 <= out["score"] <= 1.0
+    assert not hasattr(cerm_verl, "compute_score_batch")  # verl 0.9's reward loop cannot call a batch function
+
+
+def example_overrides(tmp_path: Path) -> list[str]:
+    """Run the example script with a ``python`` on PATH that records the trainer's argv, as bash expands it."""
+    out = tmp_path / "argv.txt"
+    fake = tmp_path / "bin" / "python"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\nif [ "$1" = "-m" ]; then shift 2; printf "%s\\n" "$@" > {out}; exit 0; fi\n'
+                    f'exec {sys.executable} "$@"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "CERM_URL": "http://judge:8000"}
+    import subprocess
+
+    subprocess.run(["bash", str(EXAMPLE)], check=True, env=env, timeout=60)
+    return out.read_text().splitlines()
+
+
+def verl_config(overrides: list[str], migrate: bool = True):
+    """verl's shipped ppo_trainer config with ``overrides``; ``migrate``: moved from the legacy keys as verl's
+    fully_async_main does (main_ppo reads ``reward.*`` as composed)."""
+    with initialize_config_dir(config_dir=str(VERL_CONFIG), version_base=None):
+        cfg = compose(config_name="ppo_trainer", overrides=overrides)
+    return migrate_legacy_reward_impl(cfg) if migrate else cfg
+
+
+def test_example_overrides_select_cerm_in_verls_own_config(tmp_path):
+    """Fails on the old example: its top-level keys left verl 0.9 on its default reward."""
+    overrides = example_overrides(tmp_path)
+    as_main_ppo_reads_it = verl_config(overrides, migrate=False).reward.custom_reward_function
+    assert (as_main_ppo_reads_it.path, as_main_ppo_reads_it.name) == (cerm_verl.__file__, "compute_score")
+    cfg = verl_config(overrides)
+    fn_cfg = cfg.reward.custom_reward_function
+    assert (fn_cfg.path, fn_cfg.name) == (cerm_verl.__file__, "compute_score")
+    assert fn_cfg.reward_kwargs.cerm_url == "http://judge:8000"
+    assert resolve_reward_manager_cls(cfg) is NaiveRewardManager
+    manager = load_reward_manager(cfg, tokenizer=None)
+    assert manager.compute_score.args[0] is adapter.compute_score  # verl's partial around cerm's function
+    # what verl's main_ppo checks before it starts Ray (the micro-batch keys among them)
+    validate_config(cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+
+
+def judge_server_app():
+    def script(messages, params):
+        if len(messages) == 1:
+            return CANNED_CRITERIA
+        content = messages[-1]["content"]
+        if "explode" in content:
+            raise RuntimeError("judge crashed")
+        return "unparseable" if "garbled" in content else canned_evaluation(7)
+
+    return create_app(Judge(FakeBackend(script=script)))
+
+
+def worker_for(manager: str, fn_name: str, **reward_kwargs) -> RewardLoopWorker:
+    kwargs = [f"+reward.custom_reward_function.reward_kwargs.{k}={v}" for k, v in reward_kwargs.items()]
+    cfg = verl_config([f"actor_rollout_ref.model.path={smollm2_tokenizer_dir()}", f"reward.reward_manager.name={manager}",
+                       f"reward.custom_reward_function.path={cerm_verl.__file__}",
+                       f"reward.custom_reward_function.name={fn_name}", *kwargs])
+    return RewardLoopWorker(cfg)
+
+
+def rollout_batch(tokenizer, questions: list[str], responses: list[str]) -> DataProto:
+    """A rollout batch as verl's agent loop hands it to the reward loop (right-padded responses)."""
+    ids = [tokenizer(r, add_special_tokens=False)["input_ids"] for r in responses]
+    width = max(map(len, ids))
+    resp = torch.tensor([x + [tokenizer.eos_token_id or 0] * (width - len(x)) for x in ids])
+    prompts = torch.ones(len(ids), 3, dtype=torch.long)
+    mask = torch.cat([torch.ones(len(ids), 3, dtype=torch.long),
+                      torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids])], dim=1)
+    return DataProto.from_dict(
+        tensors={"prompts": prompts, "responses": resp, "attention_mask": mask},
+        non_tensors={"data_source": np.array(["cerm"] * len(ids), dtype=object),
+                     "reward_model": np.array([{"ground_truth": ""}] * len(ids), dtype=object),
+                     "extra_info": np.array([{"question": q} for q in questions], dtype=object)})
+
+
+def run(worker: RewardLoopWorker, data: DataProto) -> list[dict]:
+    return worker.loop.run_until_complete(worker.compute_score_batch(data))
+
+
+@pytest.mark.parametrize("fn_name", ["compute_score", "compute_score_async"])
+@pytest.mark.parametrize("manager", MANAGERS)
+def test_every_reward_loop_manager_scores_and_stops_on_a_judge_failure(serve_app, manager, fn_name):
+    """Fails on the old adapter under rate_limited: verl caught the judge's error and wrote reward 0.0."""
+    with serve_app(judge_server_app()) as srv:
+        worker = worker_for(manager, fn_name, cerm_url=srv.url, cerm_failure_reward=-0.5, cerm_retries=0)
+        data = rollout_batch(worker.input_tokenizer, ["Why?", "Why?", "How?"], ["fine", "garbled", "fine too"])
+        out = run(worker, data)
+        assert [o["reward_score"] for o in out] == [0.7, -0.5, 0.7]
+        assert [o["reward_extra_info"]["cerm_parse_fail"] for o in out] == [0.0, 1.0, 0.0]
+        mixed = rollout_batch(worker.input_tokenizer, ["Why?", "Why?"], ["fine", "explode"])
+        with pytest.raises(adapter.VerlRewardAbort, match="judge crashed"):
+            run(worker, mixed)
+
+
+@pytest.mark.parametrize("manager", ["naive", "rate_limited"])
+def test_a_judge_server_down_stops_the_run(manager):
+    """The issue's case: with the server down, rate_limited gave every sample 0.0 and training went on."""
+    down = worker_for(manager, "compute_score_async", cerm_url=f"http://127.0.0.1:{free_port()}", cerm_retries=0)
+    with pytest.raises(adapter.VerlRewardAbort, match="the judge failed"):
+        run(down, rollout_batch(down.input_tokenizer, ["Why?"], ["fine"]))
+
+
+def test_genrm_router_model_name_comes_from_v1_models(serve_app):
+    """Fails on the old adapter: it sent model=PKU-ONELab/CE-RM-4B to a router serving another name."""
+    from fastapi import FastAPI, HTTPException
+
+    grm = FastAPI()
+    seen: list[str] = []
+
+    @grm.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": "/ckpt/ce-rm-4b", "object": "model"}]}
+
+    @grm.post("/v1/chat/completions")
+    async def chat(body: dict) -> dict:
+        seen.append(body["model"])
+        if body["model"] != "/ckpt/ce-rm-4b":
+            raise HTTPException(404, f"model {body['model']} does not exist")
+        text = CANNED_CRITERIA if len(body["messages"]) == 1 else canned_evaluation(4)
+        return {"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5}}
+
+    with serve_app(grm) as srv:
+        fn = verl_reward_fn(cerm_verl.__file__, "compute_score")
+        out = [fn(data_source="d", solution_str=f"r{i}", ground_truth="", extra_info={"question": "Why?"},
+                  reward_router_address=f"127.0.0.1:{srv.port}", reward_model_tokenizer=None) for i in range(2)]
+    assert [o["score"] for o in out] == [0.4, 0.4]
+    assert set(seen) == {"/ckpt/ce-rm-4b"}
+
+
+def test_remote_manager_calls_cerm_in_its_worker_class(serve_app):
+    """verl's remote manager runs the function in ``RewardComputeWorker`` Ray actors (a Ray cluster hangs on
+    these 2-core machines): drive that actor's own class in process, with verl's own partial."""
+    from verl.experimental.reward_loop.reward_manager.remote import RewardComputeWorker
+
+    actor_cls = RewardComputeWorker.__ray_actor_class__  # the class the actor process instantiates
+    with serve_app(judge_server_app()) as srv:
+        fn = verl_reward_fn(cerm_verl.__file__, "compute_score", cerm_url=srv.url, cerm_retries=0)
+        worker = actor_cls(fn)
+        call = {"data_source": "cerm", "ground_truth": "", "extra_info": {"question": "Why?"}}
+        assert worker.compute_score(solution_str="fine", **call) == {"score": 0.7, "cerm_parse_fail": 0.0}
+        with pytest.raises(adapter.VerlRewardAbort, match="judge crashed"):
+            worker.compute_score(solution_str="explode", **call)
+    with pytest.raises(AssertionError, match="Async reward score is not supported in remote"):
+        worker_for("remote", "compute_score_async", cerm_url="http://127.0.0.1:1")
