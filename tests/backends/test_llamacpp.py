@@ -120,10 +120,12 @@ def test_concurrent_callers_are_serialised(backend) -> None:
 
 @pytest.mark.slow
 @needs_llama
-def test_judge_end_to_end_statuses_are_explicit(caplog: pytest.LogCaptureFixture) -> None:
+def test_judge_end_to_end_statuses_are_explicit(caplog: pytest.LogCaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("cerm.backends.embedded._warned", False)  # logged once per process
     with caplog.at_level(logging.WARNING):
         backend = get_backend("llamacpp", "embedded", n_ctx=2048, n_threads=1)
-    assert EMBEDDED_WARNING in caplog.text
+    assert EMBEDDED_WARNING.removeprefix("WARNING: ") in caplog.text  # logged without the prefix
     with backend:
         judge = Judge(backend, JudgeConfig(criteria_max_new_tokens=32, eval_max_new_tokens=32))
         judgments = judge.score("What is the capital of France?", ["Paris.", "Lyon."])
