@@ -92,7 +92,12 @@ class RecordingReward(CermReward):
 
     def __call__(self, prompts, completions, completion_ids=None, **kwargs):
         rewards = super().__call__(prompts, completions, completion_ids, **kwargs)
-        self.calls.append({"n": len(rewards), "rewards": rewards, "prompts": len({str(p) for p in prompts})})
+        groups: dict[str, list] = {}
+        for p, r in zip(prompts, rewards):
+            groups.setdefault(str(p), []).append(r)
+        # a GRPO group whose rewards are all equal has zero advantage: no learning signal from it
+        all_equal = sum(len(g) > 1 and len(set(g)) == 1 for g in groups.values())
+        self.calls.append({"n": len(rewards), "rewards": rewards, "prompts": len(groups), "all_equal_groups": all_equal})
         return rewards
 
 
@@ -115,6 +120,10 @@ def main() -> None:
     ap.add_argument("--eval-max-new-tokens", type=int, help="default: the judge model's (embedded: 160)")
     ap.add_argument("--cache", type=Path, help="SQLite criteria/judgment cache (share it across processes)")
     ap.add_argument("--failure-reward", type=float, default=0.0)
+    ap.add_argument("--score", choices=["greedy", "expected"], default="greedy",
+                    help="reward from the greedy boxed score (the paper's) or the expected score at the box [R]")
+    ap.add_argument("--close-unfinished", action="store_true",
+                    help="[R] close a truncated / box-less evaluation with our closing text and read it there")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -127,11 +136,13 @@ def main() -> None:
     kwargs = {"base_urls": args.judge_base_url} if args.judge_backend == "openai" else {}
     judge = Judge(get_backend(args.judge_backend, args.judge_model, **kwargs),
                   config_for_model(args.judge_model, criteria_max_new_tokens=args.criteria_max_new_tokens,
-                                   eval_max_new_tokens=args.eval_max_new_tokens, seed=args.seed),
+                                   eval_max_new_tokens=args.eval_max_new_tokens, seed=args.seed,
+                                   expected_score=args.score == "expected",
+                                   close_unfinished=args.close_unfinished),
                   Store(args.cache))
     if warning := embedded_warning(args.judge_model):
         print(warning)
-    reward = RecordingReward(judge, RewardConfig(failure_reward=args.failure_reward))
+    reward = RecordingReward(judge, RewardConfig(failure_reward=args.failure_reward, score=args.score))
 
     dataset = Dataset.from_dict({"prompt": load_prompts(args.prompts, args.max_prompts)})
     config = GRPOConfig(
@@ -150,10 +161,13 @@ def main() -> None:
         "policy": policy, "judge_model": judge.backend.model_id, "steps": trainer.state.global_step,
         "seconds": round(time.perf_counter() - start, 2), "weights_changed": changed,
         "log_history": trainer.state.log_history, "reward_calls": reward.calls, "judge": judge.stats.as_dict(),
-        "warning": embedded_warning(args.judge_model),
+        "warning": embedded_warning(args.judge_model), "score": args.score,
+        "all_equal_group_share": (sum(c["all_equal_groups"] for c in reward.calls)
+                                  / max(1, sum(c["prompts"] for c in reward.calls))),
         "judge_budgets": [judge.config.criteria_max_new_tokens, judge.config.eval_max_new_tokens],
     }
     (args.output / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"reward {args.score}: {summary['all_equal_group_share']:.0%} of GRPO groups had all-equal rewards")
     print(f"trained {summary['steps']} steps in {summary['seconds']} s; weights changed: {changed}; "
           f"criteria generated {judge.stats.criteria_generated}, evaluations {judge.stats.evaluations_generated}; "
           f"summary: {args.output / 'summary.json'}")

@@ -301,6 +301,8 @@ def judgment_record(j: Judgment, *, with_text: bool = True) -> dict[str, Any]:
         "injection_flags": list(j.injection_flags), "score_std": j.score_std, "criteria_key": j.criteria_key,
         "tokens_in": j.tokens_in, "tokens_out": j.tokens_out, "seconds": j.seconds, "attempts": j.attempts,
         "error": j.error, "is_response_truncated": j.is_response_truncated,
+        # [R] the score readout at the box (null / [] unless the judge ran with expected_score=True)
+        "expected_score": j.expected_score, "score_entropy": j.score_entropy, "score_probs": list(j.score_probs),
     }
     if with_text:
         record["text"] = j.text
@@ -316,6 +318,7 @@ def judgment_from_record(d: dict[str, Any]) -> Judgment:
     kwargs["status"] = ParseStatus(d["status"])
     kwargs["criterion_scores"] = tuple(d.get("criterion_scores", ()))
     kwargs["injection_flags"] = tuple(d.get("injection_flags", ()))
+    kwargs["score_probs"] = tuple(d.get("score_probs") or ())
     kwargs["samples"] = tuple(judgment_from_record(s) for s in d.get("samples", ()))
     return Judgment(**kwargs)
 

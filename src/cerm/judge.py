@@ -18,11 +18,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from cerm.backends.base import Backend
+from cerm.backends.base import Backend, score_reader
 from cerm.cache import CriteriaCache, CriteriaRecord, JudgmentCache, Store, content_key, criteria_from_record
 from cerm.injection import injection_flags
 from cerm.parsing import ParserMode, parse_criteria, parse_judgment
 from cerm.prompts import PROMPT_VERSION, criteria_messages, evaluation_messages, render_query
+from cerm.readout import ReadoutRequest, box_prefix, closing_prefix
 from cerm.types import (
     CRITERIA_MAX_NEW_TOKENS,
     EVAL_MAX_NEW_TOKENS,
@@ -37,6 +38,7 @@ from cerm.types import (
     Query,
     SamplingParams,
     ScoredItem,
+    ScoreMode,
     TiePolicy,
     mean_std,
 )
@@ -45,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 # a prompt must leave at least this many tokens for the evaluation, or it is "too long" [R]
 MIN_EVAL_TOKENS = 512
+_CLOSABLE = {ParseStatus.TRUNCATED, ParseStatus.NO_BOX}
 _RETRYABLE = {ParseStatus.EMPTY, ParseStatus.NO_BOX, ParseStatus.UNPARSEABLE, ParseStatus.OUT_OF_RANGE,
               ParseStatus.TRUNCATED}
 
@@ -67,6 +70,12 @@ class JudgeConfig:
     overlong: Literal["error", "truncate"] = "error"
     tie_break_samples: int = 4  # evaluations per tied response under tie_policy="mean"
     cache_judgments: bool = True
+    # [R] read the 21-value score distribution at the final box (Judgment.expected_score); needs a backend
+    # with score_distributions (hf, vllm, llamacpp, vLLM's server)
+    expected_score: bool = False
+    # [R] an evaluation without a readable box (truncated, no_box) gets our closing text and is read there:
+    # status "completed", never "ok" (docs/protocol.md §10)
+    close_unfinished: bool = False
     # how long another process may take to generate criteria this one waits for (then it generates them
     # itself); ours [R]: above a criteria generation's worst case, below the reward clients' timeouts
     criteria_lease_s: float = 150.0
@@ -190,6 +199,8 @@ class Judge:
         self.criteria_cache = CriteriaCache(self.store)
         self.judgment_cache = JudgmentCache(self.store)
         self.stats = JudgeStats()
+        if self.config.expected_score or self.config.close_unfinished:
+            score_reader(backend)  # fail before any generation, not after a batch of evaluations
         self._owner = f"{os.getpid()}:{uuid.uuid4().hex}"  # this judge's name on criteria leases
 
     # ---- criteria -------------------------------------------------------------------------------
@@ -369,7 +380,7 @@ class Judge:
             key = content_key(kind="judgment", model=self.backend.model_id, prompt_version=PROMPT_VERSION,
                               parser=cfg.parser, decoding=cfg.eval_params(s).__dict__, retries=cfg.retries,
                               overlong=cfg.overlong, query=qt, criteria=crit.text, response=response,
-                              sample_index=s) if cfg.cache_judgments else ""
+                              sample_index=s, **self._readout_key()) if cfg.cache_judgments else ""
             keys.append(key)
             if crit.finish_reason == "error":
                 results[t] = Judgment(None, crit.error_status, criteria_key=crit.key,
@@ -403,8 +414,9 @@ class Judge:
 
         def on_done(t: int, g: Generation) -> None:
             # cache each finished call at once (a kill loses only what was in flight); never a backend
-            # error, nor a failure that a retry below may still replace
-            if persist is None or g.finish_reason == "error":
+            # error, nor a failure that a retry below may still replace; with the score readout on, a
+            # judgment is stored only once it carries its readout (after the batch)
+            if persist is None or g.finish_reason == "error" or self._readout_key():
                 return
             j = self._parsed(g, tasks[t][1].key, truncated[t])
             if not (self.config.retries and j.status in _RETRYABLE):
@@ -423,9 +435,46 @@ class Judge:
                 j = self._judgment(g, tasks[t][1].key, truncated[t])
                 judgments[t] = replace(j, attempts=attempt + 1, tokens_out=j.tokens_out + judgments[t].tokens_out,
                                        seconds=j.seconds + judgments[t].seconds)
+        if self.config.expected_score or self.config.close_unfinished:
+            judgments = self._read_scores(prompts, judgments)
         for j in judgments:
             self.stats.count_status(j.status)
         return judgments
+
+    def _readout_key(self) -> dict[str, bool]:
+        cfg = self.config
+        return {name: True for name in ("expected_score", "close_unfinished") if getattr(cfg, name)}
+
+    def _read_scores(self, prompts: list, judgments: list[Judgment]) -> list[Judgment]:
+        """Attach the score distribution at the final box; close unfinished verdicts when asked [R]."""
+        cfg = self.config
+        reader = score_reader(self.backend)  # raises when the backend cannot: no silent greedy fallback
+        requests: dict[int, ReadoutRequest] = {}
+        for t, j in enumerate(judgments):
+            if j.status is ParseStatus.OK and cfg.expected_score:
+                prefix = box_prefix(j.text)
+            elif j.status in _CLOSABLE and cfg.close_unfinished:
+                prefix = closing_prefix(j.text)
+            else:
+                continue
+            if prefix is not None:
+                requests[t] = ReadoutRequest(prompts[t], prefix)
+        if not requests:
+            return judgments
+        out = list(judgments)
+        for t, dist in zip(requests, reader.score_distributions(list(requests.values())), strict=True):
+            j = judgments[t]
+            if not dist.ok:
+                logger.warning("score readout failed: %s", dist.error)
+                out[t] = replace(j, error=f"readout: {dist.error}")
+                continue
+            read: dict[str, Any] = dict(expected_score=dist.expected, score_probs=dist.probs, score_entropy=dist.entropy)
+            if j.status is ParseStatus.OK:
+                out[t] = replace(j, **read)
+            else:
+                out[t] = replace(j, score=dist.mode, status=ParseStatus.COMPLETED,
+                                 error=f"closed: the evaluation ended {j.status.value}", **read)
+        return out
 
     def _judgment(self, gen: Generation, criteria_key: str, is_cut: bool) -> Judgment:
         self.stats.add(evaluations_generated=1, tokens_out=gen.tokens_out)
@@ -509,28 +558,37 @@ class Judge:
             winner = "a" if ja.score > jb.score else "b" if jb.score > ja.score else "tie"
         return Comparison(winner, ja, jb, item.criteria[0])  # type: ignore[arg-type]
 
-    def best_of_n(self, query: Query, responses: Sequence[str], *, tie_policy: TiePolicy = "none"
-                  ) -> BestOfNResult:
-        """Pick the best response.
+    def best_of_n(self, query: Query, responses: Sequence[str], *, tie_policy: TiePolicy = "none",
+                  score_mode: ScoreMode = "greedy") -> BestOfNResult:
+        """Pick the best response by ``score_mode`` ("greedy" score or "expected" score [R]).
 
         Ties at the top follow ``tie_policy``: "none" picks nothing, "first" the lowest index, "random" a
         seeded draw, "mean" re-judges the tied responses with ``tie_break_samples`` sampled evaluations and
-        takes the best mean.
+        takes the best mean, "expected" takes the best expected score (needs ``expected_score=True``).
         """
         if not responses:
             raise ValueError("best_of_n needs at least one response.")
-        return self.pick_best(query, responses, self.score_batch([(query, responses)])[0], tie_policy=tie_policy)
+        self._check_pick(tie_policy, score_mode)
+        return self.pick_best(query, responses, self.score_batch([(query, responses)])[0], tie_policy=tie_policy,
+                              score_mode=score_mode)
+
+    def _check_pick(self, tie_policy: TiePolicy, score_mode: ScoreMode) -> None:
+        if tie_policy not in ("none", "first", "random", "mean", "expected"):
+            raise ValueError(f"tie_policy {tie_policy!r} must be one of none, first, random, mean, expected.")
+        if "expected" in (tie_policy, score_mode) and not self.config.expected_score:
+            raise ValueError("expected scores need JudgeConfig(expected_score=True) (--score expected).")
 
     def pick_best(self, query: Query, responses: Sequence[str], item: ScoredItem, *,
-                  tie_policy: TiePolicy = "none") -> BestOfNResult:
+                  tie_policy: TiePolicy = "none", score_mode: ScoreMode = "greedy") -> BestOfNResult:
         """``best_of_n`` on an item already scored by ``score_batch``.
 
         No response is judged again, except the tied ones under ``tie_policy="mean"``.
         """
+        self._check_pick(tie_policy, score_mode)
         if len(item.judgments) != len(responses):
             raise ValueError(f"item has {len(item.judgments)} judgments for {len(responses)} responses.")
         judgments = item.judgments
-        valid = [(j.score, i) for i, j in enumerate(judgments) if j.score is not None]
+        valid = [(v, i) for i, j in enumerate(judgments) if (v := j.value(score_mode)) is not None]
         if not valid:
             return BestOfNResult(None, judgments, item.criteria[0], (), tie_policy)
         top = max(s for s, _ in valid)
@@ -546,7 +604,7 @@ class Judge:
         elif tie_policy == "mean":
             index = self._break_by_mean(query, [responses[i] for i in tied], item.criteria[0], tied)
         else:
-            raise ValueError(f"tie_policy {tie_policy!r} must be one of none, first, random, mean.")
+            index = _best_unique([(judgments[i].expected_score, i) for i in tied])
         return BestOfNResult(index, judgments, item.criteria[0], tied, tie_policy)
 
     def _break_by_mean(self, query: Query, responses: list[str], criteria: Criteria, tied: tuple[int, ...]
@@ -563,6 +621,14 @@ class Judge:
         return next(i for m, i in valid if m == best)
 
 
+def _best_unique(values: list[tuple[float | None, int]]) -> int | None:
+    """The index with the single highest value; None when values are missing or the top is still tied."""
+    valid = [(v, i) for v, i in values if v is not None]
+    if not valid:
+        return None
+    top = max(v for v, _ in valid)
+    best = [i for v, i in valid if v == top]
+    return best[0] if len(best) == 1 else None
 def _reports_each(backend: Backend) -> bool:
     """The backend's ``generate`` takes ``on_done`` (see ``cerm.backends.base``)."""
     try:
@@ -593,6 +659,8 @@ def _aggregate(samples: list[Judgment]) -> Judgment:
     common: dict[str, Any] = dict(tokens_in=sum(j.tokens_in for j in samples), tokens_out=sum(j.tokens_out for j in samples),
                   seconds=sum(j.seconds for j in samples), attempts=sum(j.attempts for j in samples),
                   samples=tuple(samples))
+    expected = [j.expected_score for j in samples if j.expected_score is not None]
+    common["expected_score"] = sum(expected) / len(expected) if expected else None
     if not valid:
         return replace(first, **common)
     mean, std = mean_std(valid)

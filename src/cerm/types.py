@@ -62,6 +62,9 @@ class ParseStatus(str, Enum):
     TRUNCATED = "truncated"  # generation hit max_new_tokens
     BACKEND_ERROR = "backend_error"  # the backend failed (timeout, HTTP error) after its retries
     TOO_LONG = "too_long"  # the prompt does not fit the model context (overlong="error")
+    # no readable overall box, so our closing text was appended and the score read at its box [R];
+    # a score, but never an "ok" one: counted and reported on its own
+    COMPLETED = "completed"
 
     @property
     def is_ok(self) -> bool:
@@ -70,6 +73,8 @@ class ParseStatus(str, Enum):
 
 
 FinishReason = Literal["stop", "length", "error"]
+ScoreMode = Literal["greedy", "expected"]
+SCORE_MODES = ("greedy", "expected")
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,11 @@ class Judgment:
     ``score`` is the overall 0-10 score, or ``None`` when it could not be read; ``status`` says why.
     With test-time scaling (k samples) ``samples`` holds each sampled judgment, ``score`` is the mean of
     the valid ones and ``score_std`` their spread.
+
+    With the readout on (``JudgeConfig.expected_score``), ``score_probs`` holds the judge's probabilities
+    of the 21 grid values 0, 0.5, ..., 10 at the final box, ``expected_score`` their mean and
+    ``score_entropy`` their entropy (nats). ``score`` stays the greedy value. A ``completed`` judgment
+    (closing text appended) has ``score`` = the most probable value at the closing box.
     """
 
     score: float | None
@@ -146,11 +156,22 @@ class Judgment:
     injection_flags: tuple[str, ...] = ()
     score_std: float | None = None
     samples: tuple[Judgment, ...] = field(default=(), repr=False)
+    expected_score: float | None = None
+    score_probs: tuple[float, ...] = field(default=(), repr=False)
+    score_entropy: float | None = None
 
     @property
     def is_valid(self) -> bool:
         """Whether the judgment has a score."""
         return self.score is not None
+
+    def value(self, mode: ScoreMode = "greedy") -> float | None:
+        """The score a consumer ranks by: the greedy ``score`` or the ``expected_score`` (None if missing)."""
+        if mode == "greedy":
+            return self.score
+        if mode == "expected":
+            return self.expected_score
+        raise ValueError(f"score mode {mode!r} must be 'greedy' or 'expected'.")
 
 
 @dataclass(frozen=True)
@@ -185,7 +206,7 @@ class Comparison:
         return self.winner == "tie"
 
 
-TiePolicy = Literal["none", "first", "random", "mean"]
+TiePolicy = Literal["none", "first", "random", "mean", "expected"]
 
 
 @dataclass(frozen=True)

@@ -139,3 +139,38 @@ def test_judge_end_to_end_statuses_are_explicit(caplog: pytest.LogCaptureFixture
         assert (j.score is None) == (j.status is not ParseStatus.OK)
         if j.tokens_out == 32:
             assert j.status is ParseStatus.TRUNCATED
+
+
+@needs_llama
+@pytest.mark.slow
+def test_readout_equals_brute_force(backend) -> None:
+    import numpy as np
+
+    from cerm.readout import CONTINUATIONS, ReadoutRequest, from_logprobs
+
+    messages = [{"role": "user", "content": "Rate the answer '4' to 'What is 2+2?' from 0 to 10."}]  # short: fast
+    prefixes = ["Criterion 1: right. $\\boxed{5}$\n\nOverall: $\\boxed{", "Overall score: \\boxed{"]
+    dists = backend.score_distributions([ReadoutRequest(messages, p) for p in prefixes])
+    ll = backend._llama
+    rendered = backend._formatter(messages=messages, enable_thinking=False)
+    for p, d in zip(prefixes, dists):
+        assert d.ok, d.error
+        enc = lambda t: ll.tokenize(t.encode(), add_bos=not rendered.added_special, special=True)  # noqa: E731
+        n = len(enc(rendered.prompt + p))
+        logps = []
+        for c in CONTINUATIONS:  # each full sequence from an empty cache, one token at a time after the prefix
+            ids = enc(rendered.prompt + p + c)
+            ll.n_tokens = 0
+            ll.eval(ids[:n])
+            total = 0.0
+            for k in range(n, len(ids)):
+                row = backend._last_logits()
+                total += row[ids[k]] - row.max() - np.log(np.exp(row - row.max()).sum())
+                ll.eval([ids[k]])
+            logps.append(total)
+        want = from_logprobs(logps)
+        assert max(abs(a - b) for a, b in zip(d.probs, want.probs)) < 1e-5
+    assert dists[0].probs != dists[1].probs
+    # generation still works after the readout moved the KV cache around
+    again = backend.generate([QUESTION], GREEDY)[0]
+    assert again.finish_reason in ("stop", "length") and again.error is None

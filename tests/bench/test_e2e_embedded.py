@@ -25,7 +25,8 @@ RECORD_KEYS = {"record_version", "benchmark", "id", "subset", "mode", "correct",
                "criteria", "candidates"}
 CANDIDATE_KEYS = {"index", "role", "is_correct", "response", "score", "status", "criterion_scores",
                   "other_points_score", "is_off_grid", "injection_flags", "criteria_key", "tokens_in", "tokens_out",
-                  "seconds", "attempts", "score_std", "error", "is_response_truncated", "text"}
+                  "seconds", "attempts", "score_std", "error", "is_response_truncated", "text", "expected_score",
+                  "score_entropy", "score_probs"}
 SUMMARY_KEYS = {"benchmark", "title", "notes", "n_items", "n_candidates", "headline", "metrics", "bootstrap",
                 "tie_rate", "parse_failure_rate", "statuses", "groups", "cost", "item_ids", "scorer", "data",
                 "selection", "seed", "warnings", "prompt_version", "multi_turn_format", "run_stats", "timing"}

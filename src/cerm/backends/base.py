@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+from cerm.readout import ReadoutRequest, ReadoutUnsupported, ScoreDistribution
 from cerm.types import Generation, Message, SamplingParams
 
 DEFAULT_MODEL = "PKU-ONELab/CE-RM-4B"
@@ -38,6 +39,28 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release the model or connections; the backend is unusable afterwards."""
+
+
+@runtime_checkable
+class ScoreReader(Protocol):
+    r"""Optional capability: the 21-value score distribution after a final ``\boxed{`` (cerm/readout.py).
+
+    ``score_distributions`` never raises for one bad request: its ``ScoreDistribution`` carries ``error``.
+    """
+
+    def score_distributions(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
+        """One distribution per request, in order."""
+        ...
+
+
+def score_reader(backend: Backend) -> ScoreReader:
+    """``backend`` as a ``ScoreReader``, or a clear error: expected scores never fall back to greedy."""
+    reader = getattr(backend, "score_distributions", None)
+    if reader is None:
+        raise ReadoutUnsupported(
+            f"backend {type(backend).__name__} ({backend.model_id}) cannot read the score distribution at the "
+            "box; use hf, vllm, llamacpp, or an OpenAI-compatible server that returns prompt log-probs (vLLM).")
+    return backend  # type: ignore[return-value]
 
 
 # name -> "module:Class"; imported lazily so `import cerm` needs no heavy dependency

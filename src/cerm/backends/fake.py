@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from cerm.backends.base import OnDone
 from cerm.parsing import CRITERIA_START
+from cerm.readout import GRID, ReadoutRequest, ScoreDistribution
 from cerm.types import Generation, Message, SamplingParams
 
 Script = Callable[[list[Message], SamplingParams], "str | Generation"]
+# a scripted readout: the 21 probabilities (GRID order, any positive scale) or a full ScoreDistribution
+Distribution = Callable[[ReadoutRequest], "Sequence[float] | ScoreDistribution"]
 
 CANNED_CRITERIA = (
     "The user wants a correct, useful answer.\n\n"
@@ -44,16 +47,39 @@ def default_script(messages: list[Message], params: SamplingParams) -> str:
     return canned_evaluation(hash_score(response))
 
 
+def hash_distribution(request: ReadoutRequest) -> list[float]:
+    """A deterministic distribution over the grid, derived from the evaluation text (peaked, never flat)."""
+    digest = hashlib.sha256((request.messages[-1]["content"] + request.assistant_prefix).encode("utf-8")).digest()
+    return [1.0 + digest[i] for i in range(len(GRID))]
+
+
 class FakeBackend:
-    """Scripted backend. ``script(messages, params)`` returns text or a full ``Generation``."""
+    """Scripted backend. ``script(messages, params)`` returns text or a full ``Generation``;
+    ``distribution(request)`` scripts the score readout (``score_distributions``).
+    """
 
     context_length: int | None = None
 
-    def __init__(self, model: str = "fake", script: Script | None = None) -> None:
+    def __init__(self, model: str = "fake", script: Script | None = None,
+                 distribution: Distribution | None = None) -> None:
         self.model_id = f"fake:{model}"
         self.script = script or default_script
+        self.distribution = distribution or hash_distribution
         self.calls: list[tuple[list[list[Message]], SamplingParams]] = []
+        self.readouts: list[ReadoutRequest] = []
         self._lock = threading.Lock()
+
+    def score_distributions(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
+        with self._lock:
+            self.readouts.extend(requests)
+        out = []
+        for r in requests:
+            d = self.distribution(r)
+            if not isinstance(d, ScoreDistribution):
+                total = sum(d)
+                d = ScoreDistribution(tuple(p / total for p in d))
+            out.append(d)
+        return out
 
     def generate(self, prompts: list[list[Message]], params: SamplingParams,
                  on_done: OnDone | None = None) -> list[Generation]:

@@ -23,6 +23,7 @@ from cerm.backends.embedded import (
     quiet_gguf_conversion,
     warn_embedded,
 )
+from cerm.readout import ReadoutRequest, ScoreDistribution, continuation_ids, from_logprobs
 from cerm.types import Generation, Message, SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -121,6 +122,51 @@ class HFBackend:
 
     def close(self) -> None:
         self.model = None
+
+    def score_distributions(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
+        r"""The 21-value distribution after each request's final ``\boxed{`` (cerm/readout.py) [R].
+
+        One forward of the prefix (prompt + assistant text), then one batched forward of the continuations
+        ``v}`` over its KV cache; each continuation's log-prob is the sum of its tokens' log-probs.
+        """
+        out = []
+        with self._lock, self._torch.inference_mode():
+            for r in requests:
+                try:
+                    out.append(self._read(self.render(r.messages) + r.assistant_prefix))
+                except ValueError as e:
+                    out.append(ScoreDistribution(error=str(e)))
+        return out
+
+    def _read(self, prefix_text: str) -> ScoreDistribution:
+        from transformers import DynamicCache
+
+        torch = self._torch
+        prefix, tails = continuation_ids(
+            lambda t: self.tokenizer(t, add_special_tokens=False)["input_ids"], prefix_text)
+        if self.context_length is not None and len(prefix) + max(map(len, tails)) > self.context_length:
+            raise ValueError(f"the readout needs {len(prefix) + max(map(len, tails))} tokens; "
+                             f"the context is {self.context_length}")
+        cache = DynamicCache(config=self.model.config)
+        logits = self.model(input_ids=torch.tensor([prefix], device=self.device), past_key_values=cache,
+                            use_cache=True).logits[0, -1].float()
+        first = torch.log_softmax(logits, -1)
+        scores = [first[t[0]].item() for t in tails]
+        longer = [k for k, t in enumerate(tails) if len(t) > 1]
+        if longer:
+            # rows = each continuation minus its last token, right-padded; row position j predicts token j+1
+            width = max(len(tails[k]) - 1 for k in longer)
+            pad = self.tokenizer.pad_token_id
+            rows = [tails[k][:-1] + [pad] * (width - len(tails[k]) + 1) for k in longer]
+            masks = [[1] * len(prefix) + [1] * (len(tails[k]) - 1) + [0] * (width - len(tails[k]) + 1)
+                     for k in longer]
+            cache.batch_repeat_interleave(len(longer))  # the prefix's KV, once per row (used once, in place)
+            logp = torch.log_softmax(self.model(
+                input_ids=torch.tensor(rows, device=self.device), past_key_values=cache, use_cache=True,
+                attention_mask=torch.tensor(masks, device=self.device)).logits.float(), -1)
+            for row, k in enumerate(longer):
+                scores[k] += sum(logp[row, j, tok].item() for j, tok in enumerate(tails[k][1:]))
+        return from_logprobs(scores)
 
     # ---- internals --------------------------------------------------------------------------------
     def _prefix_groups(self, encoded: list[_Encoded]) -> list[list[_Encoded]]:

@@ -17,6 +17,14 @@ from typing import Any
 
 from cerm.backends.base import OnDone, missing_extra
 from cerm.backends.embedded import embedded_gguf, is_embedded, warn_embedded
+from cerm.readout import (
+    ReadoutRequest,
+    ScoreDistribution,
+    continuation_ids,
+    from_logprobs,
+    sequence_logprobs,
+    trie_nodes,
+)
 from cerm.types import FinishReason, Generation, Message, ParseStatus, SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -138,6 +146,57 @@ class LlamaCppBackend:
                           tokens_in=int(usage.get("prompt_tokens", n_prompt)),
                           tokens_out=int(usage.get("completion_tokens", 0)),
                           seconds=time.perf_counter() - start)
+
+    def score_distributions(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
+        r"""The 21-value distribution after each request's final ``\boxed{`` (cerm/readout.py) [R].
+
+        The prefix is evaluated once; each node of the continuations' token trie is then evaluated on top
+        of it and rolled back (about 31 one-token steps).
+        """
+        with self._lock:
+            self._check_open()
+            out = []
+            for r in requests:
+                try:
+                    out.append(self._read(r))
+                except (ValueError, RuntimeError) as e:
+                    out.append(ScoreDistribution(error=f"llama.cpp: {e}"))
+            return out
+
+    def _read(self, request: ReadoutRequest) -> ScoreDistribution:
+        import numpy as np
+
+        ll = self._llama
+        rendered = self._formatter(messages=request.messages, enable_thinking=False)
+        encode = lambda t: ll.tokenize(t.encode("utf-8"), add_bos=not rendered.added_special, special=True)  # noqa: E731
+        prefix, tails = continuation_ids(encode, rendered.prompt + request.assistant_prefix)
+        if len(prefix) + max(map(len, tails)) > (self.context_length or 0):
+            raise ValueError(f"the readout needs {len(prefix) + max(map(len, tails))} tokens; n_ctx is "
+                             f"{self.context_length}")
+        # the prefix from an empty cache, one batch; then each trie node token by token. llama.cpp's
+        # quantized kernels depend on the batch shape (a reused cache moved probabilities by ~1e-2), so
+        # the readout is always computed the same way: the brute-force test holds it to 1e-5
+        ll.n_tokens = 0
+        ll.eval(prefix)
+        base, root = ll.n_tokens, self._last_logits()
+        found: dict[tuple[int, ...], dict[int, float]] = {}
+        for path, children in trie_nodes(tails).items():
+            ll.n_tokens = base  # eval drops the KV cells from n_tokens on
+            for tok in path:
+                ll.eval([tok])
+            logits = self._last_logits() if path else root
+            logp = logits - logits.max()
+            logp -= np.log(np.exp(logp).sum())
+            found[path] = {c: float(logp[c]) for c in children}
+        ll.n_tokens = base
+        return from_logprobs(sequence_logprobs(tails, found))
+
+    def _last_logits(self) -> Any:
+        """The logits after the last ``eval`` (llama-cpp-python keeps none without logits_all)."""
+        import numpy as np
+
+        row = np.ctypeslib.as_array(self._llama._ctx.get_logits(), shape=(self._llama.n_vocab(),))
+        return row.astype(np.float64)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import httpx
 
 from cerm.backends.base import OnDone
+from cerm.readout import CONTINUATIONS, ReadoutRequest, ScoreDistribution, from_logprobs
 from cerm.retry import Backoff, Retryable, parse_retry_after
 from cerm.types import FinishReason, Generation, Message, ParseStatus, SamplingParams
 
@@ -139,6 +140,53 @@ class OpenAIBackend:
         """The same batch call for async callers; the work runs on the backend's own loop."""
         return await asyncio.wrap_future(self._submit(self._generate_all(prompts, params)))
 
+    def score_distributions(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
+        r"""The 21-value distribution after each request's ``\boxed{``, from the server's prompt log-probs [R].
+
+        Needs a server that returns ``prompt_logprobs`` for a continued assistant turn (vLLM's
+        ``continue_final_message``); any other server gives an explicit error per request, never a greedy
+        fallback. Per request: the prefix alone plus the 21 prefix+``v}`` sequences, each 1-token; the
+        prefix's tokens must be the same in all 22. vLLM skips its prefix cache for prompt log-probs, so
+        this costs 22 prefills of the evaluation (the in-process vllm backend avoids that).
+        """
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("OpenAIBackend.score_distributions was called from its own loop.")
+        return self._submit(self._read_all(requests)).result()
+
+    async def _read_all(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
+        return list(await asyncio.gather(*(self._read_one(r) for r in requests)))
+
+    async def _read_one(self, request: ReadoutRequest) -> ScoreDistribution:
+        texts = [request.assistant_prefix] + [request.assistant_prefix + c for c in CONTINUATIONS]
+        replies = await asyncio.gather(*(self._prompt_logprobs(request.messages, t) for t in texts))
+        errors = [r for r in replies if isinstance(r, str)]
+        if errors:
+            return ScoreDistribution(error=errors[0])
+        prefix, *fulls = [r for r in replies if not isinstance(r, str)]
+        n = len(prefix)
+        logps = []
+        for cont, full in zip(CONTINUATIONS, fulls, strict=True):
+            if [t for t, _ in full[:n]] != [t for t, _ in prefix] or len(full) <= n:
+                return ScoreDistribution(error=f"appending {cont!r} changes the tokens of the prefix")
+            logps.append(sum(lp for _, lp in full[n:]))
+        return from_logprobs(logps)
+
+    async def _prompt_logprobs(self, messages: list[Message], assistant: str) -> list[tuple[int, float]] | str:
+        """(token id, log-prob) of every prompt token after the first, or an error message."""
+        body = self._body(SamplingParams(max_new_tokens=1)) | {
+            "messages": [*messages, {"role": "assistant", "content": assistant}],
+            "continue_final_message": True, "add_generation_prompt": False, "prompt_logprobs": 0}
+        failed: list[str] = []
+        try:
+            async for attempt in self._backoff.aretrying():
+                with attempt:
+                    logprobs: list[tuple[int, float]] = await self._try_once(body, failed, read_prompt_logprobs)
+        except Retryable as e:
+            return f"score readout failed after {self._backoff.tries} tries: {e}"
+        except _Fatal as e:
+            return f"score readout: {e}"
+        return logprobs
+
     def check_pool(self, timeout_s: float = 10.0) -> None:
         """Fail fast before a run: every base URL must answer ``GET {url}/models`` (any HTTP status counts
         as reachable; auth and model names are checked by the first real request).
@@ -251,12 +299,12 @@ class OpenAIBackend:
         return Generation(reply.text, reply.finish_reason, reply.tokens_in, reply.tokens_out,
                           time.perf_counter() - start, source_field=reply.source_field)
 
-    async def _try_once(self, payload: dict[str, Any], failed: list[str]) -> _Reply:
+    async def _try_once(self, payload: dict[str, Any], failed: list[str], parse: Any = None) -> Any:
         async with self._semaphore:
             url = self._pick_url(failed[-1] if failed else None)
             self._in_flight[url] += 1
             try:
-                reply = await self._post(url, payload)
+                reply = await self._post(url, payload, parse)
             except Retryable as e:
                 self._set_failing(url, str(e))
                 failed.append(url)
@@ -281,7 +329,7 @@ class OpenAIBackend:
         else:
             logger.warning("server %s answers again", url)
 
-    async def _post(self, url: str, payload: dict[str, Any]) -> _Reply:
+    async def _post(self, url: str, payload: dict[str, Any], parse: Any = None) -> Any:
         try:
             # wait_for bounds the whole request; httpx's own timeout only bounds each read/write
             response = await asyncio.wait_for(self._client.post(f"{url}/chat/completions", json=payload),
@@ -301,7 +349,7 @@ class OpenAIBackend:
                 detail += " (base URLs include the API prefix, e.g. http://host:8000/v1; check the model name)"
             raise _Fatal(detail)
         try:
-            return read_reply(response.json())
+            return (parse or read_reply)(response.json())
         except ValueError as e:
             raise _Fatal(f"malformed reply: {e}") from e
 
@@ -329,3 +377,23 @@ def read_reply(data: Any) -> _Reply:
     usage = data.get("usage") or {}
     return _Reply(text, source_field, finish_reason, int(usage.get("prompt_tokens") or 0),
                   int(usage.get("completion_tokens") or 0))
+
+
+def read_prompt_logprobs(data: Any) -> list[tuple[int, float]]:
+    """(token id, log-prob) per prompt token from a vLLM reply with ``prompt_logprobs=0`` (first is None).
+
+    Raises:
+        ValueError: the reply has no ``prompt_logprobs`` (the server does not support them).
+    """
+    entries = data.get("prompt_logprobs") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ValueError("the server returned no prompt_logprobs; the score readout needs vLLM's server")
+    out = []
+    for entry in entries[1:]:
+        if not isinstance(entry, dict) or not entry:
+            raise ValueError(f"malformed prompt_logprobs entry {str(entry)[:80]!r}")
+        # prompt_logprobs=0 returns just the prompt token; with more, the prompt token is the one listed first
+        token, info = next(iter(entry.items()))
+        out.append((int(token), float(info["logprob"])))
+    return out
+

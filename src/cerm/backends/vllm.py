@@ -28,6 +28,14 @@ from cerm.backends.embedded import (
     quiet_gguf_conversion,
     warn_embedded,
 )
+from cerm.readout import (
+    ReadoutRequest,
+    ScoreDistribution,
+    continuation_ids,
+    from_logprobs,
+    sequence_logprobs,
+    trie_nodes,
+)
 from cerm.types import FinishReason, Generation, Message, ParseStatus, SamplingParams
 
 logger = logging.getLogger(__name__)
@@ -147,6 +155,45 @@ class VLLMBackend:
                 self._token_counts.clear()
             self._token_counts[key] = n
         return n
+
+    def score_distributions(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
+        r"""The 21-value distribution after each request's final ``\boxed{`` (cerm/readout.py) [R].
+
+        Exact and prefix-cache friendly: the continuations ``v}`` form a token trie; each trie node is one
+        1-token request over ``prefix + path`` asking vLLM for the log-probs of just its child tokens
+        (``logprob_token_ids``, raw log-softmax over the vocabulary). Prompt log-probs would be simpler but
+        make vLLM skip its prefix cache, recomputing the whole evaluation for each of the 21 values.
+        """
+        out: list[ScoreDistribution | None] = [None] * len(requests)
+        jobs = []  # (request index, prefix ids, tails, nodes)
+        for i, r in enumerate(requests):
+            text = self.tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True,
+                                                      **CHAT_TEMPLATE_KWARGS) + r.assistant_prefix
+            try:
+                prefix, tails = continuation_ids(lambda t: self.tokenizer.encode(t, add_special_tokens=False), text)
+            except ValueError as e:
+                out[i] = ScoreDistribution(error=str(e))
+                continue
+            if self.context_length is not None and len(prefix) + max(map(len, tails)) > self.context_length:
+                out[i] = ScoreDistribution(error=f"the readout needs {len(prefix) + max(map(len, tails))} "
+                                                 f"tokens; the context is {self.context_length}")
+                continue
+            jobs.append((i, prefix, tails, trie_nodes(tails)))
+        prompts, sps, where = [], [], []
+        for i, prefix, _, nodes in jobs:
+            for path, children in nodes.items():
+                prompts.append({"prompt_token_ids": prefix + list(path)})
+                sps.append(self._vllm.SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=children))
+                where.append((i, path))
+        if prompts:
+            results = self.llm.generate(prompts, sps, use_tqdm=False)
+            found: dict[int, dict[tuple[int, ...], dict[int, float]]] = {}
+            for (i, path), res in zip(where, results, strict=True):
+                step = res.outputs[0].logprobs[0]
+                found.setdefault(i, {})[path] = {tok: lp.logprob for tok, lp in step.items()}
+            for i, _, tails, _ in jobs:
+                out[i] = from_logprobs(sequence_logprobs(tails, found[i]))
+        return out  # type: ignore[return-value]
 
     def close(self) -> None:
         """Stop the engine's worker process and free its memory."""

@@ -29,7 +29,7 @@ from typing import Any
 
 from cerm.bench.common import BenchItem, Outcome
 from cerm.io import DataError, criteria_record, judgment_record, read_jsonl_output
-from cerm.types import Judgment, ParseStatus, ScoredItem
+from cerm.types import Judgment, ParseStatus, ScoredItem, ScoreMode
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +56,11 @@ def _candidate(j: Judgment) -> dict[str, Any]:
     return record
 
 
-def outcome_from_record(rec: dict[str, Any]) -> Outcome:
+def outcome_from_record(rec: dict[str, Any], score_mode: ScoreMode = "greedy") -> Outcome:
+    """The item's outcome ranked by the greedy ``score`` or by the ``expected_score`` [R]."""
+    field = {"greedy": "score", "expected": "expected_score"}[score_mode]
     return Outcome(id=rec["id"], subset=rec["subset"], mode=rec["mode"], correct=tuple(rec["correct"]),
-                   scores=tuple(c["score"] for c in rec["candidates"]), meta=rec.get("meta", {}))
+                   scores=tuple(c.get(field) for c in rec["candidates"]), meta=rec.get("meta", {}))
 
 
 def read_records(path: Path) -> dict[str, dict[str, Any]]:

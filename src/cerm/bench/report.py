@@ -116,6 +116,20 @@ def headline_row(summary: dict[str, Any]) -> str:
             f"| {_pct(summary['parse_failure_rate'])} | {summary['n_items']} |")
 
 
+def _score_mode_lines(summary: dict[str, Any]) -> list[str]:
+    """The expected-score run's two tie rates side by side, and its closed verdicts [R]."""
+    rates = summary.get("tie_rates")
+    if not rates:
+        return []
+    lines = [f"Scores ranked by the **expected score** at the box [R]. Tie rate: greedy {_pct(rates['greedy'])}% "
+             f"vs expected {_pct(rates['expected'])}% (same comparisons)."]
+    completed = summary["statuses"].get("completed", 0)
+    if completed:
+        lines.append(f"{completed} candidate(s) had no readable box and were closed by our closing text "
+                     "(status `completed`, not `ok`).")
+    return [*lines, ""]
+
+
 def write_report(out: Path, summary: dict[str, Any], records: Sequence[dict[str, Any]],
                  baseline_rows: Sequence[dict[str, Any]] = ()) -> Path:
     """Render ``report.md`` (and its plots) from a summary and the per-item records."""
@@ -154,6 +168,7 @@ def write_report(out: Path, summary: dict[str, Any], records: Sequence[dict[str,
         "",
         f"Statuses: {', '.join(f'{k} {v}' for k, v in summary['statuses'].items())}.",
         "",
+        *_score_mode_lines(summary),
         "## Cost",
         "",
         f"Per item: {summary['cost']['tokens_in_per_item'] or 0:.0f} tokens in, "

@@ -26,11 +26,11 @@ from typing import Any, Protocol
 from cerm.backends.embedded import embedded_warning
 from cerm.bench.common import BenchItem, Benchmark, Outcome
 from cerm.bench.records import has_backend_error, item_record, outcome_from_record, read_records
-from cerm.bench.summary import summarize
+from cerm.bench.summary import group_rates, summarize
 from cerm.io import locked_append
 from cerm.judge import Judge
 from cerm.prompts import MULTI_TURN_FORMAT, PROMPT_VERSION
-from cerm.types import Query, ScoredItem
+from cerm.types import Query, ScoredItem, ScoreMode
 
 logger = logging.getLogger(__name__)
 
@@ -147,12 +147,17 @@ def run_benchmark(bench: Benchmark, items: Sequence[BenchItem], scorer: Scorer, 
             if progress:
                 progress(n_done, len(items))
     records = [done[it.id] for it in items]
-    outcomes = [outcome_from_record(r) for r in records]
+    score_mode: ScoreMode = "expected" if info.get("config", {}).get("expected_score") else "greedy"
+    outcomes = [outcome_from_record(r, score_mode) for r in records]
     all_warnings = list(warnings)
     embedded = embedded_warning(info.get("model"))
     if embedded and embedded not in all_warnings:
         all_warnings.append(embedded)
     summary = summarize(bench, outcomes, records, n_resamples=config.bootstrap, seed=config.seed)
+    summary["score_mode"] = score_mode
+    if score_mode == "expected":  # both tie rates side by side, over the same comparisons [R]
+        summary["tie_rates"] = {m: group_rates([outcome_from_record(r, m) for r in records])["all"]["tie_rate"]
+                                for m in ("greedy", "expected")}
     summary.update({
         "scorer": info, "data": list(sources), "selection": config.selection, "seed": config.seed,
         "warnings": all_warnings, "prompt_version": PROMPT_VERSION, "multi_turn_format": MULTI_TURN_FORMAT,

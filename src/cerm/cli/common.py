@@ -118,6 +118,8 @@ class JudgeOptions:
     parser: str = "hardened"
     overlong: str = "error"
     unified_criteria: bool = True
+    score: str = "greedy"
+    close_unfinished: bool = False
     backend_arg: list[str] | None = None
 
     def config(self) -> JudgeConfig:
@@ -126,6 +128,7 @@ class JudgeOptions:
             eval_max_new_tokens=self.eval_max_new_tokens, samples=self.samples, criteria_samples=self.criteria_samples,
             sample_temperature=self.sample_temperature, retries=self.retries, seed=self.seed,
             parser=self.parser, overlong=self.overlong, unified_criteria=self.unified_criteria,
+            expected_score=self.score == "expected", close_unfinished=self.close_unfinished,
         )
 
     def backend_options(self) -> BackendOptions:
@@ -172,6 +175,10 @@ _JUDGE_PARAMS: list[tuple[str, Any]] = [
     ("backend_arg", Annotated[list[str] | None, typer.Option(
         help="KEY=VALUE for the backend's constructor (vllm: enforce_eager=true); VALUE read as JSON "
              "when it parses; repeat")]),
+    ("score", Annotated[Literal["greedy", "expected"], typer.Option(
+        help="greedy boxed score (the paper's) or the expected score at the box [R]")]),
+    ("close_unfinished", Annotated[bool, typer.Option(
+        help="[R] close a truncated / box-less evaluation and read its score (status 'completed')")]),
 ]
 
 

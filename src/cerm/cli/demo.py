@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from cerm.backends.embedded import embedded_warning
 from cerm.cli.bench import default_data_root
 from cerm.cli.common import JudgeOptions, console, fail, with_judge_options
 from cerm.cli.judging import print_bon
@@ -48,7 +49,7 @@ def demo(
     prompts: Annotated[int, typer.Option(help="how many Arena-Hard prompts")] = 2,
     n: Annotated[int, typer.Option(help="candidates per prompt")] = 4,
     answer_tokens: Annotated[int, typer.Option(help="max new tokens per sampled candidate")] = 96,
-    tie_policy: Annotated[str, typer.Option(help="none | first | random | mean")] = "first",
+    tie_policy: Annotated[str, typer.Option(help="none | first | random | mean | expected")] = "first",
 ) -> None:
     """Best-of-N demo: sample candidates, generate criteria once per prompt, judge each, pick the best."""
     if n < 2:
@@ -66,8 +67,11 @@ def demo(
     console.print("judging (criteria once per prompt, then one evaluation per candidate) ...")
     judge.score_batch([(p, c) for (p, _), c in zip(items, candidates)])  # one batch; best_of_n reads the cache
     for (prompt, _), cands in zip(items, candidates):
-        result = judge.best_of_n(prompt, cands, tie_policy=tie_policy)  # type: ignore[arg-type]
+        result = judge.best_of_n(prompt, cands, tie_policy=tie_policy,  # type: ignore[arg-type]
+                                 score_mode=judge_opts.score)  # type: ignore[arg-type]
         print_bon(prompt, cands, result, tie_policy)  # type: ignore[arg-type]
     s = judge.stats
     console.print(f"model calls: {s.criteria_generated} criteria + {s.evaluations_generated} evaluations; "
                   f"parse failures {s.parse_failure_rate:.0%} {dict(s.statuses)}")
+    if warning := embedded_warning(judge.backend.model_id):
+        console.print(f"[bold yellow]{warning}[/]")

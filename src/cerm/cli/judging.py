@@ -188,10 +188,11 @@ def score(
     rows = _load_rows(input, query, response, skip_bad)
     judge = judge_opts.make_judge()
     records = _run(rows, judge, output, batch_size, lambda row, item: _base_record(row, item, judge))
-    table = Table("id", "response", "score", "status")
+    table = Table("id", "response", "score", "expected", "status")
     for rec, row in zip(records, [r for r in rows if r.id in {x["id"] for x in records}]):
         for k, (j, resp) in enumerate(zip(rec["judgments"], row.responses)):
-            table.add_row(str(rec["id"]) if k == 0 else "", _short(resp), _fmt(j["score"]), j["status"])
+            table.add_row(str(rec["id"]) if k == 0 else "", _short(resp), _fmt(j["score"]),
+                          _fmt(j.get("expected_score"), 2), j["status"])
     console.print(table)
     _print_summary(judge, records)
 
@@ -201,21 +202,24 @@ def bon(
     judge_opts: JudgeOptions,
     input: InputOpt = None,
     output: OutputOpt = None,
-    tie_policy: Annotated[str, typer.Option(help="none | first | random | mean")] = "none",
+    tie_policy: Annotated[str, typer.Option(help="none | first | random | mean | expected")] = "none",
     skip_bad: SkipBadOpt = False,
     batch_size: BatchOpt = 16,
 ) -> None:
     """Best-of-N: pick the best response per query (JSONL of {query, responses})."""
     if input is None:
         raise fail("give --input FILE.jsonl with one {query, responses} object per line.")
-    if tie_policy not in ("none", "first", "random", "mean"):
-        raise fail(f"--tie-policy {tie_policy!r} must be none, first, random or mean.")
+    if tie_policy not in ("none", "first", "random", "mean", "expected"):
+        raise fail(f"--tie-policy {tie_policy!r} must be none, first, random, mean or expected.")
+    if tie_policy == "expected" and judge_opts.score != "expected":
+        raise fail("--tie-policy expected needs --score expected (the readout at the box).")
     rows = _load_rows(input, None, None, skip_bad)
     judge = judge_opts.make_judge()
 
     def record(row: ScoreRow, item: ScoredItem) -> dict[str, Any]:
         # the chunk is already scored: pick from it, never judge (or count) the responses twice
-        result = judge.pick_best(row.query, row.responses, item, tie_policy=tie_policy)  # type: ignore[arg-type]
+        result = judge.pick_best(row.query, row.responses, item, tie_policy=tie_policy,  # type: ignore[arg-type]
+                                 score_mode=judge_opts.score)  # type: ignore[arg-type]
         rec = _base_record(row, item, judge)
         rec.update(chosen_index=result.index, tied=list(result.tied), tie_policy=tie_policy)
         return rec
@@ -237,11 +241,16 @@ def print_bon(query: str, responses: list[str], result: BestOfNResult, tie_polic
     else:
         console.print(f"  [yellow](no parsable list: {result.criteria.parse_warning})[/] raw: "
                       f"{_short(result.criteria.text, 300)}")
-    table = Table("#", "response", "score", "status")
+    expected = any(j.expected_score is not None for j in result.judgments)
+    table = Table("#", "response", "score", *(("expected", "entropy") if expected else ()), "status")
     for k, (resp, j) in enumerate(zip(responses, result.judgments)):
         mark = " <- chosen" if k == result.index else ""
-        table.add_row(str(k), _short(resp), _fmt(j.score) + mark, j.status.value)
+        extra = (_fmt(j.expected_score, 2), _fmt(j.score_entropy, 2)) if expected else ()
+        table.add_row(str(k), _short(resp), _fmt(j.score) + mark, *extra, j.status.value)
     console.print(table)
+    if any(j.status is ParseStatus.COMPLETED for j in result.judgments):
+        console.print("[yellow]completed = the evaluation ended without a readable score; our closing text was "
+                      "appended and the score read there [R] (counted apart from ok)[/]")
     if result.index is None:
         why = f"tied {list(result.tied)}" if len(result.tied) > 1 else "no valid score"
         console.print(f"[yellow]no response chosen (tie policy {tie_policy!r}; {why}; "
@@ -256,8 +265,10 @@ def _short(text: str | Any, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def _fmt(score: float | None) -> str:
-    return "—" if score is None else f"{score:g}"
+def _fmt(score: float | None, digits: int | None = None) -> str:
+    if score is None:
+        return "—"
+    return f"{score:.{digits}f}" if digits is not None else f"{score:g}"
 
 
 __all__ = ["bon", "criteria_record", "judgment_record", "print_bon", "score"]

@@ -20,7 +20,7 @@ from typing import Literal, Protocol
 
 from cerm.judge import Judge
 from cerm.prompts import render_query
-from cerm.types import Judgment, ParseStatus, Query
+from cerm.types import SCORE_MODES, Judgment, ParseStatus, Query, ScoreMode
 
 logger = logging.getLogger(__name__)
 
@@ -45,16 +45,22 @@ class RewardConfig:
             a dangling ``</think>`` (docs/training.md §4 [R]).
         raise_on_backend_error: a backend failure (server down, timeout after retries) raises
             ``BackendFailure`` instead of silently training on ``failure_reward``.
+        score: "greedy" = the boxed score (the paper's); "expected" = the expected score over the 21 values
+            at the box, a continuous reward that rarely ties inside a GRPO group [R]. "expected" needs a
+            judge built with ``JudgeConfig(expected_score=True)``.
     """
 
     scale: Scale = "unit"
     failure_reward: float | None = 0.0
     strip_think: bool = True
     raise_on_backend_error: bool = True
+    score: ScoreMode = "greedy"
 
     def __post_init__(self) -> None:
         if self.scale not in SCALES:
             raise ValueError(f"scale {self.scale!r} must be one of {', '.join(SCALES)}.")
+        if self.score not in SCORE_MODES:
+            raise ValueError(f"score {self.score!r} must be one of {', '.join(SCORE_MODES)}.")
 
 
 class BackendFailure(RuntimeError):
@@ -91,7 +97,8 @@ def reward_rule(verdicts: Sequence[Verdict], ids: Sequence[int], config: RewardC
     """Rewards for judgments: the one rule every adapter applies.
 
     A score maps under ``config.scale``; a judgment without a score (the model answered, no readable box)
-    gets ``config.failure_reward``; a backend failure is never a reward.
+    gets ``config.failure_reward``; a backend failure is never a reward. ``config.score == "expected"``
+    reads each verdict's ``expected_score`` (the readout at the box [R]) instead of its greedy ``score``.
 
     Raises:
         BackendFailure: when some judgment failed in the backend and ``config.raise_on_backend_error``.
@@ -99,6 +106,8 @@ def reward_rule(verdicts: Sequence[Verdict], ids: Sequence[int], config: RewardC
     error = backend_failure(verdicts, where)
     if error is not None and config.raise_on_backend_error:
         raise error
+    if config.score == "expected":
+        return map_scores([getattr(v, "expected_score", None) for v in verdicts], ids, config)
     return map_scores([v.score for v in verdicts], ids, config)
 
 
@@ -116,10 +125,12 @@ class RolloutRewards:
     group_ids: list[int]  # rollouts with the same prompt share an id (the index of its first rollout)
     criteria_generated: int
     criteria_cache_hits: int
+    score_mode: ScoreMode = "greedy"
 
     @property
     def scores(self) -> list[float | None]:
-        return [j.score for j in self.judgments]
+        """The 0-10 scores the rewards came from (greedy or expected, per ``score_mode``)."""
+        return [j.value(self.score_mode) for j in self.judgments]
 
     @property
     def statuses(self) -> list[str]:
@@ -127,7 +138,7 @@ class RolloutRewards:
 
     @property
     def parse_failures(self) -> int:
-        return sum(1 for j in self.judgments if j.score is None)
+        return sum(1 for s in self.scores if s is None)
 
     @property
     def parse_fail_rate(self) -> float:
@@ -197,6 +208,8 @@ def score_rollouts(judge: Judge, queries: Sequence[Query], responses: Sequence[s
     """
     if len(queries) != len(responses):
         raise ValueError(f"got {len(queries)} prompts but {len(responses)} responses; they must align.")
+    if config.score == "expected" and not judge.config.expected_score:
+        raise ValueError("RewardConfig(score='expected') needs a judge built with JudgeConfig(expected_score=True).")
     if not queries:
         return RolloutRewards([], [], [], 0, 0)
     texts = [render_query(q) for q in queries]
@@ -216,7 +229,7 @@ def score_rollouts(judge: Judge, queries: Sequence[Query], responses: Sequence[s
             hits += c.source == "cache"
     done: list[Judgment] = judgments  # type: ignore[assignment]
     rewards = reward_rule(done, ids, config, where=judge.backend.model_id)
-    result = RolloutRewards(rewards, done, ids, generated, hits)
+    result = RolloutRewards(rewards, done, ids, generated, hits, config.score)
     if result.parse_failures:
         logger.warning("cerm reward: %d of %d judgments have no score (statuses %s); they get failure_reward=%s",
                        result.parse_failures, len(done), sorted({s for s in result.statuses if s != "ok"}),

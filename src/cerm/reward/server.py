@@ -133,7 +133,8 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
     app.router.redirect_slashes = False  # "/v1/score/" is a JSON 404, not a bodiless 307
     app.add_middleware(_Gate, config=cfg, metrics=metrics)
     _add_error_handlers(app)
-    reward_cfg = RewardConfig(scale=cfg.scale, failure_reward=cfg.failure_reward)
+    reward_cfg = RewardConfig(scale=cfg.scale, failure_reward=cfg.failure_reward,
+                              score="expected" if judge.config.expected_score else "greedy")
 
     async def judge_items(items: list[BatchItem]) -> list[ScoredItem]:
         batcher = state["batcher"]
@@ -186,7 +187,8 @@ def create_app(judge: Judge, config: ServerConfig | None = None, splitter: Promp
             return _json(RewardResponse(rewards=[], scores=[], extra_logs={"cerm_parse_fail": [], "cerm_tokens_out": []},
                                         warning=cfg.warning))
         judgments = [item.judgments[0] for item in await judge_items(items)]
-        scores = [j.score for j in judgments]
+        # a judge started with --score expected gives the continuous expected score [R]
+        scores = [j.value(reward_cfg.score) for j in judgments]
         # one sample per entry: no groups. judge_items has already turned backend failures into a 502
         rewards: list[float] = reward_rule(judgments, list(range(n)), reward_cfg)  # type: ignore[assignment]
         return _json(RewardResponse(

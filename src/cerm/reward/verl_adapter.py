@@ -18,6 +18,8 @@ Settings come from ``reward.custom_reward_function.reward_kwargs`` (verl merges 
 - ``cerm_token``, ``cerm_timeout_s``, ``cerm_retries`` (on 429/5xx, with backoff): for ``cerm_url``.
 - ``cerm_scale`` ("unit" or "raw"), ``cerm_failure_reward`` (default 0.0 [R]), ``cerm_strip_think``,
   ``cerm_query_key`` (default "question").
+- ``cerm_score`` ("greedy" or "expected"): "expected" rewards the expected score over the 21 values at the
+  box, a continuous reward [R] (in-process judge only; a server is started with ``cerm serve --score expected``).
 
 Each call returns ``{"score": reward, "cerm_parse_fail": 0.0 | 1.0}``; verl logs the extra key.
 
@@ -38,7 +40,7 @@ from typing import Any, Literal
 
 from cerm.backends.base import DEFAULT_MODEL
 from cerm.reward.scoring import BackendFailure, RewardConfig, group_ids, reward_rule, strip_think
-from cerm.types import CRITERIA_MAX_NEW_TOKENS, EVAL_MAX_NEW_TOKENS, Query
+from cerm.types import CRITERIA_MAX_NEW_TOKENS, EVAL_MAX_NEW_TOKENS, Query, ScoreMode
 
 
 class VerlRewardAbort(BaseException):
@@ -63,10 +65,16 @@ class VerlSettings:
     failure_reward: float = 0.0
     strip_think: bool = True
     query_key: str = "question"
+    score: Literal["greedy", "expected"] = "greedy"  # "expected": the continuous readout at the box [R]
 
     def __post_init__(self) -> None:
         if self.scale not in ("unit", "raw"):
             raise ValueError(f"cerm_scale {self.scale!r} must be 'unit' or 'raw' (verl scores one sample at a time).")
+        if self.score not in ("greedy", "expected"):
+            raise ValueError(f"cerm_score {self.score!r} must be 'greedy' or 'expected'.")
+        if self.score == "expected" and self.url:
+            raise ValueError("cerm_score='expected' needs the in-process judge; for a server start it with "
+                             "`cerm serve --score expected` (its /get_reward is then expected).")
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> VerlSettings:
@@ -105,8 +113,10 @@ class _LocalScorer:
         else:
             backend = get_backend(s.backend, s.model or DEFAULT_MODEL)
         judge = Judge(backend, JudgeConfig(criteria_max_new_tokens=s.criteria_max_new_tokens,
-                                           eval_max_new_tokens=s.eval_max_new_tokens), Store(s.cache))
+                                           eval_max_new_tokens=s.eval_max_new_tokens,
+                                           expected_score=s.score == "expected"), Store(s.cache))
         self.batcher = DynamicBatcher(judge)
+        self.mode = s.score
 
     def _submit(self, groups: dict[int, tuple[Query, list[str]]]):
         from cerm.reward.batcher import BatchItem
@@ -114,10 +124,10 @@ class _LocalScorer:
         return self.batcher.submit([BatchItem(q, r) for q, r in groups.values()])
 
     def score(self, groups: dict[int, tuple[Query, list[str]]]) -> list[list[Verdict]]:
-        return _verdicts(self._submit(groups).result())
+        return _verdicts(self._submit(groups).result(), self.mode)
 
     async def ascore(self, groups: dict[int, tuple[Query, list[str]]]) -> list[list[Verdict]]:
-        return _verdicts(await asyncio.wrap_future(self._submit(groups)))
+        return _verdicts(await asyncio.wrap_future(self._submit(groups)), self.mode)
 
 
 def served_model(base_url: str, timeout_s: float = 30.0) -> str:
@@ -139,8 +149,8 @@ def served_model(base_url: str, timeout_s: float = 30.0) -> str:
     return ids[0]
 
 
-def _verdicts(scored: list) -> list[list[Verdict]]:
-    return [[Verdict(j.score, j.status.value, j.error) for j in item.judgments] for item in scored]
+def _verdicts(scored: list, mode: ScoreMode = "greedy") -> list[list[Verdict]]:
+    return [[Verdict(j.value(mode), j.status.value, j.error) for j in item.judgments] for item in scored]
 
 
 class _RemoteScorer:

@@ -1,0 +1,58 @@
+"""The vLLM score readout vs a brute force in the same engine; JSON for test_vllm_readout.py.
+
+Runs under $CERM_VLLM_PYTHON. The brute force scores each of the 21 full sequences with prompt log-probs
+(no trie, no prefix cache) and normalises; the script measures, it asserts nothing.
+
+    python tests/backends/vllm_readout_probe.py --model DIR --out readout.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from cerm.backends.vllm import CHAT_TEMPLATE_KWARGS, VLLMBackend
+from cerm.prompts import evaluation_messages
+from cerm.readout import CONTINUATIONS, ReadoutRequest
+
+CRITERIA = "Analysis.\n[Start of Criteria]\n1. Correctness: right answer.\n2. Clarity: clear.\n[End of Criteria]"
+QUERY, RESPONSE = "What is 2+2?", "The answer is five, clearly."
+PREFIXES = ["Criterion 1: fine. $\\boxed{4}$\n\nOverall: $\\boxed{", "The evaluation.\n\nOverall score: \\boxed{"]
+
+
+def brute_force(backend: VLLMBackend, text: str) -> list[float]:
+    vllm = backend._vllm
+    enc = lambda t: backend.tokenizer.encode(t, add_special_tokens=False)  # noqa: E731
+    n = len(enc(text))
+    prompts = [{"prompt_token_ids": enc(text + c)} for c in CONTINUATIONS]
+    outs = backend.llm.generate(prompts, vllm.SamplingParams(max_tokens=1, prompt_logprobs=0), use_tqdm=False)
+    logps = []
+    for p, o in zip(prompts, outs, strict=True):
+        ids = p["prompt_token_ids"]
+        logps.append(sum(o.prompt_logprobs[k][ids[k]].logprob for k in range(n, len(ids))))
+    top = max(logps)
+    w = [math.exp(x - top) for x in logps]
+    return [x / sum(w) for x in w]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    backend = VLLMBackend(args.model, max_model_len=1024, dtype="float32", enforce_eager=True)
+    messages = evaluation_messages(QUERY, CRITERIA, RESPONSE)
+    requests = [ReadoutRequest(messages, p) for p in PREFIXES]
+    dists = backend.score_distributions(requests)
+    template = backend.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                     **CHAT_TEMPLATE_KWARGS)
+    out = {"readout": [list(d.probs) for d in dists], "errors": [d.error for d in dists],
+           "brute_force": [brute_force(backend, template + p) for p in PREFIXES], "texts": [template + p for p in PREFIXES]}
+    backend.close()
+    with open(args.out, "w") as f:
+        json.dump(out, f)
+
+
+if __name__ == "__main__":
+    main()
