@@ -29,7 +29,8 @@ CANDIDATE_KEYS = {"index", "role", "is_correct", "response", "score", "status", 
                   "score_entropy", "score_probs"}
 SUMMARY_KEYS = {"benchmark", "title", "notes", "n_items", "n_candidates", "headline", "metrics", "bootstrap",
                 "tie_rate", "parse_failure_rate", "statuses", "groups", "cost", "item_ids", "scorer", "data",
-                "selection", "seed", "warnings", "prompt_version", "multi_turn_format", "run_stats", "timing"}
+                "selection", "seed", "warnings", "prompt_version", "multi_turn_format", "run_stats", "timing",
+                "score_mode"}
 
 
 class Counting:
