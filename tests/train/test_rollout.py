@@ -121,6 +121,7 @@ def test_vllm_engine_maps_sampling_params_and_cuts_at_stop(monkeypatch):
     class StandIn:
         def __init__(self):
             self.calls, self.synced = [], 0
+            self.mode, self.enable_sleep_mode = "server", False  # TRL's own sync (colocate reloads in vLLM)
 
         def sync_weights(self):
             self.synced += 1
