@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from cerm.io import DataError, judgment_from_record, judgment_record, read_rows, validation_error
+from cerm.io import DataError, judgment_from_record, judgment_record, read_models
 from cerm.types import Criteria, Criterion, Judgment
 
 _SCHEMA = """
@@ -192,13 +192,7 @@ class CriteriaCache:
     def import_jsonl(self, path: str | Path) -> int:
         """Load records; an entry whose text differs from the cached one is marked edited."""
         records = []
-        for row in read_rows(Path(path), as_jsonl=True):
-            if row.error is not None:
-                raise row.error
-            try:
-                record = CriteriaRecord.model_validate(row.data)
-            except ValidationError as e:
-                raise validation_error(row.where, e) from None
+        for _, record in read_models(path, CriteriaRecord):
             old = self.get(record.key)
             if old is not None and old.text != record.text:
                 record = record.model_copy(update={"is_edited": True})

@@ -179,6 +179,17 @@ def _checked(where: str, position: int, obj: Any) -> RawRow:
     return RawRow(where, position, obj, None)
 
 
+def read_models(path: str | Path, model: type[T]) -> Iterator[tuple[str, T]]:
+    """``(where, row)`` for each JSONL line of ``path`` validated as ``model``; the first bad line raises."""
+    for raw in read_rows(Path(path), as_jsonl=True):
+        if raw.error is not None:
+            raise raw.error
+        try:
+            yield raw.where, model.model_validate(raw.data)
+        except ValidationError as e:
+            raise validation_error(raw.where, e) from None
+
+
 def validation_error(where: str, e: ValidationError) -> DataError:
     """The first pydantic error as a located ``DataError``."""
     err = e.errors()[0]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from cerm.io import DataError, read_rows, validation_error
+from cerm.io import DataError, read_models
 from cerm.train.pairs import _MessageIn
 from cerm.types import Message
 
@@ -43,16 +43,10 @@ SFT_ROLES = ["user", "assistant", "user", "assistant"]
 def load_sft_rows(path: str | Path) -> list[SFTRow]:
     """Read SFT rows; the first bad row raises ``DataError`` naming file, line and field."""
     rows = []
-    for raw in read_rows(Path(path), as_jsonl=True):
-        if raw.error is not None:
-            raise raw.error
-        try:
-            row = SFTRow.model_validate(raw.data)
-        except ValidationError as e:
-            raise validation_error(raw.where, e) from None
+    for where, row in read_models(path, SFTRow):
         roles = [m.role for m in row.messages]
         if roles != SFT_ROLES:
-            raise DataError.at(raw.where, "messages", f"roles {roles} must be {SFT_ROLES}.")
+            raise DataError.at(where, "messages", f"roles {roles} must be {SFT_ROLES}.")
         rows.append(row)
     if not rows:
         raise DataError.at(str(path), None, "no SFT rows; run `cerm distill` first.")
