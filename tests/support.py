@@ -93,3 +93,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def scripted_judge_app():
+    """A ``cerm serve`` app over the fake backend: 7/10 for a response, a parse failure for "garbled",
+    a backend crash for "explode" (the reward tests of verl and the server use all three)."""
+    from cerm import Judge
+    from cerm.backends.fake import CANNED_CRITERIA, FakeBackend, canned_evaluation
+    from cerm.reward.server import create_app
+
+    def script(messages, params):
+        if len(messages) == 1:
+            return CANNED_CRITERIA
+        content = messages[-1]["content"]
+        if "explode" in content:
+            raise RuntimeError("judge crashed")
+        return "unparseable" if "garbled" in content else canned_evaluation(7)
+
+    return create_app(Judge(FakeBackend(script=script)))

@@ -9,14 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import scripted_judge_app
 
 import cerm.reward.verl as cerm_verl
 import cerm.reward.verl_adapter as adapter
-from cerm import Judge
 from cerm.backends.fake import CANNED_CRITERIA, FakeBackend, canned_evaluation, hash_score
 from cerm.reward.client import RemoteError
 from cerm.reward.scoring import BackendFailure
-from cerm.reward.server import create_app
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -67,16 +66,7 @@ def test_compute_score_async_reward_loop_shares_criteria():
 
 
 def test_remote_server_sync_async_and_failures(serve_app):
-    def script(messages, params):
-        if len(messages) == 1:
-            return CANNED_CRITERIA
-        content = messages[-1]["content"]
-        if "explode" in content:
-            raise RuntimeError("judge crashed")
-        return "unparseable" if "garbled" in content else canned_evaluation(7)
-
-    app = create_app(Judge(FakeBackend(script=script)))
-    with serve_app(app) as srv:
+    with serve_app(scripted_judge_app()) as srv:
         kwargs = {"cerm_url": srv.url, "cerm_failure_reward": -0.5}
         fn, _ = load_reward_fn("compute_score", kwargs)
         out = [naive_manager_call(fn, r, "q") for r in ("fine", "garbled", "fine too")]

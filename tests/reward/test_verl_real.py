@@ -13,7 +13,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from support import free_port, smollm2_tokenizer_dir
+from support import free_port, scripted_judge_app, smollm2_tokenizer_dir
 from verl import DataProto
 from verl.experimental.reward_loop.reward_loop import RewardLoopWorker, migrate_legacy_reward_impl
 from verl.experimental.reward_loop.reward_manager import NaiveRewardManager
@@ -23,9 +23,7 @@ from verl.utils.config import validate_config
 
 import cerm.reward.verl as cerm_verl
 import cerm.reward.verl_adapter as adapter
-from cerm import Judge
-from cerm.backends.fake import CANNED_CRITERIA, FakeBackend, canned_evaluation
-from cerm.reward.server import create_app
+from cerm.backends.fake import CANNED_CRITERIA, canned_evaluation
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "verl" / "run_grpo_cerm.sh"
 VERL_CONFIG = Path(sys.modules["verl"].__file__).parent / "trainer" / "config"
@@ -87,18 +85,6 @@ def test_example_overrides_select_cerm_in_verls_own_config(tmp_path):
     validate_config(cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
 
 
-def judge_server_app():
-    def script(messages, params):
-        if len(messages) == 1:
-            return CANNED_CRITERIA
-        content = messages[-1]["content"]
-        if "explode" in content:
-            raise RuntimeError("judge crashed")
-        return "unparseable" if "garbled" in content else canned_evaluation(7)
-
-    return create_app(Judge(FakeBackend(script=script)))
-
-
 def worker_for(manager: str, fn_name: str, **reward_kwargs) -> RewardLoopWorker:
     kwargs = [f"+reward.custom_reward_function.reward_kwargs.{k}={v}" for k, v in reward_kwargs.items()]
     cfg = verl_config([f"actor_rollout_ref.model.path={smollm2_tokenizer_dir()}", f"reward.reward_manager.name={manager}",
@@ -130,7 +116,7 @@ def run(worker: RewardLoopWorker, data: DataProto) -> list[dict]:
 @pytest.mark.parametrize("manager", MANAGERS)
 def test_every_reward_loop_manager_scores_and_stops_on_a_judge_failure(serve_app, manager, fn_name):
     """Fails on the old adapter under rate_limited: verl caught the judge's error and wrote reward 0.0."""
-    with serve_app(judge_server_app()) as srv:
+    with serve_app(scripted_judge_app()) as srv:
         worker = worker_for(manager, fn_name, cerm_url=srv.url, cerm_failure_reward=-0.5, cerm_retries=0)
         data = rollout_batch(worker.input_tokenizer, ["Why?", "Why?", "How?"], ["fine", "garbled", "fine too"])
         out = run(worker, data)
@@ -183,7 +169,7 @@ def test_remote_manager_calls_cerm_in_its_worker_class(serve_app):
     from verl.experimental.reward_loop.reward_manager.remote import RewardComputeWorker
 
     actor_cls = RewardComputeWorker.__ray_actor_class__  # the class the actor process instantiates
-    with serve_app(judge_server_app()) as srv:
+    with serve_app(scripted_judge_app()) as srv:
         fn = verl_reward_fn(cerm_verl.__file__, "compute_score", cerm_url=srv.url, cerm_retries=0)
         worker = actor_cls(fn)
         call = {"data_source": "cerm", "ground_truth": "", "extra_info": {"question": "Why?"}}
