@@ -26,7 +26,7 @@ checked against what a counting proxy saw. The embedded SmolLM2 judges at chance
 costs mean anything here, never the rewards. Targets print PASS/FAIL; the exit code is 1 if any fails.
 
     CERM_CACHE_DIR=.cache/test-models .venv-vllm/bin/python perf/reward_throughput.py --out runs/rt.json
-    .venv-vllm/bin/python perf/reward_throughput.py --prompts 2 --n 2 --sweep 1,2 --rounds 1 --max-new-tokens 4
+    .venv-vllm/bin/python perf/reward_throughput.py --prompts 2 --n 2 --sweep 1,2 --rounds 1 --criteria-tokens 4 --eval-tokens 4
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from server_load import ServerProcess, free_port  # noqa: E402
 
 from cerm import Judge, JudgeConfig  # noqa: E402
 from cerm.backends.embedded import EMBEDDED_WARNING  # noqa: E402
+from cerm.judge import config_for_model  # noqa: E402
 from cerm.parsing import parse_judgment  # noqa: E402
 from cerm.prompts import criteria_messages, evaluation_messages, render_query  # noqa: E402
 from cerm.reward.scoring import RewardConfig, map_scores  # noqa: E402
@@ -108,10 +109,13 @@ class Run:
     engine: dict[str, int] = field(default_factory=dict)  # vLLM's counters, this run's delta
 
 
-def judge_config(max_new_tokens: int) -> JudgeConfig:
-    # judgments are not cached: every RL step brings new responses
-    return JudgeConfig(criteria_max_new_tokens=max_new_tokens, eval_max_new_tokens=max_new_tokens,
-                       cache_judgments=False)
+def judge_config(args: argparse.Namespace) -> JudgeConfig:
+    """The model's own budgets (``config_for_model``, what ``cerm serve`` and ``CermReward`` use) unless set.
+
+    Judgments are not cached: every RL step brings new responses.
+    """
+    return config_for_model(args.model, criteria_max_new_tokens=args.criteria_tokens,
+                            eval_max_new_tokens=args.eval_tokens, cache_judgments=False)
 
 
 def cerm_reward(backend: CountingBackend, batch: Batch, config: JudgeConfig) -> tuple[list[float | None], int]:
@@ -195,8 +199,8 @@ class CermServe(ServerProcess):
         self.url = f"http://127.0.0.1:{self.port}"
         engine = [a for k, v in ENGINE.items() for a in ("--backend-arg", f"{k}={json.dumps(v)}")]
         cmd = [exe, "serve", "--backend", "vllm", "--model", args.model, *engine, "--port", str(self.port),
-               "--criteria-max-new-tokens", str(args.max_new_tokens), "--eval-max-new-tokens",
-               str(args.max_new_tokens), "--cache", str(workdir / "serve.sqlite"), "--max-batch-size",
+               "--criteria-max-new-tokens", str(args.config.criteria_max_new_tokens),
+               "--eval-max-new-tokens", str(args.config.eval_max_new_tokens), "--cache", str(workdir / "serve.sqlite"), "--max-batch-size",
                str(max_batch), "--timeout-s", "7200", "--log-level", "warning"]
         self.log = open(workdir / "serve.log", "w")  # noqa: SIM115 - open as long as the server runs
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ))
@@ -324,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=8, help="responses per prompt (the GRPO group size)")
     parser.add_argument("--rounds", type=int, default=2, help="batches measured, methods interleaved")
     parser.add_argument("--sweep", default="4,8,16", help="prompts per batch for the saturation sweep ('' = none)")
-    parser.add_argument("--max-new-tokens", type=int, default=32, help="cap of every generation (criteria too)")
+    parser.add_argument("--criteria-tokens", type=int, help="criteria budget (default: the model's, 192 embedded)")
+    parser.add_argument("--eval-tokens", type=int, help="evaluation budget (default: the model's, 160 embedded)")
     parser.add_argument("--response-chars", type=int, default=300, help="each response is cut to this length")
     parser.add_argument("--model", default="embedded", help="'embedded' = the packaged SmolLM2 (judges at chance)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Arena-Hard v0.1 folder")
@@ -344,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     samples = args.prompts * n
     warm, *sized = batches(args.data, [1, *sweep, *[args.prompts] * args.rounds], n, args.response_chars)
     sweep_batches, rounds = sized[:len(sweep)], sized[len(sweep):]
-    config = judge_config(args.max_new_tokens)
+    config = args.config = judge_config(args)
     workdir = Path(tempfile.mkdtemp(prefix="reward-throughput-"))
     server = None if args.no_serve else CermServe(args, samples, workdir)
     start = time.perf_counter()
@@ -358,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             server.wait_ready(timeout_s=1200)
         print(f"engines up in {time.perf_counter() - start:.0f} s; batch {args.prompts} prompts x {n} = {samples} "
-              f"samples, {args.rounds} rounds, max_new_tokens {args.max_new_tokens}, responses <= "
+              f"samples, {args.rounds} rounds, max_new_tokens {config.criteria_max_new_tokens} criteria / "
+              f"{config.eval_max_new_tokens} evaluation, responses <= "
               f"{args.response_chars} chars", flush=True)
         measure(methods, [warm], backend, bypass, server, config)  # warm-up: allocator, caches, connections
         sweep_rows: list[tuple[int, Total]] = []

@@ -70,7 +70,7 @@ def test_tiny_run_counts_agree(shared_data: Path, tmp_path: Path) -> None:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", CERM_CACHE_DIR=str(MODEL_CACHE),
                VLLM_CPU_KVCACHE_SPACE="1")
     proc = subprocess.run([VLLM_PYTHON, str(SCRIPT), "--prompts", "2", "--n", "2", "--rounds", "1", "--sweep", "1",
-                           "--max-new-tokens", "4", "--response-chars", "100", "--data", str(shared_data / ARENA),
+                           "--criteria-tokens", "4", "--eval-tokens", "4", "--response-chars", "100", "--data", str(shared_data / ARENA),
                            "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     # the speed targets may miss at this size; every count must hold
     assert proc.returncode in (0, 1), proc.stdout[-2000:] + proc.stderr[-4000:]
