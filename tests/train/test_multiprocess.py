@@ -42,12 +42,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(module: str, args: list[str], processes: int, log: Path) -> subprocess.Popen:
-    """``accelerate launch`` of a cerm CLI module: 2 processes through torchrun (gloo), 1 as a plain process."""
+def launch(module: str, args: list[str], processes: int, log: Path, config_file: Path | None = None
+           ) -> subprocess.Popen:
+    """``accelerate launch`` of a cerm CLI module: 2 processes through torchrun (gloo), 1 as a plain process.
+
+    ``config_file``: an accelerate recipe (its distributed type) instead of plain ``--multi_gpu``.
+    """
     if processes == 1:
         cmd = [sys.executable, "-m", module, *args]
     else:
-        cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", str(processes),
+        kind = ["--config_file", str(config_file)] if config_file else ["--multi_gpu"]
+        cmd = [str(BIN / "accelerate"), "launch", *kind, "--num_processes", str(processes),
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(free_port()), "-m", module, *args]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
@@ -110,6 +115,26 @@ def test_sft_two_processes_equal_one_and_resume_exactly(tiny_model_dir, sft_rows
     assert_close([h["loss"] for h in history if "loss" in h], loss[1])
 
 
+def test_sft_fsdp_recipe_on_cpu_says_it_is_not_sharded(tiny_model_dir, sft_rows, tmp_path):
+    """The shipped FSDP recipe on CPU: what accelerate really runs is recorded and warned about, not hidden."""
+    common = ["-c", str(ROOT / "recipes" / "sft" / "tiny-cpu.yaml"), f"model={tiny_model_dir}",
+              f"train_data={sft_rows}", "max_steps=2", "batch_size=2", "per_device_batch_size=1", "use_cpu=true"]
+    one, two = tmp_path / "one", tmp_path / "fsdp"
+    finish((launch("cerm.cli.train_sft", [*common, f"output_dir={one}"], 1, tmp_path / "one.log"), tmp_path / "one.log"),
+           (launch("cerm.cli.train_sft", [*common, f"output_dir={two}"], 2, tmp_path / "fsdp.log",
+                   config_file=ROOT / "recipes" / "accelerate" / "fsdp.yaml"), tmp_path / "fsdp.log"))
+    run1, run2 = (json.loads((d / "run.json").read_text()) for d in (one, two))
+    assert run1["parallelism"] == {"requested_type": None, "distributed_type": "NO", "processes": 1,
+                                   "fsdp_sharded_modules": 0}
+    # accelerate 1.15 enables FSDP only on accelerator devices: on CPU the recipe runs as DDP over gloo, and
+    # the run says so (a warning and its record) instead of passing for sharded training
+    assert run2["parallelism"] == {"requested_type": "FSDP", "distributed_type": "MULTI_CPU", "processes": 2,
+                                   "fsdp_sharded_modules": 0}
+    assert "the launch asked for FSDP but accelerate runs MULTI_CPU" in (tmp_path / "fsdp.log").read_text()
+    assert_close(*([h["loss"] for h in r["log_history"] if "loss" in h] for r in (run1, run2)))
+    assert max_diff(one / "final", two / "final") <= WEIGHT_ATOL
+
+
 @pytest.fixture(scope="module")
 def rl_recipe(tiny_model_dir, tmp_path_factory) -> Path:
     from filelock import FileLock
@@ -163,12 +188,16 @@ def test_rl_two_processes_equal_one_and_resume_exactly(rl_recipe, tmp_path):
         assert_close([m2[1][key]], [again[1][key]])
 
 
-def test_a_cpu_launch_without_use_cpu_is_refused(rl_recipe, tmp_path):
+def test_a_cpu_launch_without_use_cpu_is_refused(rl_recipe, tiny_model_dir, sft_rows, tmp_path):
     """Without use_cpu, accelerate on a GPU-less host would run 2 independent copies that both write."""
     if torch.cuda.is_available():
         pytest.skip("a GPU host runs the processes on its GPUs")
-    log = tmp_path / "refused.log"
-    proc = launch("cerm.cli.train_rl", ["rl", "-c", str(rl_recipe), f"output_dir={tmp_path / 'x'}", "use_cpu=false"],
-                  2, log)
-    assert proc.wait(timeout=600) != 0
-    assert "set use_cpu=true" in log.read_text()
+    sft = ["-c", str(ROOT / "recipes" / "sft" / "tiny-cpu.yaml"), f"model={tiny_model_dir}", f"train_data={sft_rows}",
+           "max_steps=1", f"output_dir={tmp_path / 'sft'}", "use_cpu=false"]
+    rl = ["rl", "-c", str(rl_recipe), f"output_dir={tmp_path / 'rl'}", "use_cpu=false"]
+    procs = [(launch(f"cerm.cli.{module}", args, 2, tmp_path / f"{module}.log"), tmp_path / f"{module}.log")
+             for module, args in (("train_sft", sft), ("train_rl", rl))]
+    for proc, log in procs:
+        assert proc.wait(timeout=600) != 0, log.read_text()[-2000:]
+        assert "set use_cpu=true" in log.read_text()
+    assert not (tmp_path / "sft" / "final").exists()

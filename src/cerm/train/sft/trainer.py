@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cerm.prompts import PROMPT_VERSION
+from cerm.train.launch import check_distributed_type, check_processes
 from cerm.train.sft.config import SFTRunConfig
 from cerm.train.sft.data import SFTRow, load_sft_rows
 from cerm.types import Message
@@ -238,6 +239,20 @@ def build_trainer(cfg: SFTRunConfig) -> Prepared:
     return Prepared(trainer, tokenizer, rows, train, evals)
 
 
+def parallelism(trainer: Any) -> dict[str, Any]:
+    """What the launch really ran: a recipe that accelerate ignored would otherwise look like it worked."""
+    from torch.distributed.fsdp import FSDPModule, FullyShardedDataParallel
+
+    acc = trainer.accelerator
+    out: dict[str, Any] = {**check_distributed_type(acc.distributed_type.value), "processes": acc.num_processes,
+                           "fsdp_sharded_modules": sum(isinstance(m, FSDPModule | FullyShardedDataParallel)
+                                                       for m in trainer.model_wrapped.modules())}
+    plugin = acc.state.deepspeed_plugin
+    if plugin is not None:
+        out["zero_stage"] = plugin.zero_stage
+    return out
+
+
 def train_sft(cfg: SFTRunConfig, resume_from: str | None = None) -> SFTResult:
     """Train on ``cfg.train_data`` and save a model every cerm backend loads to ``<output_dir>/final``.
 
@@ -251,6 +266,7 @@ def train_sft(cfg: SFTRunConfig, resume_from: str | None = None) -> SFTResult:
 
     prep = build_trainer(cfg)
     trainer, rows, train = prep.trainer, prep.rows, prep.train
+    check_processes(trainer.accelerator.num_processes)
     resume: str | bool | None = resume_from
     if resume_from == "auto":
         from transformers.trainer_utils import get_last_checkpoint
@@ -268,7 +284,8 @@ def train_sft(cfg: SFTRunConfig, resume_from: str | None = None) -> SFTResult:
             "config": cfg.to_dict(), "final_model": str(final_dir(cfg)),
             "prompt_versions": sorted({r.prompt_version for r in rows}),
             "current_prompt_version": PROMPT_VERSION, "teachers": sorted({r.teacher for r in rows}),
-            "world_size": SFTRunConfig.world_size(), "rows": len(rows), "examples": len(train.examples),
+            "world_size": SFTRunConfig.world_size(), "parallelism": parallelism(trainer), "rows": len(rows),
+            "examples": len(train.examples),
             "dropped_overlong": train.dropped_overlong, "trained_tokens": train.trained_tokens,
             "steps": output.global_step, "metrics": output.metrics, "log_history": trainer.state.log_history,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
