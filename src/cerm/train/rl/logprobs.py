@@ -45,6 +45,20 @@ def collate(trajectories: Sequence[Trajectory], pad_id: int) -> TrajectoryBatch:
     return TrajectoryBatch(input_ids, attention_mask, position_ids, input_ids[:, -width:], completion_mask)
 
 
+def rollout_logprobs(trajectories: Sequence[Trajectory]) -> torch.Tensor | None:
+    """The engine's log-probs laid out like ``collate``'s completions, (B, K) with 0 off the mask; None unless
+    every trajectory has them (a micro-batch is then recomputed as a whole).
+    """
+    if any(t.logprobs is None for t in trajectories):
+        return None
+    width = max(len(t.completion_ids) for t in trajectories)
+    out = torch.zeros((len(trajectories), width), dtype=torch.float32)
+    for i, t in enumerate(trajectories):
+        if t.logprobs:
+            out[i, width - len(t.logprobs):] = torch.tensor(t.logprobs, dtype=torch.float32)
+    return out
+
+
 def token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """log_softmax(logits)[ids] without materialising the (B, K, V) log-softmax: (B, K, V), (B, K) -> (B, K)."""
     picked = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1)

@@ -50,7 +50,8 @@ def _check_aligned(ids: tuple[int, ...], logprobs: tuple[float, ...] | None) -> 
 
 class RolloutEngine(Protocol):
     """Generates from token ids with the current policy weights; one completion per prompt, with the sampled
-    tokens' log-probs where the engine can give them (else ``Completion.logprobs`` is None)."""
+    tokens' log-probs where the engine can give them (else ``Completion.logprobs`` is None).
+    """
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]: ...
 
