@@ -61,17 +61,18 @@ class SampledLogprobs(LogitsProcessor):
 
     def __init__(self, temperature: float) -> None:
         self.temperature = temperature or 1.0
-        self.pending: torch.Tensor | None = None  # (B, V) scores of the last step, its token not yet known
+        self.pending: torch.Tensor | None = None  # (B, V) log-probs of the last step, its token not yet known
         self.picked: list[torch.Tensor] = []  # one (B,) per step whose token is known
 
     def _take(self, tokens: torch.Tensor) -> None:
         if self.pending is not None:
-            scaled = self.pending / self.temperature  # the same ops as logprobs.completion_logprobs
-            self.picked.append(scaled.gather(-1, tokens[:, None]).squeeze(-1) - torch.logsumexp(scaled, dim=-1))
+            self.picked.append(self.pending.gather(-1, tokens[:, None]).squeeze(-1))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         self._take(input_ids[:, -1])
-        self.pending = scores
+        # the ops of logprobs.completion_logprobs (scale, token_logprobs) on one step
+        scaled = scores if self.temperature == 1.0 else scores / self.temperature
+        self.pending = torch.log_softmax(scaled, dim=-1)
         return scores
 
     def finish(self, new_ids: torch.Tensor) -> torch.Tensor:
