@@ -18,7 +18,7 @@ def test_paper_recipe_loads_with_paper_values():
     cfg = load_rl_config(RECIPE)
     assert (cfg.num_criteria, cfg.num_judgments, cfg.trajectories_per_pair) == (4, 2, 20)
     assert (cfg.learning_rate, cfg.kl_coef, cfg.num_mini_batches) == (2e-6, 1e-3, 4)
-    assert cfg.advantage_grouping == "three_group" and cfg.engine == "vllm"
+    assert cfg.advantage_grouping == "three_group" and cfg.engine == "vllm" and cfg.old_logprobs == "rollout"
 
 
 def test_overrides_are_typed_and_win(tmp_path):
@@ -30,6 +30,9 @@ def test_overrides_are_typed_and_win(tmp_path):
         parse_overrides(["lr=1"])
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["learning_rate"])
+    assert load_rl_config(RECIPE, ["old_logprobs=recompute"]).old_logprobs == "recompute"
+    with pytest.raises(ValueError, match="old_logprobs"):
+        load_rl_config(RECIPE, ["old_logprobs=engine"])
 
 
 def test_bad_recipe_names_file_line_and_field(tmp_path):

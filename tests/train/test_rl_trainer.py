@@ -185,6 +185,114 @@ def test_ppo_loss_decreases_on_a_toy_reward(task):
     assert gain[:4].mean() > 0 > gain[4:].mean()
 
 
+# ---------------------------------------------------------------------------------------------- old log-probs
+def masked_gap(a, b, mask) -> float:
+    return float(((a - b).abs() * mask).max())
+
+
+@pytest.mark.parametrize(("temperature", "top_p"), [(1.0, 1.0), (0.7, 0.9)])
+def test_hf_rollout_logprobs_equal_a_recompute(task, temperature, top_p):
+    """The hf engine's log-probs of its sampled tokens = the loss's log_softmax(logits / T) over the full vocabulary
+    (not the top-p nucleus), recomputed by a forward pass on the same trajectories: stops, truncations and left
+    padding, both in generate's batch and in collate's."""
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from cerm.train.pairs import PreferencePair
+    from cerm.train.rl.engine_hf import HFEngine
+    from cerm.train.rl.logprobs import collate, completion_logprobs, rollout_logprobs
+    from cerm.train.rl.rollout import ChatLayout, rollout_pairs
+    from cerm.train.rl.setup import stop_token_ids
+    from cerm.types import SamplingParams
+
+    sft = task[3]
+    model = AutoModelForCausalLM.from_pretrained(sft, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(sft)
+    stops = stop_token_ids(tok, model)
+    engine = HFEngine(model, Accelerator(cpu=True), stops, tok.pad_token_id, batch_size=64)
+    pairs = [PreferencePair(f"p{a}", f"What is 2 x {a}? Answer with the number only.", str(2 * a), str(2 * a + 1))
+             for a in (7, 123)]
+    torch.manual_seed(0)
+    rollouts = rollout_pairs(pairs, engine, ChatLayout(tok, stops), 3, 2, SamplingParams(temperature, top_p, 24),
+                             SamplingParams(temperature, top_p, 12))
+    trajs = [t for r in rollouts for t in r.trajectories()]
+    assert {t.finish_reason for t in trajs} == {"stop", "length"}
+    assert len({len(t.completion_ids) for t in trajs}) > 2 and len({t.length for t in trajs}) > 2
+    batch = collate(trajs, tok.pad_token_id)
+    with torch.no_grad():
+        recomputed = completion_logprobs(model.eval(), batch, temperature)
+    sampled = rollout_logprobs(trajs)
+    assert sampled.shape == recomputed.shape
+    assert masked_gap(sampled, recomputed, batch.completion_mask) < 1e-5
+    assert torch.equal(sampled * batch.completion_mask, sampled)  # 0 off the mask
+    # not a vacuous match: at another temperature the same tokens have other log-probs
+    with torch.no_grad():
+        other = completion_logprobs(model, batch, temperature + 0.5)
+    assert masked_gap(sampled, other, batch.completion_mask) > 0.1
+
+
+def counting_forwards(trainer, counts: dict):
+    """Wrap ``_reference_logprobs`` to count policy and reference forward calls made inside it and keep the old
+    log-probs it returns with their completion masks."""
+    from cerm.train.rl.logprobs import collate
+
+    policy = trainer.accelerator.unwrap_model(trainer.model)
+    ref = trainer.accelerator.unwrap_model(trainer.ref_model)
+    inner = trainer._reference_logprobs
+
+    def counted(*args):
+        hooks = [m.register_forward_hook(lambda *_, key=key: counts.__setitem__(key, counts.get(key, 0) + 1))
+                 for key, m in (("policy", policy), ("ref", ref))]
+        try:
+            old, refs = inner(*args)
+        finally:
+            for h in hooks:
+                h.remove()
+        scored, updates = args
+        masks = {(u, j): collate([scored.trajectories[i] for i in micro], 0).completion_mask
+                 for u, micro_batches in enumerate(updates) for j, micro in enumerate(micro_batches)}
+        counts.setdefault("old", []).append((old, masks))
+        return old, refs
+
+    trainer._reference_logprobs = counted
+
+
+def test_rollout_old_logprobs_replace_the_recompute_pass(task, caplog):
+    """old_logprobs=rollout: no policy forward for the old log-probs of update 2; the same old log-probs and
+    losses as old_logprobs=recompute (identical rollouts: same seed, same sampled tokens). Step 2 of the rollout
+    run has an engine without log-probs: the trainer recomputes them, and the losses still agree."""
+    from cerm.train.rl.trainer import RLTrainer
+
+    small = dict(eval_data=None, num_criteria=2, pairs_per_step=2, num_mini_batches=2, micro_batch_size=5, max_steps=2)
+    runs = {}
+    for mode in ("rollout", "recompute"):
+        trainer = RLTrainer(rl_config(task, task[0] / f"old-{mode}", old_logprobs=mode, **small))
+        counts: dict = {}
+        counting_forwards(trainer, counts)
+        metrics = [trainer.step()]
+        policy_forwards = counts.pop("policy", 0)
+        # step 2: the rollout run's engine stops giving log-probs; the recompute run's starts, and is ignored
+        trainer.engine.logprobs = mode == "recompute"
+        with caplog.at_level("WARNING", logger="cerm.train.rl.trainer"):
+            metrics.append(trainer.step())
+        runs[mode] = trainer, counts, metrics, policy_forwards
+    (fast, fast_counts, fast_m, fast_forwards), (slow, slow_counts, slow_m, slow_forwards) = runs.values()
+    # 2 pairs x 10 trajectories in 2 updates x 2 micro-batches per step: the reference sees all 4, the recompute
+    # the 2 of update 2, in step 1 of the recompute run only
+    assert fast_counts["ref"] == slow_counts["ref"] == 2 * 4
+    assert (fast_forwards, slow_forwards) == (0, 2)
+    assert fast_counts["policy"] == slow_counts["policy"] == 2  # step 2
+    assert caplog.text.count("their micro-batches are recomputed") == 1
+    assert [t.completion_ids for t in fast.last_scored.trajectories] == \
+        [t.completion_ids for t in slow.last_scored.trajectories]
+    for (a, masks), (b, _) in zip(fast_counts["old"], slow_counts["old"], strict=True):
+        assert a.keys() == b.keys() == {(1, 0), (1, 1)}
+        assert all(masked_gap(a[k], b[k], masks[k]) < 1e-5 for k in a)
+    for a, b in zip(fast_m, slow_m, strict=True):
+        for key in ("loss/policy", "loss/kl", "loss/ratio_mean", "loss/clip_fraction", "grad_norm/mean"):
+            assert a[key] == pytest.approx(b[key], abs=1e-5), key
+
+
 # ---------------------------------------------------------------------------------------------- resume
 def _comparable(record: dict) -> dict:
     return {k: v for k, v in record.items() if not k.startswith(("time/", "throughput/"))}

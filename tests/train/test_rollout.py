@@ -109,6 +109,13 @@ def test_cut_at_stop_and_left_pad():
     assert cut_at_stop([5, 6, 2, 9, 9], frozenset({2}), 8) == Completion((5, 6, 2), "stop")
     assert cut_at_stop([5, 6, 7], frozenset({2}), 3) == Completion((5, 6, 7), "length")
     assert cut_at_stop([5, 6], frozenset({2}), 3).finish_reason == "stop"
+    # log-probs are cut with their tokens (the padding after a stop goes too) and must be one per token
+    assert cut_at_stop([5, 2, 0, 0], frozenset({2}), 4, [-1.0, -2.0, -9.0, -9.0]).logprobs == (-1.0, -2.0)
+    assert cut_at_stop([5, 6, 7, 8], frozenset({2}), 3, [-1.0, -2.0, -3.0, -4.0]).logprobs == (-1.0, -2.0, -3.0)
+    with pytest.raises(ValueError, match="3 log-probs for 4 tokens"):
+        cut_at_stop([5, 6, 7, 8], frozenset({2}), 4, [-1.0, -2.0, -3.0])
+    with pytest.raises(ValueError, match="one per sampled token"):
+        Completion((5, 6), "stop", (-1.0,))
     ids, mask = left_pad([[1, 2, 3], [4]], pad_id=0)
     assert ids.tolist() == [[1, 2, 3], [0, 0, 4]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
 
@@ -128,14 +135,25 @@ def test_vllm_engine_maps_sampling_params_and_cuts_at_stop(monkeypatch):
 
         def generate(self, prompts, images, num_generations):
             self.calls.append((prompts, self.temperature, self.top_p, self.top_k, self.min_p,
-                               self.max_completion_length, num_generations))
-            return prompts, [[5, 9, 2, 7], [5, 5, 5]], None, None
+                               self.max_completion_length, num_generations, self.logprobs))
+            ids = [[5, 9, 2, 7], [5, 5, 5]]
+            if self.logprobs is None:
+                return prompts, ids, None, None
+            # TRL's layout with logprobs=0: per token one [value] and one [token id]; NaN comes back as None
+            values = [[[-0.5], [-1.5], [-0.1], [-3.0]], [[-0.2], [None], [-0.3]]]
+            return prompts, ids, values, [[[t] for t in row] for row in ids]
 
     engine = object.__new__(VLLMEngine)  # skip __init__: it needs vLLM on a GPU host
-    engine.stop_ids, engine.generation = frozenset({2}), StandIn()
+    engine.stop_ids, engine.generation, engine.logprobs = frozenset({2}), StandIn(), False
     out = engine.generate([(1, 2), (3,)], SamplingParams(0.7, 0.9, 3))
     assert out == [Completion((5, 9, 2), "stop"), Completion((5, 5, 5), "length")]
-    assert engine.generation.calls == [([[1, 2], [3]], 0.7, 0.9, 0, 0.0, 3, 1)]
+    assert engine.generation.calls == [([[1, 2], [3]], 0.7, 0.9, 0, 0.0, 3, 1, None)]
+    engine.logprobs = True
+    engine.generate([(1, 2), (3,)], SamplingParams(0.7, 0.9, 3))
+    assert engine.generation.calls[-1][-1] is None  # under top-p vLLM's log-probs are not the loss's
+    out = engine.generate([(1, 2), (3,)], SamplingParams(0.7, 1.0, 3))
+    assert engine.generation.calls[-1][-1] == 0  # the sampled token's log-prob only
+    assert out == [Completion((5, 9, 2), "stop", (-0.5, -1.5, -0.1)), Completion((5, 5, 5), "length")]
     engine.sync_weights()
     assert engine.generation.synced == 1
     import importlib
@@ -144,3 +162,26 @@ def test_vllm_engine_maps_sampling_params_and_cuts_at_stop(monkeypatch):
     with pytest.raises(ImportError, match="vLLM"):
         VLLMEngine(None, None, None, {2}, mode="colocate", server_base_url=None, tensor_parallel_size=1,
                    gpu_memory_utilization=0.3, max_model_length=None, enable_sleep_mode=False)
+
+
+def test_vllm_server_without_processed_logprobs_is_refused():
+    pytest.importorskip("trl")
+    from accelerate import PartialState
+
+    from cerm.train.rl.engine_vllm import check_server_logprobs_mode
+
+    class Client:
+        def __init__(self, mode):
+            self.mode = mode
+
+        def get_server_info(self):
+            return {"model_config": {"logprobs_mode": self.mode}}
+
+    class Gen:
+        def __init__(self, mode):
+            self.vllm_client = Client(mode)
+
+    state = PartialState(cpu=True)
+    check_server_logprobs_mode(Gen("processed_logprobs"), state)
+    with pytest.raises(ValueError, match="--logprobs-mode raw_logprobs.*old_logprobs=recompute"):
+        check_server_logprobs_mode(Gen("raw_logprobs"), state)

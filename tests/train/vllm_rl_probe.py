@@ -6,8 +6,9 @@ under $CERM_VLLM_PYTHON and asserts on the JSON. The script measures; it asserts
     python tests/train/vllm_rl_probe.py --model SFT_DIR --train-data pairs.jsonl --out probe.json --work DIR
 
 Per step it records: the colocated engine's greedy continuation of a fixed prompt and its log-probs (vLLM's
-own ``logprobs``), the HF policy's greedy continuation and log-probs of the same tokens, and the engine's
-prefix-cache counters over the step's rollout.
+own ``logprobs``), the HF policy's greedy continuation and log-probs of the same tokens, the engine's
+prefix-cache counters over the step's rollout, and how far the rollout log-probs the trainer takes as old
+log-probs are from the HF policy's, recomputed on the step's trajectories before its updates.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def main() -> None:
     import vllm
 
     from cerm.train.rl.config import RLConfig
+    from cerm.train.rl.logprobs import collate, completion_logprobs, rollout_logprobs
     from cerm.train.rl.trainer import RLTrainer
 
     cfg = RLConfig(model=args.model, train_data=args.train_data, output_dir=args.work, engine="vllm", seed=1,
@@ -110,6 +112,26 @@ def main() -> None:
         return {"engine": engine_view(), "hf": hf_view(), "engine_forced": engine_forced(), "hf_forced": hf_forced(),
                 "hf_forced_bf16": hf_forced(torch.bfloat16)}
 
+    # the rollout log-probs against the policy that sampled them: taken where the trainer takes the old
+    # log-probs (before the step's updates), in the policy's fp32
+    reference_logprobs = trainer._reference_logprobs  # noqa: SLF001
+    rollout_gap: dict = {}
+
+    def compare_rollout_logprobs(scored, updates):  # noqa: ANN001, ANN202
+        trajectories = scored.trajectories
+        rollout_gap.update(with_logprobs=sum(t.logprobs is not None for t in trajectories), total=len(trajectories))
+        engine = rollout_logprobs(trajectories)
+        if engine is not None:
+            batch = collate(trajectories, trainer.pad_id)
+            model = trainer.accelerator.unwrap_model(trainer.model).eval()
+            with torch.no_grad():
+                gap = (completion_logprobs(model, batch, cfg.temperature) - engine).abs() * batch.completion_mask
+            rollout_gap.update(max=float(gap.max()), mean=float(gap.sum() / batch.completion_mask.sum()),
+                               tokens=int(batch.completion_mask.sum()))
+        return reference_logprobs(scored, updates)
+
+    trainer._reference_logprobs = compare_rollout_logprobs  # noqa: SLF001
+
     out["before"] = views()
     for _ in range(args.steps):
         trainer._sync_engine()  # noqa: SLF001 - what step() does first; here so the counters cover the rollout
@@ -119,7 +141,8 @@ def main() -> None:
         cache = dict(counters)
         step_s = time.perf_counter() - t
         trainer._sync_engine()  # noqa: SLF001 - push the update before looking at the engine
-        out["steps"].append({"metrics": metrics, "step_s": step_s, "prefix_cache": cache, **views()})
+        out["steps"].append({"metrics": metrics, "step_s": step_s, "prefix_cache": cache,
+                             "rollout_logprobs": dict(rollout_gap), **views()})
     with open(args.out, "w") as f:
         json.dump(out, f)
 

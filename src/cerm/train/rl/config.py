@@ -75,6 +75,10 @@ class RLConfig:
 
     # rollout engine
     engine: Literal["hf", "vllm"] = "hf"
+    # old log-probs of updates 2..num_mini_batches [R]: "rollout" takes the engine's (no extra forward pass;
+    # under vLLM they are the engine's own numerics, e.g. bf16), "recompute" runs the policy over the
+    # trajectories again; a micro-batch the engine gave no log-probs for (vLLM with top_p < 1) is recomputed
+    old_logprobs: Literal["rollout", "recompute"] = "rollout"
     generation_batch_size: int = 64  # hf engine: prompts per generate() call
     # each prompt copy samples from its own seed (step seed, prompt tokens, copy index), so rollouts do not
     # depend on the world size or on batching [R]; the hf engine then generates one prompt at a time (slower)

@@ -29,14 +29,29 @@ _SLOT = "<<cerm-criteria-slot>>"  # stands in for the criteria while the chat te
 
 @dataclass(frozen=True)
 class Completion:
-    """One sampled continuation. ``finish_reason`` is "stop" when it ends with a stop token, else "length"."""
+    """One sampled continuation. ``finish_reason`` is "stop" when it ends with a stop token, else "length".
+
+    ``logprobs``, when the engine returns them: per token, ``log_softmax(logits / temperature)`` of the sampled
+    token over the full vocabulary, the very quantity the loss differentiates (``logprobs.completion_logprobs``).
+    """
 
     token_ids: tuple[int, ...]
     finish_reason: FinishReason
+    logprobs: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _check_aligned(self.token_ids, self.logprobs)
+
+
+def _check_aligned(ids: tuple[int, ...], logprobs: tuple[float, ...] | None) -> None:
+    if logprobs is not None and len(logprobs) != len(ids):
+        raise ValueError(f"{len(logprobs)} log-probs for {len(ids)} tokens: one per sampled token is needed.")
 
 
 class RolloutEngine(Protocol):
-    """Generates from token ids with the current policy weights; one completion per prompt."""
+    """Generates from token ids with the current policy weights; one completion per prompt, with the sampled
+    tokens' log-probs where the engine can give them (else ``Completion.logprobs`` is None).
+    """
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]: ...
 
@@ -60,6 +75,10 @@ class Trajectory:
     criteria_span: tuple[int, int] | None = None  # judgment only: [start, end) of the criteria in prompt_ids
     score: float | None = None  # judgment only: overall 0-10 score, None if it could not be read
     status: ParseStatus | None = None
+    logprobs: tuple[float, ...] | None = None  # the engine's, aligned with completion_ids (Completion.logprobs)
+
+    def __post_init__(self) -> None:
+        _check_aligned(self.completion_ids, self.logprobs)
 
     @property
     def length(self) -> int:
@@ -153,7 +172,7 @@ def rollout_pairs(
         for k in range(num_criteria):
             out = crit_out[i * num_criteria + k]
             row.append(Trajectory(i, "criteria", k, 0, tuple(crit_prompts[i]), out.token_ids, out.finish_reason,
-                                  layout.decode(out.token_ids)))
+                                  layout.decode(out.token_ids), logprobs=out.logprobs))
             for role, response in (("chosen", pair.chosen), ("rejected", pair.rejected)):
                 ids, span = layout.judgment_prompt_ids(pair.prompt, crit_prompts[i], out.token_ids, response)
                 jobs.extend((i, role, k, m, ids, span) for m in range(num_judgments))  # type: ignore[misc]
@@ -164,6 +183,6 @@ def rollout_pairs(
         text = layout.decode(out.token_ids)
         parsed = parse_judgment(text, out.finish_reason)
         judgments[i][role].append(Trajectory(i, role, k, m, tuple(ids), out.token_ids, out.finish_reason, text,
-                                             span, parsed.score, parsed.status))
+                                             span, parsed.score, parsed.status, out.logprobs))
     return [PairRollout(pair, tuple(criteria[i]), tuple(judgments[i]["chosen"]), tuple(judgments[i]["rejected"]))
             for i, pair in enumerate(pairs)]

@@ -80,11 +80,13 @@ def build_optimizer(cfg: RLConfig, model: Any) -> tuple[torch.optim.Optimizer, A
 
 def build_engine(cfg: RLConfig, model: Any, accelerator: Any, tokenizer: Any, stop_ids: set[int]) -> RolloutEngine:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids)
+    logprobs = cfg.old_logprobs == "rollout"  # the engine computes them only when the trainer uses them
     if cfg.engine == "hf":
-        return HFEngine(model, accelerator, stop_ids, pad_id, cfg.generation_batch_size)
+        return HFEngine(model, accelerator, stop_ids, pad_id, cfg.generation_batch_size, logprobs=logprobs)
     from cerm.train.rl.engine_vllm import VLLMEngine
 
     return VLLMEngine(model, accelerator, tokenizer, stop_ids, mode=cfg.vllm_mode,
                       server_base_url=cfg.vllm_server_base_url, tensor_parallel_size=cfg.vllm_tensor_parallel_size,
                       gpu_memory_utilization=cfg.vllm_gpu_memory_utilization,
-                      max_model_length=cfg.vllm_max_model_length, enable_sleep_mode=cfg.vllm_enable_sleep_mode)
+                      max_model_length=cfg.vllm_max_model_length, enable_sleep_mode=cfg.vllm_enable_sleep_mode,
+                      logprobs=logprobs)

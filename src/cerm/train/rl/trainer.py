@@ -7,8 +7,9 @@ log-probs -> ``num_mini_batches`` PPO-clip updates (``rl_loss.py``), each over w
 Departures from the paper, whose equations are not public (all ours, [R]): the reward formulas and their
 tie / invalid conventions, population-std normalisation, k3 KL in the loss, token-mean-then-trajectory-mean
 aggregation, and the verl-style reading of "4 mini-batches per step" (pairs_per_step split in 4 updates).
-Old log-probs are recomputed by the trainer (never taken from the engine, whose numerics differ under vLLM);
-for the first mini-batch, still on-policy, they equal the current ones and are not recomputed.
+Old log-probs: the first mini-batch is still on-policy, so its old log-probs are the current ones (ratio
+exactly 1, whatever the engine's numerics). Later mini-batches take the engine's rollout log-probs
+(``old_logprobs=rollout``: no extra forward pass) or recompute them with the policy (``recompute``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from cerm.train.pairs import PreferencePair
 from cerm.train.rl.algorithm import RoleRewardConfig, ScoredTrajectories, ppo_loss, score_pair_rollouts
 from cerm.train.rl.config import RLConfig
 from cerm.train.rl.data import PairStream, read_pairs, split_holdout
-from cerm.train.rl.logprobs import collate, completion_logprobs
+from cerm.train.rl.logprobs import collate, completion_logprobs, rollout_logprobs
 from cerm.train.rl.metrics import (
     Callback,
     MetricsLogger,
@@ -44,7 +45,7 @@ from cerm.train.rl.metrics import (
     rollout_metrics,
     tie_rate,
 )
-from cerm.train.rl.rollout import ChatLayout, rollout_pairs
+from cerm.train.rl.rollout import ChatLayout, Trajectory, rollout_pairs
 from cerm.train.rl.setup import (
     build_engine,
     build_optimizer,
@@ -120,6 +121,7 @@ class RLTrainer:
         self.accelerator.register_for_checkpointing(self.scheduler, self.state)
         self.engine = build_engine(cfg, self.model, self.accelerator, self.tokenizer, self.stop_ids)
         self._engine_stale = True  # weights changed since the engine last saw them
+        self._warned_recompute = False
         self.layout = ChatLayout(self.tokenizer, self.stop_ids, cfg.chat_template_kwargs)
         self.reward_cfg = RoleRewardConfig(cfg.reward_mode, cfg.tie_credit, cfg.format_penalty)
         self.criteria_params = SamplingParams(cfg.temperature, cfg.top_p, cfg.criteria_max_new_tokens)
@@ -202,15 +204,33 @@ class RLTrainer:
         """Old log-probs (updates after the first, which is on-policy) and reference log-probs per micro-batch."""
         old: dict[tuple[int, int], torch.Tensor] = {}
         ref: dict[tuple[int, int], torch.Tensor] = {}
+        device = self.accelerator.device
         self.model.eval()
         for u, micro_batches in enumerate(updates):
             for j, micro in enumerate(micro_batches):
-                batch = collate([scored.trajectories[i] for i in micro], self.pad_id).to(self.accelerator.device)
-                if u > 0:
-                    old[u, j] = completion_logprobs(self.model, batch, self.cfg.temperature)
-                if self.cfg.kl_coef > 0:
-                    ref[u, j] = self._ref_logprobs(batch)
+                trajectories = [scored.trajectories[i] for i in micro]
+                sampled = self._rollout_old_logprobs(trajectories) if u > 0 else None
+                if sampled is not None:
+                    old[u, j] = sampled.to(device)
+                recompute = u > 0 and sampled is None
+                if recompute or self.cfg.kl_coef > 0:
+                    batch = collate(trajectories, self.pad_id).to(device)
+                    if recompute:
+                        old[u, j] = completion_logprobs(self.model, batch, self.cfg.temperature)
+                    if self.cfg.kl_coef > 0:
+                        ref[u, j] = self._ref_logprobs(batch)
         return old, ref
+
+    def _rollout_old_logprobs(self, trajectories: list[Trajectory]) -> torch.Tensor | None:
+        """The engine's log-probs as the old ones (``old_logprobs=rollout``), or None to recompute them."""
+        if self.cfg.old_logprobs != "rollout":
+            return None
+        sampled = rollout_logprobs(trajectories)
+        if sampled is None and not self._warned_recompute:
+            self._warned_recompute = True
+            logger.warning("old_logprobs=rollout but the engine gave no log-probs for some trajectories (vLLM "
+                           "with top_p < 1 gives none): their micro-batches are recomputed.")
+        return sampled
 
     def _ref_logprobs(self, batch: Any) -> torch.Tensor:
         if self.ref_model is not None:
