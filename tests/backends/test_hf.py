@@ -110,3 +110,60 @@ def test_tiny_judge_expected_and_closing(tiny, monkeypatch):
     assert all(j.expected_score is not None and len(j.score_probs) == 21 for j in js)
     assert len({j.expected_score for j in js}) == len(js)  # continuous: no two responses tie
     assert judge.stats.statuses == {"completed": 4}
+
+
+def test_tiny_readout_during_generate_reuses_the_cache_and_equals_brute_force(tiny_model_dir, monkeypatch):
+    from cerm.readout import CLOSING_TEXT, closing_prefix
+
+    backend = HFBackend(str(tiny_model_dir), dtype="float32", batch_size=3)  # chunks of 3 and 1
+    prompts = [evaluation_messages("What is 2+2?", CRITERIA, r) for r in RESPONSES]  # a shared prefix (KV reuse)
+    params = SamplingParams(temperature=1.0, max_new_tokens=10, seed=0)  # greedy, it writes only newlines
+    # make one row finish early (one of its tokens becomes an EOS) while the others of its chunk keep generating
+    first = backend.generate(prompts, params)
+    monkeypatch.setattr(backend, "_eos", backend._eos + [backend._tokens(first[0].text)[3]])
+    # per call: after the closing text, not read (the chunk's cache is then cut to the rows read), halfway
+    # through the text (reuses only part of the cache)
+    modes = iter(["closing", None, "half", "closing"])
+
+    def read_at(g):
+        mode = next(modes)
+        return None if mode is None else closing_prefix(g.text) if mode == "closing" else g.text[:len(g.text) // 2] + "$\\boxed{"
+
+    rows = []
+    real_score_rows = backend._score_rows
+    monkeypatch.setattr(backend, "_score_rows", lambda r, *a: rows.extend(r) or real_score_rows(r, *a))
+    gens = backend.generate(prompts, params, read_at=read_at)
+    assert any(g.finish_reason == "stop" and g.tokens_out < 10 for g in gens)  # a finished row was read too
+    assert sum(g.readout is None for g in gens) == 1
+    closing_tokens = len(backend._tokens(CLOSING_TEXT))
+    for p, g in zip(prompts, gens):
+        if g.readout is None:
+            continue
+        d = g.readout.distribution
+        assert d.ok, d.error
+        want = _brute_force_probs(backend, backend.render(p) + g.readout.assistant_prefix)
+        assert max(abs(a - b) for a, b in zip(d.probs, want)) < 1e-5
+    # the prompt and the generation came from the cache: at most the closing text (+ a boundary token) was computed
+    assert len(rows) == 3 and backend.readout_seconds > 0
+    assert all(r.start >= min(g.tokens_in for g in gens) and len(r.rest) <= closing_tokens + 1 for r in rows)
+
+
+def test_tiny_judge_reads_during_generate_not_after(tiny, monkeypatch):
+    from cerm.readout import ReadoutRequest, closing_prefix
+
+    def no_reread(requests):
+        raise AssertionError("the judge re-read prompt + evaluation")
+
+    # greedy, the random model writes only newlines (empty); the sampled retry writes 8 random tokens:
+    # truncated, so closed and read during the retry's generate
+    judge = Judge(tiny, JudgeConfig(criteria_max_new_tokens=8, eval_max_new_tokens=8, expected_score=True,
+                                    close_unfinished=True, retries=1, retry_temperature=1.0))
+    monkeypatch.setattr(tiny, "score_distributions", no_reread)
+    js = judge.score("What is 2+2?", RESPONSES[:2])
+    monkeypatch.undo()
+    assert [(j.status, j.attempts) for j in js] == [(ParseStatus.COMPLETED, 2)] * 2
+    crit = judge.criteria("What is 2+2?")
+    for j, r in zip(js, RESPONSES):
+        (want,) = tiny.score_distributions([ReadoutRequest(evaluation_messages("What is 2+2?", crit.text, r),
+                                                           closing_prefix(j.text))])
+        assert max(abs(a - b) for a, b in zip(j.score_probs, want.probs)) < 1e-5
