@@ -109,6 +109,9 @@ def test_closing_an_unfinished_verdict_is_completed_not_ok():
     closing = [r for r in backend.readouts if r.assistant_prefix.endswith(CLOSING_TEXT)]
     assert len(closing) == 1 and closing[0].assistant_prefix.startswith("Criterion 1: the response is")
     assert judge.stats.statuses == {"completed": 1, "ok": 1}
+    # closed verdicts have a score: not parse failures, and said apart from ok
+    assert judge.stats.parse_failure_rate == 0
+    assert judge.stats.outcome() == "1 ok, 1 completed by the closing text, 0 failed"
     # without closing the same evaluation stays a failure
     assert Judge(FakeBackend(script=script)).score("q", ["cut off"])[0].score is None
 

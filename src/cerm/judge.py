@@ -159,9 +159,23 @@ class JudgeStats:
 
     @property
     def parse_failure_rate(self) -> float:
-        """Share of evaluation samples whose score could not be read."""
+        """Share of evaluation samples without a score: neither ``ok`` nor ``completed`` (closed by our
+        closing text and read there), as the benchmark summary counts them.
+        """
         total = sum(self.statuses.values())
-        return 0.0 if total == 0 else 1 - self.statuses.get("ok", 0) / total
+        scored = self.statuses.get(ParseStatus.OK.value, 0) + self.statuses.get(ParseStatus.COMPLETED.value, 0)
+        return 0.0 if total == 0 else 1 - scored / total
+
+    def outcome(self) -> str:
+        """The final statuses in words: "6 ok, 2 completed by the closing text, 1 failed (1 no_box)"."""
+        ok = self.statuses.get(ParseStatus.OK.value, 0)
+        completed = self.statuses.get(ParseStatus.COMPLETED.value, 0)
+        failed = {k: n for k, n in sorted(self.statuses.items())
+                  if k not in (ParseStatus.OK.value, ParseStatus.COMPLETED.value)}
+        parts = [f"{ok} ok"] + ([f"{completed} completed by the closing text"] if completed else [])
+        parts.append(f"{sum(failed.values())} failed" + (
+            f" ({', '.join(f'{n} {k}' for k, n in failed.items())})" if failed else ""))
+        return ", ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
         """The counters as a JSON-ready dict."""

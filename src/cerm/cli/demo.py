@@ -71,7 +71,7 @@ def demo(
                                  score_mode=judge_opts.score)  # type: ignore[arg-type]
         print_bon(prompt, cands, result, tie_policy)  # type: ignore[arg-type]
     s = judge.stats
-    console.print(f"model calls: {s.criteria_generated} criteria + {s.evaluations_generated} evaluations; "
-                  f"parse failures {s.parse_failure_rate:.0%} {dict(s.statuses)}")
+    console.print(f"model calls: {s.criteria_generated} criteria + {s.evaluations_generated} evaluations "
+                  f"({s.outcome()})")
     if warning := embedded_warning(judge.backend.model_id):
         console.print(f"[bold yellow]{warning}[/]")
