@@ -167,3 +167,45 @@ def test_tiny_judge_reads_during_generate_not_after(tiny, monkeypatch):
         (want,) = tiny.score_distributions([ReadoutRequest(evaluation_messages("What is 2+2?", crit.text, r),
                                                            closing_prefix(j.text))])
         assert max(abs(a - b) for a, b in zip(j.score_probs, want.probs)) < 1e-5
+
+
+def test_shared_prefixes_pick_the_runs_that_save_most():
+    from cerm.backends.hf import _shared_prefixes
+
+    a = list(range(100))
+    q1 = [a + [1000 + i] * 5 for i in range(3)]  # one query's evaluations: 100 shared tokens
+    q2 = [a[:40] + [2000] * 80 + [3000 + i] for i in range(2)]  # 40 shared with q1, 120 between them
+    rows = sorted([*q1, *q2, [7] * 50])
+    # two runs save 2 * 100 + 120 tokens; one run of all five would save 4 * 40
+    assert _shared_prefixes(rows) == [100, 100, 100, 120, 120, 0]
+    assert _shared_prefixes([a, a + [5]]) == [99, 99]  # every row keeps its last token
+    assert _shared_prefixes([a[:20], a[:20] + [1]]) == [0, 0]  # too short to be worth a forward of its own
+
+
+def test_tiny_prompt_cache_computes_each_token_once_and_matches_plain_batching(tiny_model_dir, monkeypatch):
+    backend = HFBackend(str(tiny_model_dir), dtype="float32")
+    prompts = ([evaluation_messages("What is 2+2?", CRITERIA, r) for r in RESPONSES[:3]]
+               + [evaluation_messages("Name a prime.", CRITERIA, r) for r in ("7", "9 is prime")]
+               + [[{"role": "user", "content": "hello"}]])
+    params = SamplingParams(temperature=1.0, max_new_tokens=6, seed=1)  # sampled: greedy writes only newlines
+    backend.reuse_prefix = False
+    plain = backend.generate(prompts, params)
+    backend.reuse_prefix = True
+    computed = []
+    real_extend = backend._extend
+    monkeypatch.setattr(backend, "_extend", lambda cache, ids: computed.append(len(ids)) or real_extend(cache, ids))
+    shared = backend.generate(prompts, params)
+    assert [g.text for g in shared] == [g.text for g in plain]
+    # every prompt token but each row's last was computed once: each query's opening once, then each row's rest
+    from cerm.backends.hf import _shared_prefixes
+
+    ids = sorted(backend._tokens(backend.render(p)) for p in prompts)
+    plan = _shared_prefixes(ids)
+    runs = {tuple(row[:p]) for row, p in zip(ids, plan) if p}
+    opening = _common_prefix(*(backend._tokens(backend.render(prompts[k])) for k in (0, 3)))  # both queries share
+    assert len(runs) == 2 and min(p for p in plan if p) > opening and plan.count(0) == 1  # "hello" alone
+    assert sum(computed) == sum(map(len, runs)) + sum(len(row) - 1 - p for row, p in zip(ids, plan))
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    return next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))

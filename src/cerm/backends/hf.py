@@ -1,9 +1,11 @@
 """transformers backend: the model's own chat template, batched generation, shared-prefix KV reuse.
 
 The N evaluation prompts of one query share their opening (criteria prompt + criteria text + the evaluation
-prompt up to the response). We run that prefix through the model once, copy its KV cache to the batch, and
-generate only the suffixes: rows are laid out ``[prefix | pad | suffix]`` with the pads masked, so positions
-stay consecutive (transformers derives position ids from the attention mask).
+prompt up to the response). Before a chunk is generated, each run of its prompts that share such a prefix
+computes it once; each prompt then computes only its own remainder over a copy, so no prompt token is computed
+twice and none is padding. The per-row caches are stacked right-padded and the rows laid out
+``[prompt but its last token | pad | last token]`` with the pads masked: positions stay consecutive
+(transformers derives position ids from the attention mask) and generation starts with one token per row.
 
 The score readout (cerm/readout.py) runs on the KV cache ``generate`` just built, before the chunk's cache
 is dropped (``read_at``): only the tokens after the cached ones (our closing text, or the 1 token of a
@@ -138,16 +140,12 @@ class HFBackend:
         with self._lock, self._torch.inference_mode():
             if params.seed is not None:
                 self._torch.manual_seed(params.seed)
-            for group in self._prefix_groups(encoded):
-                prefix_len = _common_prefix_len([e.ids for e in group]) if len(group) > 1 else 0
-                # keep at least one token of every row outside the prefix, so each row has input to extend
-                prefix_len = min(prefix_len, min(len(e.ids) for e in group) - 1)
-                use_prefix = self.reuse_prefix and prefix_len >= MIN_SHARED_PREFIX
-                for chunk in _chunks(sorted(group, key=lambda e: len(e.ids)), self.batch_size):
-                    for e, g in zip(chunk, self._run(chunk, params, prefix_len if use_prefix else 0, read_at)):
-                        out[e.index] = g
-                        if on_done is not None:
-                            on_done(e.index, g)
+            # lexicographic order keeps the prompts that share a prefix (one query's evaluations) together
+            for chunk in _chunks(sorted(encoded, key=lambda e: e.ids), self.batch_size):
+                for e, g in zip(chunk, self._run(chunk, params, read_at)):
+                    out[e.index] = g
+                    if on_done is not None:
+                        on_done(e.index, g)
         return out  # type: ignore[return-value]
 
     def close(self) -> None:
@@ -267,15 +265,8 @@ class HFBackend:
         return out
 
     # ---- internals --------------------------------------------------------------------------------
-    def _prefix_groups(self, encoded: list[_Encoded]) -> list[list[_Encoded]]:
-        """Group prompts by their first 32 tokens; evaluation turns of one query land together."""
-        groups: dict[tuple[int, ...], list[_Encoded]] = {}
-        for e in encoded:
-            groups.setdefault(tuple(e.ids[:MIN_SHARED_PREFIX]), []).append(e)
-        return list(groups.values())
-
-    def _run(self, chunk: list[_Encoded], params: SamplingParams, prefix_len: int,
-             read_at: ReadAt | None = None) -> list[Generation]:
+    def _run(self, chunk: list[_Encoded], params: SamplingParams, read_at: ReadAt | None = None
+             ) -> list[Generation]:
         torch = self._torch
         start = time.perf_counter()
         longest = max(len(e.ids) for e in chunk)
@@ -283,12 +274,13 @@ class HFBackend:
         if self.context_length is not None:
             budget = max(1, min(budget, self.context_length - longest))
         pad = self.tokenizer.pad_token_id
-        rows, masks = [], []
-        for e in chunk:
-            prefix, suffix = e.ids[:prefix_len], e.ids[prefix_len:]
-            fill = longest - len(e.ids)
-            rows.append(prefix + [pad] * fill + suffix)
-            masks.append([1] * len(prefix) + [0] * fill + [1] * len(suffix))
+        cache = self._prompt_cache(chunk) if self.reuse_prefix and longest > 1 else None
+        if cache is None:  # plain left padding
+            rows = [[pad] * (longest - len(e.ids)) + e.ids for e in chunk]
+            masks = [[0] * (longest - len(e.ids)) + [1] * len(e.ids) for e in chunk]
+        else:  # the cache holds every prompt token but the last, right-padded to longest - 1
+            rows = [e.ids[:-1] + [pad] * (longest - len(e.ids)) + e.ids[-1:] for e in chunk]
+            masks = [[1] * (len(e.ids) - 1) + [0] * (longest - len(e.ids)) + [1] for e in chunk]
         input_ids = torch.tensor(rows, device=self.device)
         attention_mask = torch.tensor(masks, device=self.device)
         kwargs: dict[str, Any] = dict(
@@ -299,8 +291,8 @@ class HFBackend:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         else:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-        if prefix_len:
-            kwargs["past_key_values"] = self._prefix_cache(chunk[0].ids[:prefix_len], len(chunk))
+        if cache is not None:
+            kwargs["past_key_values"] = cache
         output = self.model.generate(**kwargs)
         seconds = (time.perf_counter() - start) / len(chunk)
         results = []
@@ -321,15 +313,69 @@ class HFBackend:
                             -1).cpu()
         return self._read_generated(chunk, generated, results, read_at, cache, columns)
 
-    def _prefix_cache(self, prefix: list[int], batch: int) -> Any:
+    def _prompt_cache(self, chunk: list[_Encoded]) -> Any:
+        """The KV cache of every prompt token but the last, each computed once, right-padded to a batch.
+
+        A run of rows sharing a prefix (``_shared_prefixes``) computes it once; each row then computes its own
+        remainder over a copy of it. Row b's cache holds its first len - 1 tokens then zeros (masked): keys are
+        stored with their positions applied, so where a column sits does not matter, only the mask.
+        """
         from transformers import DynamicCache
 
-        cache = DynamicCache(config=self.model.config)
-        ids = self._torch.tensor([prefix], device=self.device)
-        self.model(input_ids=ids, past_key_values=cache, use_cache=True)
-        if batch > 1:
-            cache.batch_repeat_interleave(batch)
+        width = max(len(e.ids) for e in chunk) - 1
+        stacked: list[tuple[Any, Any]] = []  # per layer: (keys, values) of the whole chunk
+        shared: tuple[list[int], Any] | None = None  # the current run's prefix and its cache
+        for b, (e, p) in enumerate(zip(chunk, _shared_prefixes([e.ids for e in chunk]))):
+            if p and (shared is None or shared[0] != e.ids[:p]):
+                shared = (e.ids[:p], self._extend(DynamicCache(config=self.model.config), e.ids[:p]))
+            cache = DynamicCache(config=self.model.config)
+            if p and shared is not None:  # a copy: cat() makes new tensors, the shared ones stay as they are
+                for i, layer in enumerate(shared[1].layers):
+                    cache.update(layer.keys, layer.values, i)
+            cache = self._extend(cache, e.ids[p:-1])
+            for i, layer in enumerate(cache.layers):
+                if len(stacked) <= i:
+                    k = layer.keys
+                    stacked.append((k.new_zeros(len(chunk), k.shape[1], width, k.shape[3]),
+                                    k.new_zeros(len(chunk), k.shape[1], width, layer.values.shape[3])))
+                n = layer.keys.shape[2]
+                stacked[i][0][b, :, :n] = layer.keys[0]
+                stacked[i][1][b, :, :n] = layer.values[0]
+        out = DynamicCache(config=self.model.config)
+        for i, (k, v) in enumerate(stacked):
+            out.update(k, v, i)
+        return out
+
+    def _extend(self, cache: Any, ids: list[int]) -> Any:
+        """``cache`` after running ``ids`` at the positions that follow it (a batch of one)."""
+        if ids:
+            self.model(input_ids=self._torch.tensor([ids], device=self.device), past_key_values=cache,
+                       use_cache=True)
         return cache
+
+
+def _shared_prefixes(seqs: list[list[int]]) -> list[int]:
+    """Per row, the length of the prefix it shares with its neighbours (0 = none), for rows in sorted order.
+
+    Splits the rows into contiguous runs sharing >= ``MIN_SHARED_PREFIX`` tokens, choosing the runs that
+    compute the fewest tokens: a run of k rows sharing p saves (k - 1) * p. Each prefix stops before the
+    shortest row's last token (every row keeps its last token to start generation with).
+    """
+    n = len(seqs)
+    best, start, length = [0] * (n + 1), list(range(-1, n)), [0] * (n + 1)  # over rows [0, j)
+    for j in range(1, n + 1):
+        best[j] = best[j - 1]
+        for i in range(j - 1):
+            run = seqs[i:j]
+            p = min(_common_prefix_len(run), min(map(len, run)) - 1)
+            if p >= MIN_SHARED_PREFIX and best[i] + (j - i - 1) * p > best[j]:
+                best[j], start[j], length[j] = best[i] + (j - i - 1) * p, i, p
+    out, j = [0] * n, n
+    while j > 0:
+        i = start[j]
+        out[i:j] = [length[j]] * (j - i)
+        j = i
+    return out
 
 
 def _common_prefix_len(seqs: list[list[int]]) -> int:
