@@ -24,7 +24,7 @@ from typing import Any
 from cerm.backends.base import OnDone, missing_extra
 from cerm.backends.embedded import (
     EMBEDDED_ID,
-    embedded_gguf,
+    embedded_hf_dir,
     is_embedded,
     quiet_gguf_conversion,
     warn_embedded,
@@ -85,8 +85,8 @@ class HFBackend:
         load: dict[str, Any] = {"trust_remote_code": trust_remote_code}
         if is_embedded(model):
             warn_embedded()
-            gguf = embedded_gguf()
-            source, load["gguf_file"] = str(gguf.parent), gguf.name
+            # the GGUF's fp32 dequantisation, converted once: the same weights, loaded in a second
+            source = str(embedded_hf_dir(dtype="float32"))
             self.model_id = EMBEDDED_ID
         elif model.endswith(".gguf"):
             source, load["gguf_file"] = str(Path(model).parent), Path(model).name
