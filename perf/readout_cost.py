@@ -1,10 +1,19 @@
 """The score readout's extra cost vs the evaluation itself, side by side in one run [R].
 
-N evaluation turns are generated (one batch, as the judge sends them), then the 21-value score distribution
-is read at each evaluation's final ``\\boxed{`` (or after our closing text when it has none). Prints both wall
-times and their ratio; with ``--backend vllm`` the target is readout <= 5% of the evaluation's wall time for
-~1K-token evaluations (vLLM keeps generating to ``--eval-tokens`` via ``min_tokens``, so every evaluation is
-that long). The embedded SmolLM2 judges at chance: only cost is measured here, never quality.
+N evaluation turns are generated (one batch, as the judge sends them) and the 21-value score distribution
+is read at each evaluation's final ``\\boxed{`` (or after our closing text when it has none), the way the
+judge does it on that backend:
+
+- hf: during ``generate`` (``read_at``), over the KV cache the generation built; the readout's time is the
+  backend's ``readout_seconds``, the evaluation's the rest of ``generate``. For comparison the same readouts are then re-read
+  through ``score_distributions`` (prompt + evaluation computed again, as before the cache reuse), and the
+  two must agree to 1e-5.
+- vllm: ``score_distributions`` after ``generate`` (the trie's 1-token requests hit the prefix cache).
+
+Prints the wall times and their ratio; with ``--backend vllm`` the target is readout <= 5% of the
+evaluation's wall time for ~1K-token evaluations (vLLM keeps generating to ``--eval-tokens`` via
+``min_tokens``, so every evaluation is that long). The embedded SmolLM2 judges at chance: only cost is
+measured here, never quality.
 
     .venv/bin/python perf/readout_cost.py --backend hf --evals 2 --eval-tokens 256
     .venv-vllm/bin/python perf/readout_cost.py --backend vllm --evals 4 --eval-tokens 1024
@@ -19,8 +28,8 @@ import time
 from typing import Any
 
 from cerm.prompts import evaluation_messages
-from cerm.readout import ReadoutRequest, box_prefix, closing_prefix
-from cerm.types import SamplingParams
+from cerm.readout import CLOSING_TEXT, ReadoutRequest, ScoreDistribution, box_prefix, closing_prefix
+from cerm.types import Generation, SamplingParams
 
 QUERY = "Explain how a hash map handles collisions, with a short Python example."
 CRITERIA = ("The user wants a correct, clear explanation with working code.\n\n[Start of Criteria]\n"
@@ -57,25 +66,46 @@ def _with_min_tokens(sp: Any, n: int) -> Any:
     return sp
 
 
+def read_at(g: Generation) -> str:
+    """The final box of a finished evaluation, else our closing text (what the judge reads with both on)."""
+    prefix = box_prefix(g.text) if g.finish_reason == "stop" else None
+    return closing_prefix(g.text) if prefix is None else prefix
+
+
 def measure(backend: Any, n_evals: int, eval_tokens: int) -> dict[str, Any]:
     prompts = [evaluation_messages(QUERY, CRITERIA, RESPONSES[i % len(RESPONSES)]) for i in range(n_evals)]
-    start = time.perf_counter()
-    gens = backend.generate(prompts, SamplingParams(max_new_tokens=eval_tokens))
-    eval_s = time.perf_counter() - start
-    requests, closed = [], 0
-    for p, g in zip(prompts, gens, strict=True):
-        prefix = box_prefix(g.text) if g.finish_reason == "stop" else None
-        if prefix is None:
-            prefix, closed = closing_prefix(g.text), closed + 1
-        requests.append(ReadoutRequest(p, prefix))
-    start = time.perf_counter()
-    dists = backend.score_distributions(requests)
-    readout_s = time.perf_counter() - start
+    params = SamplingParams(max_new_tokens=eval_tokens)
+    extra: dict[str, Any] = {}
+    if hasattr(backend, "readout_seconds"):  # hf: the readout runs inside generate, timed there
+        start, before = time.perf_counter(), backend.readout_seconds
+        gens = backend.generate(prompts, params, read_at=read_at)
+        readout_s = backend.readout_seconds - before
+        eval_s = time.perf_counter() - start - readout_s
+        dists = [g.readout.distribution for g in gens]
+        requests = [ReadoutRequest(p, g.readout.assistant_prefix) for p, g in zip(prompts, gens, strict=True)]
+        start = time.perf_counter()
+        again = backend.score_distributions(requests)
+        reread_s = time.perf_counter() - start
+        extra = {"reread_s": round(reread_s, 3), "reread_ratio": round(reread_s / eval_s, 4),
+                 "max_prob_diff": max(_diff(a, b) for a, b in zip(dists, again, strict=True))}
+    else:
+        start = time.perf_counter()
+        gens = backend.generate(prompts, params)
+        eval_s = time.perf_counter() - start
+        requests = [ReadoutRequest(p, read_at(g)) for p, g in zip(prompts, gens, strict=True)]
+        start = time.perf_counter()
+        dists = backend.score_distributions(requests)
+        readout_s = time.perf_counter() - start
     errors = [d.error for d in dists if not d.ok]
     return {"evals": n_evals, "eval_tokens_out": [g.tokens_out for g in gens], "prompt_tokens": gens[0].tokens_in,
             "eval_s": round(eval_s, 3), "readout_s": round(readout_s, 3), "ratio": round(readout_s / eval_s, 4),
-            "closed": closed, "readout_errors": errors,
+            "closed": sum(r.assistant_prefix.endswith(CLOSING_TEXT) for r in requests),
+            "readout_errors": errors, **extra,
             "expected_scores": [round(d.expected, 3) for d in dists if d.ok]}
+
+
+def _diff(a: ScoreDistribution, b: ScoreDistribution) -> float:
+    return max((abs(x - y) for x, y in zip(a.probs, b.probs, strict=True)), default=float("inf"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,12 +123,16 @@ def main(argv: list[str] | None = None) -> int:
                   **measure(backend, args.evals, args.eval_tokens)}
     finally:
         backend.close()
-    ok = not result["readout_errors"] and (args.backend != "vllm" or result["ratio"] <= args.target)
+    ok = (not result["readout_errors"] and (args.backend != "vllm" or result["ratio"] <= args.target)
+          and result.get("max_prob_diff", 0.0) < 1e-5)
     result["target"] = f"readout <= {args.target:.0%} of eval wall time" if args.backend == "vllm" else "none (hf)"
     result["pass"] = ok
     print(json.dumps(result, indent=2))
     print(f"{'PASS' if ok else 'FAIL'}: readout {result['readout_s']:.3f} s vs evaluation {result['eval_s']:.3f} s "
           f"= {result['ratio']:.1%} ({args.backend}, {args.evals} evaluations of ~{args.eval_tokens} tokens)")
+    if "reread_s" in result:
+        print(f"re-reading prompt + evaluation instead: {result['reread_s']:.3f} s = {result['reread_ratio']:.1%}; "
+              f"largest probability difference {result['max_prob_diff']:.1e}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

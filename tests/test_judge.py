@@ -58,6 +58,7 @@ def test_parse_failures_are_explicit_and_counted():
     assert [(j.score, j.status) for j in js] == [
         (7.0, ParseStatus.OK), (None, ParseStatus.NO_BOX), (None, ParseStatus.OUT_OF_RANGE)]
     assert judge.stats.parse_failure_rate == pytest.approx(2 / 3)
+    assert judge.stats.outcome() == "1 ok, 2 failed (1 no_box, 1 out_of_range)"
 
 
 def test_retry_policy_resamples_failures_only():

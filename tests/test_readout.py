@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -12,14 +13,17 @@ from cerm.readout import (
     CLOSING_TEXT,
     CONTINUATIONS,
     GRID,
+    Readout,
     ReadoutUnsupported,
     ScoreDistribution,
     box_prefix,
+    closing_prefix,
     continuation_ids,
     from_logprobs,
     sequence_logprobs,
     trie_nodes,
 )
+from cerm.types import Generation
 
 
 def peaked(value: float, mass: float = 0.6) -> list[float]:
@@ -105,6 +109,9 @@ def test_closing_an_unfinished_verdict_is_completed_not_ok():
     closing = [r for r in backend.readouts if r.assistant_prefix.endswith(CLOSING_TEXT)]
     assert len(closing) == 1 and closing[0].assistant_prefix.startswith("Criterion 1: the response is")
     assert judge.stats.statuses == {"completed": 1, "ok": 1}
+    # closed verdicts have a score: not parse failures, and said apart from ok
+    assert judge.stats.parse_failure_rate == 0
+    assert judge.stats.outcome() == "1 ok, 1 completed by the closing text, 0 failed"
     # without closing the same evaluation stays a failure
     assert Judge(FakeBackend(script=script)).score("q", ["cut off"])[0].score is None
 
@@ -244,3 +251,50 @@ def test_verl_cerm_score_setting():
         VerlSettings.from_kwargs({"cerm_score": "mean"})
     with pytest.raises(ValueError, match="cerm serve --score expected"):
         VerlSettings.from_kwargs({"cerm_score": "expected", "cerm_url": "http://x"})
+
+
+class ReadingFake(FakeBackend):
+    """A fake that reads during generate, as hf does (``read_at``): those readouts peak at 9, re-reads at 2."""
+
+    def __init__(self, **kwargs):
+        super().__init__(distribution=lambda r: peaked(2.0), **kwargs)
+        self.asked = []
+
+    def generate(self, prompts, params, on_done=None, read_at=None):
+        gens = super().generate(prompts, params, on_done)
+        if read_at is None:
+            return gens
+        out = []
+        for g in gens:
+            at = read_at(g)
+            self.asked.append(at)
+            out.append(g if at is None else replace(g, readout=Readout(at, ScoreDistribution(tuple(peaked(9.0))))))
+        return out
+
+
+def test_judge_uses_the_readout_done_during_generate():
+    backend = ReadingFake()
+    js = Judge(backend, JudgeConfig(expected_score=True)).score("q", ["a", "b"])
+    assert [j.expected_score for j in js] == [pytest.approx(ScoreDistribution(tuple(peaked(9.0))).expected)] * 2
+    assert backend.readouts == []  # nothing re-read
+    assert len(backend.asked) == 2
+    assert all(a.endswith("Overall: the response is assessed as a whole. $\\boxed{") for a in backend.asked)
+
+
+def test_an_evaluation_to_be_retried_is_read_only_at_its_last_attempt():
+    def script(messages, params):
+        if len(messages) == 1:
+            return FakeBackend().script(messages, params)
+        if "cut" in messages[-1]["content"]:  # truncated at every attempt
+            return Generation(f"Criterion 1: attempt at t={params.temperature}", "length", tokens_out=8)
+        return canned_evaluation(6)
+
+    backend = ReadingFake(script=script)
+    judge = Judge(backend, JudgeConfig(close_unfinished=True, retries=1))
+    cut, fine = judge.score("q", ["cut off", "fine"])
+    # first attempt: "fine" is ok (expected off: not read), "cut off" will be retried (not read); the retry is
+    # read after the closing text, during its generate
+    assert backend.asked == [None, None, closing_prefix(cut.text)]
+    assert cut.status is ParseStatus.COMPLETED and cut.attempts == 2 and cut.score == 9.0
+    assert fine.status is ParseStatus.OK and fine.expected_score is None
+    assert backend.readouts == []

@@ -23,7 +23,7 @@ from cerm.cache import CriteriaCache, CriteriaRecord, JudgmentCache, Store, cont
 from cerm.injection import injection_flags
 from cerm.parsing import ParserMode, parse_criteria, parse_judgment
 from cerm.prompts import PROMPT_VERSION, criteria_messages, evaluation_messages, render_query
-from cerm.readout import ReadoutRequest, box_prefix, closing_prefix
+from cerm.readout import ReadAt, Readout, ReadoutRequest, ScoreDistribution, box_prefix, closing_prefix
 from cerm.types import (
     CRITERIA_MAX_NEW_TOKENS,
     EVAL_MAX_NEW_TOKENS,
@@ -159,9 +159,23 @@ class JudgeStats:
 
     @property
     def parse_failure_rate(self) -> float:
-        """Share of evaluation samples whose score could not be read."""
+        """Share of evaluation samples without a score: neither ``ok`` nor ``completed`` (closed by our
+        closing text and read there), as the benchmark summary counts them.
+        """
         total = sum(self.statuses.values())
-        return 0.0 if total == 0 else 1 - self.statuses.get("ok", 0) / total
+        scored = self.statuses.get(ParseStatus.OK.value, 0) + self.statuses.get(ParseStatus.COMPLETED.value, 0)
+        return 0.0 if total == 0 else 1 - scored / total
+
+    def outcome(self) -> str:
+        """The final statuses in words: "6 ok, 2 completed by the closing text, 1 failed (1 no_box)"."""
+        ok = self.statuses.get(ParseStatus.OK.value, 0)
+        completed = self.statuses.get(ParseStatus.COMPLETED.value, 0)
+        failed = {k: n for k, n in sorted(self.statuses.items())
+                  if k not in (ParseStatus.OK.value, ParseStatus.COMPLETED.value)}
+        parts = [f"{ok} ok"] + ([f"{completed} completed by the closing text"] if completed else [])
+        parts.append(f"{sum(failed.values())} failed" + (
+            f" ({', '.join(f'{n} {k}' for k, n in failed.items())})" if failed else ""))
+        return ", ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
         """The counters as a JSON-ready dict."""
@@ -422,21 +436,26 @@ class Judge:
             if not (self.config.retries and j.status in _RETRYABLE):
                 persist(t, j)
 
-        gens = self._generate_checked(prompts, self.config.eval_params(s), too_long, on_done)
+        reading = self.config.expected_score or self.config.close_unfinished
+        gens = self._generate_checked(prompts, self.config.eval_params(s), too_long, on_done,
+                                      self._read_at(0) if reading else None)
         judgments = [self._judgment(g, crit.key, cut) for g, (_, crit, _, _), cut in zip(gens, tasks, truncated)]
+        readouts = [g.readout for g in gens]
         for attempt in range(1, self.config.retries + 1):
             redo = [t for t, j in enumerate(judgments) if j.status in _RETRYABLE]
             if not redo:
                 break
             self.stats.add(retries=len(redo))
             regen = self._generate_checked([prompts[t] for t in redo], self.config.eval_params(s, attempt),
-                                           [too_long[t] for t in redo])
+                                           [too_long[t] for t in redo], None,
+                                           self._read_at(attempt) if reading else None)
             for t, g in zip(redo, regen):
                 j = self._judgment(g, tasks[t][1].key, truncated[t])
                 judgments[t] = replace(j, attempts=attempt + 1, tokens_out=j.tokens_out + judgments[t].tokens_out,
                                        seconds=j.seconds + judgments[t].seconds)
-        if self.config.expected_score or self.config.close_unfinished:
-            judgments = self._read_scores(prompts, judgments)
+                readouts[t] = g.readout
+        if reading:
+            judgments = self._read_scores(prompts, judgments, readouts)
         for j in judgments:
             self.stats.count_status(j.status)
         return judgments
@@ -445,24 +464,47 @@ class Judge:
         cfg = self.config
         return {name: True for name in ("expected_score", "close_unfinished") if getattr(cfg, name)}
 
-    def _read_scores(self, prompts: list, judgments: list[Judgment]) -> list[Judgment]:
-        """Attach the score distribution at the final box; close unfinished verdicts when asked [R]."""
-        cfg = self.config
+    def _readout_prefix(self, j: Judgment) -> str | None:
+        r"""Where to read ``j``'s score distribution: after its final ``\boxed{`` (expected scores) or after our
+        closing text (an unfinished verdict, ``close_unfinished``); None = not read.
+        """
+        if j.status is ParseStatus.OK and self.config.expected_score:
+            return box_prefix(j.text)
+        if j.status in _CLOSABLE and self.config.close_unfinished:
+            return closing_prefix(j.text)
+        return None
+
+    def _read_at(self, attempt: int) -> ReadAt:
+        """``read_at`` for the backend at evaluation ``attempt``: a judgment that will be retried is not read."""
+        def read_at(g: Generation) -> str | None:
+            j = self._parsed(g, "", False)
+            if attempt < self.config.retries and j.status in _RETRYABLE:
+                return None
+            return self._readout_prefix(j)
+        return read_at
+
+    def _read_scores(self, prompts: list, judgments: list[Judgment], readouts: Sequence[Readout | None]
+                     ) -> list[Judgment]:
+        """Attach the score distribution at the final box; close unfinished verdicts when asked [R].
+
+        A distribution the backend read during generation at the same place (``readouts[t]``) is used as
+        is; the others are read now, re-reading prompt + evaluation.
+        """
         reader = score_reader(self.backend)  # raises when the backend cannot: no silent greedy fallback
+        found: dict[int, ScoreDistribution] = {}
         requests: dict[int, ReadoutRequest] = {}
-        for t, j in enumerate(judgments):
-            if j.status is ParseStatus.OK and cfg.expected_score:
-                prefix = box_prefix(j.text)
-            elif j.status in _CLOSABLE and cfg.close_unfinished:
-                prefix = closing_prefix(j.text)
-            else:
+        for t, (j, done) in enumerate(zip(judgments, readouts, strict=True)):
+            prefix = self._readout_prefix(j)
+            if prefix is None:
                 continue
-            if prefix is not None:
+            if done is not None and done.assistant_prefix == prefix:
+                found[t] = done.distribution
+            else:
                 requests[t] = ReadoutRequest(prompts[t], prefix)
-        if not requests:
-            return judgments
+        if requests:
+            found.update(zip(requests, reader.score_distributions(list(requests.values())), strict=True))
         out = list(judgments)
-        for t, dist in zip(requests, reader.score_distributions(list(requests.values())), strict=True):
+        for t, dist in sorted(found.items()):
             j = judgments[t]
             if not dist.ok:
                 logger.warning("score readout failed: %s", dist.error)
@@ -527,11 +569,13 @@ class Judge:
         return n is not None and n > limit
 
     def _generate_checked(self, prompts: list, params: SamplingParams, too_long: list[bool],
-                          on_done: Callable[[int, Generation], None] | None = None) -> list[Generation]:
+                          on_done: Callable[[int, Generation], None] | None = None,
+                          read_at: ReadAt | None = None) -> list[Generation]:
         """Send the prompts that fit; the others get an explicit too-long failure, never a silent cut.
 
         ``on_done(prompt index, generation)`` runs as each call finishes on backends that report so
-        (``cerm.backends.base``); on the others, once per call.
+        (``cerm.backends.base``); on the others, once per call. ``read_at`` goes to a backend that reads
+        score distributions during generation (hf); the others' are read afterwards (``_read_scores``).
         """
         error = f"the prompt exceeds the model context ({self.backend.context_length} tokens)"
         out: list[Generation | None] = [Generation("", "error", error=error, error_status=ParseStatus.TOO_LONG)
@@ -539,10 +583,12 @@ class Judge:
         send = [i for i, t in enumerate(too_long) if not t]
         if send:
             batch = [prompts[i] for i in send]
-            if on_done is not None and _reports_each(self.backend):
-                gens = self.backend.generate(batch, params, on_done=lambda k, g: on_done(send[k], g))  # type: ignore[call-arg]
-            else:
-                gens = self.backend.generate(batch, params)
+            extra: dict[str, Any] = {}
+            if on_done is not None and _takes(self.backend, "on_done"):
+                extra["on_done"] = lambda k, g: on_done(send[k], g)
+            if read_at is not None and _takes(self.backend, "read_at"):
+                extra["read_at"] = read_at
+            gens = self.backend.generate(batch, params, **extra)
             for i, g in zip(send, gens):
                 out[i] = g
         return out  # type: ignore[return-value]
@@ -629,10 +675,10 @@ def _best_unique(values: list[tuple[float | None, int]]) -> int | None:
     top = max(v for v, _ in valid)
     best = [i for v, i in valid if v == top]
     return best[0] if len(best) == 1 else None
-def _reports_each(backend: Backend) -> bool:
-    """The backend's ``generate`` takes ``on_done`` (see ``cerm.backends.base``)."""
+def _takes(backend: Backend, keyword: str) -> bool:
+    """The backend's ``generate`` takes the optional ``keyword`` (``on_done``, ``read_at``: cerm.backends.base)."""
     try:
-        return "on_done" in inspect.signature(backend.generate).parameters
+        return keyword in inspect.signature(backend.generate).parameters
     except (TypeError, ValueError):
         return False
 

@@ -13,9 +13,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cerm.parsing import find_boxes
 from cerm.types import Message
+
+if TYPE_CHECKING:
+    from cerm.types import Generation
 
 GRID: tuple[float, ...] = tuple(i / 2 for i in range(21))
 CONTINUATIONS: tuple[str, ...] = tuple(f"{v:g}}}" for v in GRID)  # "0}", "0.5}", ..., "10}"
@@ -64,6 +68,24 @@ class ScoreDistribution:
     def mode(self) -> float:
         """The most probable grid value (what greedy decoding would most likely write)."""
         return GRID[max(range(len(self.probs)), key=self.probs.__getitem__)]
+
+
+@dataclass(frozen=True)
+class Readout:
+    r"""A distribution read while the generation's KV cache was still alive (hf), and where it was read:
+    the assistant text up to and including ``\boxed{`` that ``ReadAt`` chose.
+    """
+
+    assistant_prefix: str
+    distribution: ScoreDistribution
+
+
+ReadAt = Callable[["Generation"], "str | None"]
+r"""Given a finished generation: the assistant text (ending in ``\boxed{``) to read the score after, or None.
+
+A backend whose ``generate`` takes a ``read_at`` keyword (hf) reads there before it drops the generation's
+KV cache and attaches the result as ``Generation.readout``; the judge uses it instead of re-reading.
+"""
 
 
 def from_logprobs(logprobs: Sequence[float]) -> ScoreDistribution:

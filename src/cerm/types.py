@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
@@ -23,6 +23,9 @@ class Message(TypedDict):
     role: str
     content: str
 
+
+if TYPE_CHECKING:
+    from cerm.readout import Readout
 
 Query = str | list[Message]
 """A query is a plain string or a chat history whose last message is the user's turn."""
@@ -95,6 +98,8 @@ class Generation:
     # which reply field held the text (OpenAI servers with a reasoning parser fill reasoning_content)
     source_field: str = "content"
     error_status: ParseStatus = ParseStatus.BACKEND_ERROR
+    # the score distribution read right after generating (a backend taking ``read_at``: hf), else None
+    readout: Readout | None = None
 
 
 @dataclass(frozen=True)

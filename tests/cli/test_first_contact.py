@@ -165,3 +165,23 @@ def test_bench_progress_is_printed_periodically_without_a_terminal(capsys, monke
     p(10, 10)  # the end is always printed
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["judgebench → runs/x: 5/10 items (50%), 31 s", "judgebench → runs/x: 10/10 items (100%), 40 s"]
+
+
+def test_demo_samples_every_prompt_in_one_call_and_says_what_happened(tmp_path, monkeypatch):
+    from cerm.backends.fake import FakeBackend
+
+    folder = tmp_path / "arena"
+    (folder / "model_answer").mkdir(parents=True)
+    (folder / "question.jsonl").write_text("".join(json.dumps({"uid": u, "prompt": p}) + "\n"
+                                                   for u, p in [("u1", "Name a prime."), ("u2", "Name a colour.")]))
+    (folder / "model_answer" / "gpt-4-0314.jsonl").write_text(
+        json.dumps({"uid": "u1", "messages": [{"role": "assistant", "content": "7"}]}) + "\n")
+    calls = []
+    real = FakeBackend.generate
+    monkeypatch.setattr(FakeBackend, "generate", lambda self, prompts, params, on_done=None: (
+        calls.append(len(prompts)), real(self, prompts, params, on_done))[1])
+    r = runner.invoke(app, ["demo", "--backend", "fake", "--model", "m", "--cache", str(tmp_path / "c.sqlite"),
+                            "--n", "3", "--data", str(folder)], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert calls == [2 + 3, 2, 6]  # candidates (u1: its reference + 2 sampled, u2: 3) in one call, criteria, evaluations
+    assert "model calls: 2 criteria + 6 evaluations (6 ok, 0 failed)" in r.output

@@ -18,3 +18,5 @@ def test_measure_on_tiny_hf(tiny_model_dir) -> None:
     assert result["ratio"] == pytest.approx(result["readout_s"] / result["eval_s"], rel=0.05)
     assert result["closed"] == 2  # 16 random tokens never reach a box: both are read after the closing text
     assert len(result["expected_scores"]) == 2 and all(0 <= e <= 10 for e in result["expected_scores"])
+    # hf reads inside generate, over its KV cache; re-reading everything gives the same distributions
+    assert result["reread_s"] > 0 and result["max_prob_diff"] < 1e-5

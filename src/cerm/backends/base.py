@@ -26,6 +26,10 @@ class Backend(Protocol):
     A backend whose calls finish one by one (hf per chunk, llamacpp, openai, fake) also takes an optional
     ``on_done(index, generation)`` keyword, called as each one finishes: the judge caches it at once, so a
     kill loses only what was in flight. A backend without it (vLLM: one engine call) is cached per call.
+
+    A ``ScoreReader`` may also take ``read_at`` (``cerm.readout.ReadAt``; hf): it then reads the score
+    distribution where ``read_at`` says while the generation's KV cache is alive (``Generation.readout``),
+    instead of the judge re-reading prompt + evaluation through ``score_distributions`` afterwards.
     """
 
     model_id: str

@@ -11,6 +11,9 @@ import contextlib
 import functools
 import importlib.util
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,9 +86,48 @@ def quiet_gguf_conversion() -> Iterator[None]:
         gguf_utils.tqdm = original
 
 
-def embedded_hf_dir(cache_dir: str | Path | None = None) -> Path:
-    """The embedded SmolLM2 as an HF directory (converted once; see ``cerm.backends.vllm.embedded_hf_dir``)."""
-    # lazy: the conversion needs torch + transformers
-    from cerm.backends.vllm import embedded_hf_dir as convert
+def embedded_hf_dir(cache_dir: str | Path | None = None, dtype: str = "bfloat16") -> Path:
+    """The embedded SmolLM2 as an HF directory of ``dtype`` weights, converted from the packaged GGUF once.
 
-    return convert(cache_dir)
+    transformers dequantises the GGUF but refuses ``save_pretrained`` on it, so the weights are copied into
+    a fresh ``LlamaForCausalLM`` first (docs/architecture.md §6.1). The result is cached under ``cache_dir``,
+    by default ``$CERM_CACHE_DIR`` or ``~/.cache/cerm``: ``embedded-hf`` in bf16 (~260 MB; vLLM, training),
+    ``embedded-hf-float32`` (~540 MB; the hf backend: the very weights of the GGUF load, read in a second
+    instead of dequantised in ~25 s of CPU). A file lock makes concurrent first uses convert once.
+    """
+    root = Path(cache_dir or os.environ.get("CERM_CACHE_DIR") or Path.home() / ".cache" / "cerm")
+    name = "embedded-hf" if dtype == "bfloat16" else f"embedded-hf-{dtype}"
+    out = root / name
+    if (out / "config.json").is_file():
+        return out
+    try:
+        import torch
+        from filelock import FileLock
+        from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    except ImportError as e:
+        raise ImportError("converting the embedded model needs: pip install torch transformers gguf accelerate "
+                          "filelock") from e
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{name}.lock")):
+        if (out / "config.json").is_file():
+            return out
+        gguf = embedded_gguf()
+        logger.info("converting %s to a %s HF directory at %s (once)", gguf, dtype, out)
+        with quiet_gguf_conversion():
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        clean = LlamaForCausalLM(config)
+        clean.load_state_dict(loaded.state_dict())
+        # write beside the target and rename, so a crash never leaves a half-written model behind
+        tmp = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
+        try:
+            clean.to(getattr(torch, dtype)).save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            shutil.rmtree(out, ignore_errors=True)  # a leftover without config.json is incomplete
+            tmp.rename(out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

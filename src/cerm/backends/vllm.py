@@ -13,21 +13,13 @@ spawns a worker process.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from cerm.backends.base import DEFAULT_MODEL, missing_extra
-from cerm.backends.embedded import (
-    EMBEDDED_ID,
-    embedded_gguf,
-    is_embedded,
-    quiet_gguf_conversion,
-    warn_embedded,
-)
+from cerm.backends.embedded import EMBEDDED_ID, embedded_hf_dir, is_embedded, warn_embedded
+
+__all__ = ["VLLMBackend", "embedded_hf_dir"]  # embedded_hf_dir: its old home, still imported from here
 from cerm.readout import (
     ReadoutRequest,
     ScoreDistribution,
@@ -218,48 +210,3 @@ def _generation(output: Any, seconds: float) -> Generation:
         tokens_out=len(completion.token_ids), seconds=seconds,
         error=None if finish != "error" else f"vllm finished the request with reason {reason!r}",
     )
-
-
-def embedded_hf_dir(cache_dir: str | Path | None = None) -> Path:
-    """The embedded SmolLM2 as a bf16 HF directory, converted from the packaged GGUF on first use.
-
-    transformers dequantises the GGUF but refuses ``save_pretrained`` on it, so the weights are copied into
-    a fresh ``LlamaForCausalLM`` first (docs/architecture.md §6.1). The result (~260 MB) is cached under
-    ``cache_dir``, by default ``$CERM_CACHE_DIR`` or ``~/.cache/cerm``, as ``embedded-hf``; a file lock
-    makes concurrent first uses convert once.
-    """
-    root = Path(cache_dir or os.environ.get("CERM_CACHE_DIR") or Path.home() / ".cache" / "cerm")
-    out = root / "embedded-hf"
-    if (out / "config.json").is_file():
-        return out
-    try:
-        import torch
-        from filelock import FileLock
-        from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
-    except ImportError as e:
-        raise ImportError("converting the embedded model needs: pip install torch transformers gguf accelerate "
-                          "filelock") from e
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / "embedded-hf.lock")):
-        if (out / "config.json").is_file():
-            return out
-        gguf = embedded_gguf()
-        logger.info("converting %s to a bf16 HF directory at %s (once)", gguf, out)
-        with quiet_gguf_conversion():
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        config = loaded.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        clean = LlamaForCausalLM(config)
-        clean.load_state_dict(loaded.state_dict())
-        # write beside the target and rename, so a crash never leaves a half-written model behind
-        tmp = Path(tempfile.mkdtemp(prefix="embedded-hf-", dir=root))
-        try:
-            clean.to(torch.bfloat16).save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            shutil.rmtree(out, ignore_errors=True)  # a leftover without config.json is incomplete
-            tmp.rename(out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out

@@ -57,12 +57,14 @@ def demo(
     items = load_arena_hard(data if data is not None else default_data_root() / ARENA_HARD, prompts)
     judge = judge_opts.make_judge()
     console.print(f"sampling {n} candidates for {len(items)} prompt(s) with {judge.backend.model_id} ...")
+    # every prompt's samples in one batch (one seeded call); each prompt's prefill is shared by its copies
+    n_sampled = [n - (reference is not None) for _, reference in items]
+    params = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=answer_tokens, seed=judge_opts.seed)
+    gens = iter(judge.backend.generate([[{"role": "user", "content": prompt}] for (prompt, _), k in zip(items, n_sampled)
+                                        for _ in range(k)], params))
     candidates: list[list[str]] = []
-    for k, (prompt, reference) in enumerate(items):
-        n_sampled = n - (reference is not None)
-        params = SamplingParams(temperature=0.8, top_p=0.95, max_new_tokens=answer_tokens, seed=judge_opts.seed + k)
-        gens = judge.backend.generate([[{"role": "user", "content": prompt}]] * n_sampled, params)
-        sampled = [g.text.strip() or "(empty answer)" for g in gens]
+    for (_, reference), k in zip(items, n_sampled):
+        sampled = [next(gens).text.strip() or "(empty answer)" for _ in range(k)]
         candidates.append(([reference] if reference is not None else []) + sampled)
     console.print("judging (criteria once per prompt, then one evaluation per candidate) ...")
     judge.score_batch([(p, c) for (p, _), c in zip(items, candidates)])  # one batch; best_of_n reads the cache
@@ -71,7 +73,7 @@ def demo(
                                  score_mode=judge_opts.score)  # type: ignore[arg-type]
         print_bon(prompt, cands, result, tie_policy)  # type: ignore[arg-type]
     s = judge.stats
-    console.print(f"model calls: {s.criteria_generated} criteria + {s.evaluations_generated} evaluations; "
-                  f"parse failures {s.parse_failure_rate:.0%} {dict(s.statuses)}")
+    console.print(f"model calls: {s.criteria_generated} criteria + {s.evaluations_generated} evaluations "
+                  f"({s.outcome()})")
     if warning := embedded_warning(judge.backend.model_id):
         console.print(f"[bold yellow]{warning}[/]")

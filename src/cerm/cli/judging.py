@@ -160,8 +160,7 @@ def _print_summary(judge: Judge, records: list[dict[str, Any]]) -> None:
     s = judge.stats
     console.print(
         f"criteria generated {s.criteria_generated} (cache hits {s.criteria_cache_hits}), evaluations "
-        f"{s.evaluations_generated} (cache hits {s.judgment_cache_hits}), parse failures "
-        f"{s.parse_failure_rate:.1%} {dict(s.statuses)}")
+        f"{s.evaluations_generated} (cache hits {s.judgment_cache_hits}): {s.outcome()}")
     flagged = sum(bool(j["injection_flags"]) for r in records for j in r["judgments"])
     if flagged:
         console.print(f"[yellow]{flagged} response(s) carry injection flags (see injection_flags in the output)[/]")
