@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from accelerate.utils import gather_object, set_seed
 
 from cerm import __version__
 from cerm.prompts import PROMPT_VERSION
+from cerm.train.launch import check_distributed_type, check_processes
 from cerm.train.pairs import PreferencePair
 from cerm.train.rl.algorithm import RoleRewardConfig, ScoredTrajectories, ppo_loss, score_pair_rollouts
 from cerm.train.rl.config import RLConfig
@@ -83,11 +83,8 @@ class RLTrainer:
     def __init__(self, cfg: RLConfig, callbacks: Sequence[Callback] = ()) -> None:
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
-        launched = int(os.environ.get("WORLD_SIZE", "1"))
         world = PartialState(cpu=cfg.use_cpu).num_processes
-        if world != launched:  # accelerate would otherwise run N independent copies, each writing the outputs
-            raise ValueError(f"{launched} processes were launched but accelerate sees {world} (no GPU?): on a CPU "
-                             "host set use_cpu=true so the processes join one gloo group.")
+        check_processes(world)  # accelerate would otherwise run N independent copies, each writing the outputs
         if cfg.pairs_per_step % (world * cfg.num_mini_batches):
             raise ValueError(f"pairs_per_step ({cfg.pairs_per_step}) must be divisible by processes ({world}) x "
                              f"num_mini_batches ({cfg.num_mini_batches}) so every update sees whole pairs.")
@@ -104,6 +101,7 @@ class RLTrainer:
         self.accelerator = Accelerator(cpu=cfg.use_cpu, gradient_accumulation_steps=self.grad_accum,
                                        mixed_precision=cfg.mixed_precision,
                                        log_with=cfg.report_to or None, project_dir=str(self.out))
+        check_distributed_type(self.accelerator.distributed_type.value)  # a recipe accelerate dropped is said
         set_seed(cfg.seed)
         self.tokenizer = load_tokenizer(cfg)
         model = load_policy(cfg)
