@@ -47,14 +47,15 @@ RESPONSES = [
 ]
 
 
-def build(backend: str, model: str, eval_tokens: int) -> Any:
+def build(backend: str, model: str, eval_tokens: int, block_size: int | None = None) -> Any:
     if backend == "hf":
         from cerm.backends.hf import HFBackend
 
         return HFBackend(model)
     from cerm.backends.vllm import VLLMBackend
 
-    b = VLLMBackend(model, max_model_len=max(2048, eval_tokens + 1024), enforce_eager=True)
+    extra = {} if block_size is None else {"block_size": block_size}
+    b = VLLMBackend(model, max_model_len=max(2048, eval_tokens + 1024), enforce_eager=True, **extra)
     plain = b.sampling_params
     # every evaluation runs to eval_tokens, so the figure is for evaluations of that length
     b.sampling_params = lambda p: _with_min_tokens(plain(p), p.max_new_tokens)  # type: ignore[method-assign]
@@ -93,9 +94,13 @@ def measure(backend: Any, n_evals: int, eval_tokens: int) -> dict[str, Any]:
         gens = backend.generate(prompts, params)
         eval_s = time.perf_counter() - start
         requests = [ReadoutRequest(p, read_at(g)) for p, g in zip(prompts, gens, strict=True)]
-        start = time.perf_counter()
+        start, before = time.perf_counter(), backend.readout_tokens_computed
         dists = backend.score_distributions(requests)
         readout_s = time.perf_counter() - start
+        # prompt tokens the readout computed (prefix-cache misses), vs the evaluations' prompt + output
+        extra = {"block_size": backend.llm.llm_engine.vllm_config.cache_config.block_size,
+                 "readout_tokens_computed": backend.readout_tokens_computed - before,
+                 "eval_tokens_total": sum(g.tokens_in + g.tokens_out for g in gens)}
     errors = [d.error for d in dists if not d.ok]
     return {"evals": n_evals, "eval_tokens_out": [g.tokens_out for g in gens], "prompt_tokens": gens[0].tokens_in,
             "eval_s": round(eval_s, 3), "readout_s": round(readout_s, 3), "ratio": round(readout_s / eval_s, 4),
@@ -116,8 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-tokens", type=int, default=1024)
     ap.add_argument("--target", type=float, default=0.05, help="max readout/eval wall-time ratio (vllm)")
     ap.add_argument("--json", help="also write the result here")
+    ap.add_argument("--block-size", type=int, help="vllm: KV block size (VLLMBackend's CPU default is 32, "
+                                                   "vLLM-CPU's own 128)")
     args = ap.parse_args(argv)
-    backend = build(args.backend, args.model, args.eval_tokens)
+    backend = build(args.backend, args.model, args.eval_tokens, args.block_size)
     try:
         result = {"backend": args.backend, "model": backend.model_id,
                   **measure(backend, args.evals, args.eval_tokens)}
@@ -130,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(result, indent=2))
     print(f"{'PASS' if ok else 'FAIL'}: readout {result['readout_s']:.3f} s vs evaluation {result['eval_s']:.3f} s "
           f"= {result['ratio']:.1%} ({args.backend}, {args.evals} evaluations of ~{args.eval_tokens} tokens)")
+    if "readout_tokens_computed" in result:
+        print(f"the readout computed {result['readout_tokens_computed']} prompt tokens (prefix-cache misses; "
+              f"block size {result['block_size']}) vs "
+              f"{result['eval_tokens_total']} prompt + output tokens of the evaluations")
     if "reread_s" in result:
         print(f"re-reading prompt + evaluation instead: {result['reread_s']:.3f} s = {result['reread_ratio']:.1%}; "
               f"largest probability difference {result['max_prob_diff']:.1e}")

@@ -55,7 +55,8 @@ class VLLMBackend:
         enforce_eager: skip graph capture / compilation (faster start, slower decode).
         revision: model revision; part of ``model_id`` so caches never mix revisions.
         seed: engine seed (a request's own seed, when set, takes precedence for sampling).
-        **engine_kwargs: any other ``vllm.LLM`` argument, e.g. ``kv_cache_memory_bytes``.
+        **engine_kwargs: any other ``vllm.LLM`` argument, e.g. ``kv_cache_memory_bytes``; on CPU
+            ``block_size`` defaults to 32 (vLLM-CPU's own default is 128; see the score readout).
     """
 
     def __init__(self, model: str = DEFAULT_MODEL, *, tensor_parallel_size: int = 1, data_parallel_size: int = 1,
@@ -77,6 +78,13 @@ class VLLMBackend:
             self.model_id = model if revision is None else f"{model}@{revision}"
         if data_parallel_size != 1:
             engine_kwargs["data_parallel_size"] = data_parallel_size
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu():
+            # [R] vLLM caches only full KV blocks, so each 1-token request of the score readout recomputes the
+            # prefix's last partial block: vLLM-CPU's default of 128 tokens made that 4x the work of 32, the
+            # smallest its attention kernel takes (perf/readout_cost.py; finer blocks also share more prefix)
+            engine_kwargs.setdefault("block_size", 32)
         self._vllm = vllm
         self._request_errors = (ValueError, VLLMClientError)
         self.llm = vllm.LLM(model=path, tensor_parallel_size=tensor_parallel_size,
@@ -86,6 +94,8 @@ class VLLMBackend:
         self.tokenizer = self.llm.get_tokenizer()
         self.context_length: int | None = self.llm.model_config.max_model_len
         self.enable_prefix_caching = enable_prefix_caching
+        # prompt tokens the score readout computed (prefix-cache misses; perf/readout_cost.py)
+        self.readout_tokens_computed = 0
         # the judge counts a prompt before sending it and generate() checks it again: count each once
         self._token_counts: dict[tuple[tuple[str, str], ...], int] = {}
 
@@ -171,20 +181,23 @@ class VLLMBackend:
                                                  f"tokens; the context is {self.context_length}")
                 continue
             jobs.append((i, prefix, tails, trie_nodes(tails)))
+        # one engine call: requests of one step share the full blocks another of them computes (the closing
+        # text; measured: as few prompt tokens computed as when the roots ran first); each request computes
+        # its own last partial block and path (hence block_size 32 on CPU, above)
         prompts, sps, where = [], [], []
         for i, prefix, _, nodes in jobs:
             for path, children in nodes.items():
                 prompts.append({"prompt_token_ids": prefix + list(path)})
                 sps.append(self._vllm.SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=children))
                 where.append((i, path))
+        found: dict[int, dict[tuple[int, ...], dict[int, float]]] = {}
         if prompts:
-            results = self.llm.generate(prompts, sps, use_tqdm=False)
-            found: dict[int, dict[tuple[int, ...], dict[int, float]]] = {}
-            for (i, path), res in zip(where, results, strict=True):
+            for (i, path), res in zip(where, self.llm.generate(prompts, sps, use_tqdm=False), strict=True):
+                self.readout_tokens_computed += len(res.prompt_token_ids) - (res.num_cached_tokens or 0)
                 step = res.outputs[0].logprobs[0]
                 found.setdefault(i, {})[path] = {tok: lp.logprob for tok, lp in step.items()}
-            for i, _, tails, _ in jobs:
-                out[i] = from_logprobs(sequence_logprobs(tails, found[i]))
+        for i, _, tails, _ in jobs:
+            out[i] = from_logprobs(sequence_logprobs(tails, found[i]))
         return out  # type: ignore[return-value]
 
     def close(self) -> None:
