@@ -134,8 +134,11 @@ def recording_vllm(monkeypatch: pytest.MonkeyPatch) -> type[_RecordingLLM]:
     exceptions = ModuleType("vllm.exceptions")
     exceptions.VLLMClientError = type("VLLMClientError", (Exception,), {})  # type: ignore[attr-defined]
     fake.exceptions = exceptions  # type: ignore[attr-defined]
+    platforms = ModuleType("vllm.platforms")
+    platforms.current_platform = SimpleNamespace(is_cpu=lambda: False)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "vllm", fake)
     monkeypatch.setitem(sys.modules, "vllm.exceptions", exceptions)
+    monkeypatch.setitem(sys.modules, "vllm.platforms", platforms)
     return _RecordingLLM
 
 
@@ -161,6 +164,18 @@ def test_defaults_keep_prefix_caching_on(
     assert "data_parallel_size" not in kw  # left to vLLM's default
     VLLMBackend("org/model", enable_prefix_caching=False)
     assert recording_vllm.kwargs["enable_prefix_caching"] is False
+
+
+def test_cpu_blocks_of_32_unless_given(recording_vllm: type[_RecordingLLM]) -> None:
+    from cerm.backends.vllm import VLLMBackend
+
+    VLLMBackend("org/model")
+    assert "block_size" not in recording_vllm.kwargs  # GPU: vLLM's own default
+    sys.modules["vllm.platforms"].current_platform.is_cpu = lambda: True  # type: ignore[attr-defined]
+    VLLMBackend("org/model")
+    assert recording_vllm.kwargs["block_size"] == 32  # each readout request recomputes at most 31 tokens
+    VLLMBackend("org/model", block_size=128)
+    assert recording_vllm.kwargs["block_size"] == 128
 
 
 def test_missing_vllm_raises_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
