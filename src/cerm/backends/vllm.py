@@ -66,6 +66,7 @@ class VLLMBackend:
         try:
             import vllm
             from vllm.exceptions import VLLMClientError
+            from vllm.platforms import current_platform
         except ImportError as e:
             raise missing_extra("vllm", "vllm") from e
         if is_embedded(model):
@@ -78,8 +79,6 @@ class VLLMBackend:
             self.model_id = model if revision is None else f"{model}@{revision}"
         if data_parallel_size != 1:
             engine_kwargs["data_parallel_size"] = data_parallel_size
-        from vllm.platforms import current_platform
-
         if current_platform.is_cpu():
             # [R] vLLM caches only full KV blocks, so each 1-token request of the score readout recomputes the
             # prefix's last partial block: vLLM-CPU's default of 128 tokens made that 4x the work of 32, the
