@@ -205,6 +205,9 @@ def test_tiny_prompt_cache_computes_each_token_once_and_matches_plain_batching(t
     opening = _common_prefix(*(backend._tokens(backend.render(prompts[k])) for k in (0, 3)))  # both queries share
     assert len(runs) == 2 and min(p for p in plan if p) > opening and plan.count(0) == 1  # "hello" alone
     assert sum(computed) == sum(map(len, runs)) + sum(len(row) - 1 - p for row, p in zip(ids, plan))
+    computed.clear()  # nothing shared: one batched prefill, no forward per row
+    backend.generate([[{"role": "user", "content": "hello"}], [{"role": "user", "content": "a longer prompt"}]], params)
+    assert computed == []
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -3,7 +3,7 @@
 The N evaluation prompts of one query share their opening (criteria prompt + criteria text + the evaluation
 prompt up to the response). Before a chunk is generated, each run of its prompts that share such a prefix
 computes it once; each prompt then computes only its own remainder over a copy, so no prompt token is computed
-twice and none is padding. The per-row caches are stacked right-padded and the rows laid out
+twice and none is padding (a chunk where nothing is shared is prefilled as one left-padded batch). The per-row caches are stacked right-padded and the rows laid out
 ``[prompt but its last token | pad | last token]`` with the pads masked: positions stay consecutive
 (transformers derives position ids from the attention mask) and generation starts with one token per row.
 
@@ -274,7 +274,9 @@ class HFBackend:
         if self.context_length is not None:
             budget = max(1, min(budget, self.context_length - longest))
         pad = self.tokenizer.pad_token_id
-        cache = self._prompt_cache(chunk) if self.reuse_prefix and longest > 1 else None
+        shared = _shared_prefixes([e.ids for e in chunk]) if self.reuse_prefix else []
+        # no prefix to share: one batched prefill beats a forward per row
+        cache = self._prompt_cache(chunk, shared) if any(shared) else None
         if cache is None:  # plain left padding
             rows = [[pad] * (longest - len(e.ids)) + e.ids for e in chunk]
             masks = [[0] * (longest - len(e.ids)) + [1] * len(e.ids) for e in chunk]
@@ -313,19 +315,19 @@ class HFBackend:
                             -1).cpu()
         return self._read_generated(chunk, generated, results, read_at, cache, columns)
 
-    def _prompt_cache(self, chunk: list[_Encoded]) -> Any:
+    def _prompt_cache(self, chunk: list[_Encoded], shared_prefixes: list[int]) -> Any:
         """The KV cache of every prompt token but the last, each computed once, right-padded to a batch.
 
-        A run of rows sharing a prefix (``_shared_prefixes``) computes it once; each row then computes its own
-        remainder over a copy of it. Row b's cache holds its first len - 1 tokens then zeros (masked): keys are
-        stored with their positions applied, so where a column sits does not matter, only the mask.
+        A run of rows sharing a prefix (``shared_prefixes[b]`` tokens) computes it once; each row then computes
+        its own remainder over a copy of it. Row b's cache holds its first len - 1 tokens then zeros (masked):
+        keys are stored with their positions applied, so where a column sits does not matter, only the mask.
         """
         from transformers import DynamicCache
 
         width = max(len(e.ids) for e in chunk) - 1
         stacked: list[tuple[Any, Any]] = []  # per layer: (keys, values) of the whole chunk
         shared: tuple[list[int], Any] | None = None  # the current run's prefix and its cache
-        for b, (e, p) in enumerate(zip(chunk, _shared_prefixes([e.ids for e in chunk]))):
+        for b, (e, p) in enumerate(zip(chunk, shared_prefixes)):
             if p and (shared is None or shared[0] != e.ids[:p]):
                 shared = (e.ids[:p], self._extend(DynamicCache(config=self.model.config), e.ids[:p]))
             cache = DynamicCache(config=self.model.config)
