@@ -7,11 +7,11 @@ Ours [R]: cosine schedule, 3% warmup, 16K-token sequences, bf16, LoRA settings.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from cerm.train.launch import launched_processes
 from cerm.train.recipe import load_recipe
 
 # old recipe key -> new one; the old key is refused with a message that names the new one
@@ -82,7 +82,7 @@ class SFTRunConfig:
     @staticmethod
     def world_size() -> int:
         """Processes in this run, as `accelerate launch` / torchrun announce them."""
-        return int(os.environ.get("WORLD_SIZE", "1"))
+        return launched_processes()
 
     @classmethod
     def from_sources(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> SFTRunConfig:
