@@ -140,6 +140,11 @@ def trie_nodes(tails: Sequence[Sequence[int]]) -> dict[tuple[int, ...], list[int
     return nodes
 
 
+def trie_paths(nodes: dict[tuple[int, ...], list[int]]) -> list[tuple[int, ...]]:
+    """The trie nodes that are no proper prefix of another node: a sequence through each passes every node."""
+    return [p for p in nodes if not any(len(q) > len(p) and q[: len(p)] == p for q in nodes)]
+
+
 def sequence_logprobs(tails: Sequence[Sequence[int]], node_logprobs: dict[tuple[int, ...], dict[int, float]]
                       ) -> list[float]:
     """Log-probability of each continuation as the sum of its tokens' log-probs from ``node_logprobs``."""

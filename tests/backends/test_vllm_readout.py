@@ -1,4 +1,4 @@
-"""The vLLM score readout (trie of 1-token requests, prefix cache on) equals a brute force, and HF's readout."""
+"""The vLLM score readout (greedy walks along the trie, prefix cache on) equals a brute force and HF's."""
 
 from __future__ import annotations
 
@@ -28,10 +28,20 @@ def test_vllm_readout_equals_brute_force_and_hf(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     d = json.loads(out.read_text())
-    assert d["errors"] == [None, None]
-    for got, want in zip(d["readout"], d["brute_force"], strict=True):
-        assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-5
-    assert d["readout"][0] != d["readout"][1]
+    # every prefix length mod the 32-token KV block; each way of reading equals the brute force
+    runs = d["runs"]
+    assert sorted({n % 32 for n in d["prefix_tokens"]}) == list(range(32))
+    for name, run in runs.items():
+        assert run["errors"] == [None] * len(d["prefix_tokens"]), name
+        for got, want in zip(run["probs"], d["brute_force"], strict=False):
+            assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-5, name
+        for got, want in zip(run["probs"], runs["nodes"]["probs"], strict=True):
+            assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-5, name
+    assert runs["shipped"]["probs"][0] != runs["shipped"]["probs"][1]
+    # a walk per trie path reads most nodes: fewer requests than one per trie node (32 here)
+    assert runs["nodes"]["requests_per_prefix"] == 32
+    assert runs["shipped"]["requests_per_prefix"] < 32
+    d["readout"] = runs["shipped"]["probs"][: d["prefixes"]]
     # the same model in transformers (the main venv) reads the same distribution
     from vllm_readout_probe import CRITERIA, PREFIXES, QUERY, RESPONSE
 
@@ -44,3 +54,17 @@ def test_vllm_readout_equals_brute_force_and_hf(tmp_path: Path) -> None:
     for got, want in zip(d["readout"], hf.score_distributions([ReadoutRequest(messages, p) for p in PREFIXES]),
                          strict=True):
         assert max(abs(a - b) for a, b in zip(got, want.probs, strict=True)) < 1e-4
+
+
+def test_vllm_readout_refuses_processed_logprobs() -> None:
+    """vLLM's log-probs must be raw (before sampling processors): the walks restrict the tokens a step may pick."""
+    from types import SimpleNamespace
+
+    from cerm.backends.vllm import VLLMBackend
+    from cerm.readout import ReadoutRequest
+
+    backend = VLLMBackend.__new__(VLLMBackend)  # no engine: the check comes before any request
+    backend.llm = SimpleNamespace(model_config=SimpleNamespace(logprobs_mode="processed_logprobs"))
+    dists = backend.score_distributions([ReadoutRequest([{"role": "user", "content": "q"}], "\\boxed{")] * 2)
+    assert [d.ok for d in dists] == [False, False]
+    assert "raw_logprobs" in dists[0].error and "processed_logprobs" in dists[0].error

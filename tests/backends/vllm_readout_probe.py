@@ -1,7 +1,10 @@
 """The vLLM score readout vs a brute force in the same engine; JSON for test_vllm_readout.py.
 
 Runs under $CERM_VLLM_PYTHON. The brute force scores each of the 21 full sequences with prompt log-probs
-(no trie, no prefix cache) and normalises; the script measures, it asserts nothing.
+(no trie, no prefix cache) and normalises; the script measures, it asserts nothing. The readout runs
+as shipped over prefixes of 32 consecutive lengths (the last token at every position of a 32-token KV
+block), again with the cache now hot, and with one 1-token request per trie node (``readout_walks=False``);
+the brute force (a full prefill per sequence: the slow part) covers the first few.
 
     python tests/backends/vllm_readout_probe.py --model DIR --out readout.json
 """
@@ -19,6 +22,9 @@ from cerm.readout import CONTINUATIONS, ReadoutRequest
 CRITERIA = "Analysis.\n[Start of Criteria]\n1. Correctness: right answer.\n2. Clarity: clear.\n[End of Criteria]"
 QUERY, RESPONSE = "What is 2+2?", "The answer is five, clearly."
 PREFIXES = ["Criterion 1: fine. $\\boxed{4}$\n\nOverall: $\\boxed{", "The evaluation.\n\nOverall score: \\boxed{"]
+# one more word each: the prefix's last token sits at each offset of a KV block once
+SWEEP = ["Fine" + " fine" * k + ". Overall: \\boxed{" for k in range(32)]
+BRUTE = 6  # prefixes scored by the brute force too
 
 
 def brute_force(backend: VLLMBackend, text: str) -> list[float]:
@@ -36,6 +42,13 @@ def brute_force(backend: VLLMBackend, text: str) -> list[float]:
     return [x / sum(w) for x in w]
 
 
+def read(backend: VLLMBackend, requests: list[ReadoutRequest], walks: bool) -> dict:
+    backend.readout_walks, before = walks, backend.readout_requests
+    dists = backend.score_distributions(requests)
+    return {"probs": [list(d.probs) for d in dists], "errors": [d.error for d in dists],
+            "requests_per_prefix": (backend.readout_requests - before) / len(requests)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -43,12 +56,15 @@ def main() -> None:
     args = ap.parse_args()
     backend = VLLMBackend(args.model, max_model_len=1024, dtype="float32", enforce_eager=True)
     messages = evaluation_messages(QUERY, CRITERIA, RESPONSE)
-    requests = [ReadoutRequest(messages, p) for p in PREFIXES]
-    dists = backend.score_distributions(requests)
+    requests = [ReadoutRequest(messages, p) for p in PREFIXES + SWEEP]
+    runs = {"shipped": read(backend, requests, True), "again": read(backend, requests, True),
+            "nodes": read(backend, requests, False)}
     template = backend.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                                      **CHAT_TEMPLATE_KWARGS)
-    out = {"readout": [list(d.probs) for d in dists], "errors": [d.error for d in dists],
-           "brute_force": [brute_force(backend, template + p) for p in PREFIXES], "texts": [template + p for p in PREFIXES]}
+    out = {"runs": runs, "prefixes": len(PREFIXES),
+           "prefix_tokens": [len(backend.tokenizer.encode(template + r.assistant_prefix, add_special_tokens=False))
+                             for r in requests],
+           "brute_force": [brute_force(backend, template + r.assistant_prefix) for r in requests[:BRUTE]]}
     backend.close()
     with open(args.out, "w") as f:
         json.dump(out, f)

@@ -27,6 +27,7 @@ from cerm.readout import (
     from_logprobs,
     sequence_logprobs,
     trie_nodes,
+    trie_paths,
 )
 from cerm.types import FinishReason, Generation, Message, ParseStatus, SamplingParams
 
@@ -34,6 +35,9 @@ logger = logging.getLogger(__name__)
 
 # passed to every chat template: CE-RM's Qwen3 template must not open a <think> block (protocol §1)
 CHAT_TEMPLATE_KWARGS = {"enable_thinking": False}
+
+# one request of the score readout: (request index, prefix ids, start node, walk tokens, token ids to score)
+Walk = tuple[int, list[int], tuple[int, ...], tuple[int, ...], list[int]]
 
 
 class VLLMBackend:
@@ -59,6 +63,10 @@ class VLLMBackend:
             ``block_size`` defaults to 32 (vLLM-CPU's own default is 128; see the score readout).
     """
 
+    # score readout by greedy walks along the trie's paths (score_distributions); False reads every trie node
+    # with its own 1-token request, the readout before walks (perf/readout_cost.py compares the two)
+    readout_walks = True
+
     def __init__(self, model: str = DEFAULT_MODEL, *, tensor_parallel_size: int = 1, data_parallel_size: int = 1,
                  enable_prefix_caching: bool = True, max_model_len: int | None = None, dtype: str = "auto",
                  gpu_memory_utilization: float = 0.9, enforce_eager: bool = False, revision: str | None = None,
@@ -80,7 +88,7 @@ class VLLMBackend:
         if data_parallel_size != 1:
             engine_kwargs["data_parallel_size"] = data_parallel_size
         if current_platform.is_cpu():
-            # [R] vLLM caches only full KV blocks, so each 1-token request of the score readout recomputes the
+            # [R] vLLM caches only full KV blocks, so each request of the score readout recomputes the
             # prefix's last partial block: vLLM-CPU's default of 128 tokens made that 4x the work of 32, the
             # smallest its attention kernel takes (perf/readout_cost.py; finer blocks also share more prefix)
             engine_kwargs.setdefault("block_size", 32)
@@ -93,8 +101,9 @@ class VLLMBackend:
         self.tokenizer = self.llm.get_tokenizer()
         self.context_length: int | None = self.llm.model_config.max_model_len
         self.enable_prefix_caching = enable_prefix_caching
-        # prompt tokens the score readout computed (prefix-cache misses; perf/readout_cost.py)
+        # prompt tokens the score readout computed (prefix-cache misses) and requests it sent (perf/readout_cost.py)
         self.readout_tokens_computed = 0
+        self.readout_requests = 0
         # the judge counts a prompt before sending it and generate() checks it again: count each once
         self._token_counts: dict[tuple[tuple[str, str], ...], int] = {}
 
@@ -160,12 +169,20 @@ class VLLMBackend:
     def score_distributions(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
         r"""The 21-value distribution after each request's final ``\boxed{`` (cerm/readout.py) [R].
 
-        Exact and prefix-cache friendly: the continuations ``v}`` form a token trie; each trie node is one
-        1-token request over ``prefix + path`` asking vLLM for the log-probs of just its child tokens
-        (``logprob_token_ids``, raw log-softmax over the vocabulary). Prompt log-probs would be simpler but
-        make vLLM skip its prefix cache, recomputing the whole evaluation for each of the 21 values.
+        Exact and prefix-cache friendly. The continuations ``v}`` form a token trie; each node needs the
+        raw log-probs (log-softmax over the vocabulary, before any sampling processor) of its children,
+        which vLLM returns for the tokens in ``logprob_token_ids`` at every decode step. Round 1: the root
+        (prompt = prefix) and one greedy walk per trie path, e.g. ``7.5``: prompt = prefix + ``7``, allowed
+        to pick only ``.`` and ``5`` (``allowed_token_ids``: a sampling processor, so the log-probs stay
+        raw); while it picks the path's tokens, each step reads the next node. Round 2 reads what a walk
+        that strayed missed, one 1-token request per node. Prompt log-probs are not used: vLLM skips its
+        prefix cache for them, and its front end turns every prompt row into Python objects.
         """
         out: list[ScoreDistribution | None] = [None] * len(requests)
+        mode = self.llm.model_config.logprobs_mode
+        if mode != "raw_logprobs":
+            return [ScoreDistribution(error=f"the score readout needs vLLM's logprobs_mode 'raw_logprobs', "
+                                            f"this engine runs {mode!r}")] * len(requests)
         jobs = []  # (request index, prefix ids, tails, nodes)
         for i, r in enumerate(requests):
             text = self.tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True,
@@ -180,24 +197,43 @@ class VLLMBackend:
                                                  f"tokens; the context is {self.context_length}")
                 continue
             jobs.append((i, prefix, tails, trie_nodes(tails)))
-        # one engine call: requests of one step share the full blocks another of them computes (the closing
-        # text; measured: as few prompt tokens computed as when the roots ran first); each request computes
-        # its own last partial block and path (hence block_size 32 on CPU, above)
-        prompts, sps, where = [], [], []
-        for i, prefix, _, nodes in jobs:
-            for path, children in nodes.items():
-                prompts.append({"prompt_token_ids": prefix + list(path)})
-                sps.append(self._vllm.SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=children))
-                where.append((i, path))
-        found: dict[int, dict[tuple[int, ...], dict[int, float]]] = {}
-        if prompts:
-            for (i, path), res in zip(where, self.llm.generate(prompts, sps, use_tqdm=False), strict=True):
-                self.readout_tokens_computed += len(res.prompt_token_ids) - (res.num_cached_tokens or 0)
-                step = res.outputs[0].logprobs[0]
-                found.setdefault(i, {})[path] = {tok: lp.logprob for tok, lp in step.items()}
+        found: dict[int, dict[tuple[int, ...], dict[int, float]]] = {i: {} for i, *_ in jobs}
+        # one engine call per round: requests of one step share the full blocks another of them computes (the
+        # closing text); each computes its own last partial block and path (hence block_size 32 on CPU, above)
+        if self.readout_walks:
+            walks: list[Walk] = []
+            for i, prefix, _, nodes in jobs:
+                scored = sorted({t for kids in nodes.values() for t in kids})
+                walks.append((i, prefix, (), (), scored))
+                walks += [(i, prefix, path[:1], path[1:], scored) for path in trie_paths(nodes) if path]
+            self._walk(walks, found)
+        self._walk([(i, prefix, node, (), left) for i, prefix, _, nodes in jobs for node, kids in nodes.items()
+                    if (left := [t for t in kids if t not in found[i].get(node, {})])], found)
         for i, _, tails, _ in jobs:
             out[i] = from_logprobs(sequence_logprobs(tails, found[i]))
         return out  # type: ignore[return-value]
+
+    def _walk(self, items: list[Walk], found: dict[int, dict[tuple[int, ...], dict[int, float]]]) -> None:
+        """One engine call. Per item (request index, prefix, start node, walk, token ids to score): a greedy
+        request over ``prefix + start`` that may pick only the walk's tokens; step k reads the log-probs of
+        the ids at node ``start + walk[:k]`` for as long as the request picked ``walk[:k]``. Writes
+        ``found[index][node][token]``.
+        """
+        if not items:
+            return
+        prompts = [{"prompt_token_ids": prefix + list(start)} for _, prefix, start, _, _ in items]
+        sps = [self._vllm.SamplingParams(temperature=0.0, max_tokens=len(walk) + 1, logprob_token_ids=ids,
+                                         allowed_token_ids=sorted(set(walk)) or None, detokenize=False)
+               for _, _, _, walk, ids in items]
+        self.readout_requests += len(prompts)
+        for (i, _, node, walk, _), res in zip(items, self.llm.generate(prompts, sps, use_tqdm=False), strict=True):
+            self.readout_tokens_computed += len(res.prompt_token_ids) - (res.num_cached_tokens or 0)
+            completion = res.outputs[0]
+            for k, step in enumerate(completion.logprobs):
+                found[i].setdefault(node, {}).update({t: lp.logprob for t, lp in step.items()})
+                if k == len(walk) or completion.token_ids[k] != walk[k]:
+                    break
+                node += (walk[k],)
 
     def close(self) -> None:
         """Stop the engine's worker process and free its memory."""
@@ -222,3 +258,4 @@ def _generation(output: Any, seconds: float) -> Generation:
         tokens_out=len(completion.token_ids), seconds=seconds,
         error=None if finish != "error" else f"vllm finished the request with reason {reason!r}",
     )
+
