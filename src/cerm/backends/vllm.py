@@ -171,10 +171,10 @@ class VLLMBackend:
 
         Exact and prefix-cache friendly. The continuations ``v}`` form a token trie; each node needs the
         raw log-probs (log-softmax over the vocabulary, before any sampling processor) of its children,
-        which vLLM returns for the tokens in ``logprob_token_ids`` at every decode step. Round 1: the root
-        (prompt = prefix) and one greedy walk per trie path, e.g. ``7.5``: prompt = prefix + ``7``, allowed
-        to pick only ``.`` and ``5`` (``allowed_token_ids``: a sampling processor, so the log-probs stay
-        raw); while it picks the path's tokens, each step reads the next node. Round 2 reads what a walk
+        which vLLM returns for the tokens in ``logprob_token_ids`` at every decode step. Round 1: one greedy
+        walk per trie path, e.g. ``7.5``: prompt = prefix + ``7``, allowed to pick only ``.`` and ``5``
+        (``allowed_token_ids``: a sampling processor, so the log-probs stay raw); while it picks the path's
+        tokens, each step reads the next node; one walk starts at the root, so its first step reads the root. Round 2 reads what a walk
         that strayed missed, one 1-token request per node. Prompt log-probs are not used: vLLM skips its
         prefix cache for them, and its front end turns every prompt row into Python objects.
         """
@@ -204,8 +204,12 @@ class VLLMBackend:
             walks: list[Walk] = []
             for i, prefix, _, nodes in jobs:
                 scored = sorted({t for kids in nodes.values() for t in kids})
-                walks.append((i, prefix, (), (), scored))
-                walks += [(i, prefix, path[:1], path[1:], scored) for path in trie_paths(nodes) if path]
+                paths = [p for p in trie_paths(nodes) if p]
+                # [R] one walk starts at the root (the root is read by its first step, whatever it picks): the
+                # one with the fewest distinct tokens, then the longest (`5.5`: it may pick only `5` and `.`)
+                first = min(paths, key=lambda p: (len(set(p)), -len(p)), default=())
+                walks.append((i, prefix, (), first, scored))
+                walks += [(i, prefix, p[:1], p[1:], scored) for p in paths if p != first]
             self._walk(walks, found)
         self._walk([(i, prefix, node, (), left) for i, prefix, _, nodes in jobs for node, kids in nodes.items()
                     if (left := [t for t in kids if t not in found[i].get(node, {})])], found)
