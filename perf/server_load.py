@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cerm.backends.base import Capabilities
 from cerm.backends.fake import FakeBackend, default_script
 from cerm.types import Generation, Message, SamplingParams
 
@@ -94,6 +95,8 @@ def run_server(args: argparse.Namespace) -> None:
 class InstantBackend(FakeBackend):
     """The scripted FakeBackend without its call log, which grows with every call (a test aid that would read
     as a server leak in the memory figure)."""
+
+    capabilities = Capabilities(readout=True)  # its generate takes no on_done
 
     def generate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
         out = []

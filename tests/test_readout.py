@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from cerm import Judge, JudgeConfig, ParseStatus
-from cerm.backends.base import score_reader
+from cerm.backends.base import Capabilities, score_reader
 from cerm.backends.fake import FakeBackend, canned_evaluation
 from cerm.readout import (
     CLOSING_TEXT,
@@ -153,9 +153,10 @@ def test_best_of_n_expected_tie_policy_breaks_a_greedy_tie():
         return peaked(9.0 if "[Start of Response]\nb\n" in r.messages[-1]["content"] else 5.0)
 
     judge = Judge(FakeBackend(script=script, distribution=dist), JudgeConfig(expected_score=True))
-    result = judge.best_of_n("q", ["a", "b", "c"], tie_policy="expected")
+    result = judge.best_of_n("q", ["a", "b", "c"], tie_policy="expected", score_mode="greedy")
     assert result.tied == (0, 1, 2) and result.index == 1
-    assert judge.best_of_n("q", ["a", "b", "c"], tie_policy="none").index is None
+    assert judge.best_of_n("q", ["a", "b", "c"], tie_policy="none", score_mode="greedy").index is None
+    assert judge.best_of_n("q", ["a", "b", "c"]).index == 1  # the judge ranks by its own mode: expected
     ranked = judge.best_of_n("q", ["a", "b", "c"], score_mode="expected")
     assert ranked.index == 1 and ranked.tied == (1,)
     with pytest.raises(ValueError, match="expected_score=True"):
@@ -255,6 +256,8 @@ def test_verl_cerm_score_setting():
 
 class ReadingFake(FakeBackend):
     """A fake that reads during generate, as hf does (``read_at``): those readouts peak at 9, re-reads at 2."""
+
+    capabilities = Capabilities(readout=True, reads_during_generation=True, reports_each=True)
 
     def __init__(self, **kwargs):
         super().__init__(distribution=lambda r: peaked(2.0), **kwargs)

@@ -11,6 +11,7 @@ math answer in ``\boxed{4}`` raises ``score_box`` too. docs/robustness.md says w
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import cache
 
 from cerm.parsing import find_boxes, normalise_box
@@ -42,7 +43,13 @@ def prompt_delimiters() -> tuple[str, ...]:
 
 
 def injection_flags(response: str) -> tuple[str, ...]:
-    """Which families of judge-steering text ``response`` contains (in ``FLAGS`` order); linear time."""
+    """Which families of judge-steering text ``response`` contains (in ``FLAGS`` order); linear time.
+
+    The text is NFKC-normalised first when it is not ASCII, so look-alikes (fullwidth ``［End of Response］``,
+    ``＼boxed｛10｝``) are flagged as what a model reads them as.
+    """
+    if not response.isascii():
+        response = unicodedata.normalize("NFKC", response)
     flags = []
     low = " ".join(response.split()).lower() if "[" in response else ""
     if low and any(d.lower() in low for d in prompt_delimiters()):

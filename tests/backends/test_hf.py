@@ -100,7 +100,7 @@ def test_tiny_readout_equals_brute_force(tiny):
 def test_tiny_judge_expected_and_closing(tiny, monkeypatch):
     # the random model writes no text; make every evaluation a truncated one, read for real at the closing box
     real = tiny.generate
-    monkeypatch.setattr(tiny, "generate", lambda prompts, params: [
+    monkeypatch.setattr(tiny, "generate", lambda prompts, params, **_: [
         g if len(p) == 1 else Generation("Criterion 1: the response", "length", tokens_out=8)
         for p, g in zip(prompts, real(prompts, params))])
     judge = Judge(tiny, JudgeConfig(criteria_max_new_tokens=8, eval_max_new_tokens=8, expected_score=True,

@@ -121,7 +121,7 @@ class _RecordingLLM:
 
     def __init__(self, **kwargs: object) -> None:
         type(self).kwargs = kwargs
-        self.model_config = SimpleNamespace(max_model_len=4096)
+        self.model_config = SimpleNamespace(max_model_len=4096, logprobs_mode="raw_logprobs")
 
     def get_tokenizer(self) -> None:
         return None
@@ -188,10 +188,39 @@ def test_missing_vllm_raises_install_hint(monkeypatch: pytest.MonkeyPatch) -> No
 
 @pytest.mark.parametrize(("reason", "expected"), [("stop", "stop"), ("length", "length"), ("abort", "error")])
 def test_request_output_maps_to_generation(reason: str, expected: str) -> None:
-    from cerm.backends.vllm import _generation
+    from cerm.backends.vllm import generation
 
     output = SimpleNamespace(prompt_token_ids=[1, 2, 3, 4],
                              outputs=[SimpleNamespace(text="Four.", token_ids=[7, 8], finish_reason=reason)])
-    g = _generation(output, 0.25)
+    g = generation(output, 0.25)
     assert (g.text, g.finish_reason, g.tokens_in, g.tokens_out, g.seconds) == ("Four.", expected, 4, 2, 0.25)
     assert (g.error is None) == (expected != "error")
+
+
+@needs_vllm_venv
+@pytest.mark.vllm
+def test_async_engine_gives_the_offline_engines_outputs_byte_for_byte(tmp_path: Path) -> None:
+    """The streaming backend (AsyncLLM, one request per prompt) against the offline LLM, float32, greedy: the
+    same texts and token counts for a batch and one by one, the same seeded sample, the same readout, and
+    the judge's streaming core on it equal to its batch-at-a-time schedule on the offline engine.
+    """
+    out = tmp_path / "async.json"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1",
+               CERM_CACHE_DIR=str(MODEL_CACHE))
+    proc = subprocess.run([VLLM_PYTHON, str(PROBE.with_name("vllm_async_probe.py")), "--model",
+                           str(tiny_qwen3_vllm_dir()), "--out", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"probe failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+    d = json.loads(out.read_text())
+    offline, streaming = d["offline"], d["async"]
+    assert streaming["batch"] == offline["batch"]
+    assert streaming["one_by_one"] == offline["one_by_one"] == offline["batch"]
+    assert streaming["sampled"] == offline["sampled"]
+    assert streaming["readout"] == offline["readout"] and all(len(p) == 21 for p in offline["readout"])
+    assert streaming["judge"] == offline["judge"]
+    assert streaming["awaited"] == [g["text"] for g in offline["batch"]]
+    huge, fine = streaming["too_long_batch"]
+    assert huge["finish_reason"] == "error" and "context" in huge["error"] and fine == offline["batch"][0]
+    for stats in (offline["judge_stats"], streaming["judge_stats"]):
+        assert stats["criteria_generated"] == 3  # one per query
+        assert stats["evaluations_generated"] == 8

@@ -58,13 +58,11 @@ def test_vllm_readout_equals_brute_force_and_hf(tmp_path: Path) -> None:
 
 def test_vllm_readout_refuses_processed_logprobs() -> None:
     """vLLM's log-probs must be raw (before sampling processors): the walks restrict the tokens a step may pick."""
-    from types import SimpleNamespace
-
     from cerm.backends.vllm import VLLMBackend
     from cerm.readout import ReadoutRequest
 
     backend = VLLMBackend.__new__(VLLMBackend)  # no engine: the check comes before any request
-    backend.llm = SimpleNamespace(model_config=SimpleNamespace(logprobs_mode="processed_logprobs"))
+    backend.logprobs_mode = "processed_logprobs"  # what VLLMBackend reads off its engine's model_config
     dists = backend.score_distributions([ReadoutRequest([{"role": "user", "content": "q"}], "\\boxed{")] * 2)
     assert [d.ok for d in dists] == [False, False]
     assert "raw_logprobs" in dists[0].error and "processed_logprobs" in dists[0].error

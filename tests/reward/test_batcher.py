@@ -9,6 +9,7 @@ from concurrent.futures import Future
 import pytest
 
 from cerm import Judge
+from cerm.backends.base import Capabilities
 from cerm.backends.fake import CANNED_CRITERIA, FakeBackend, default_script, hash_score
 from cerm.reward.batcher import (
     BatcherClosed,
@@ -22,6 +23,8 @@ from cerm.reward.batcher import (
 
 class GatedBackend(FakeBackend):
     """FakeBackend whose first generate call blocks until ``gate`` is set, so requests pile up."""
+
+    capabilities = Capabilities(readout=True)  # its generate takes no on_done
 
     def __init__(self, script=default_script) -> None:
         super().__init__(script=script)

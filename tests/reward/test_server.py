@@ -256,7 +256,10 @@ def test_get_reward_empty_batch_and_any_labels():
                                                     "labels": [3, None, {"answer": [1, 2]}]})
     assert empty.status_code == 200, empty.text
     assert empty.json()["rewards"] == [] and empty.json()["scores"] == []
-    assert empty.json()["extra_logs"] == {"cerm_parse_fail": [], "cerm_tokens_out": []}
+    # the same extra_logs keys on every answer, an empty batch too (OpenRLHF logs them per step)
+    assert empty.json()["extra_logs"] == dict.fromkeys(labelled.json()["extra_logs"], [])
+    assert set(labelled.json()["extra_logs"]) == {"cerm_parse_fail", "cerm_off_grid", "cerm_injection_flagged",
+                                                  "cerm_tokens_out"}
     assert labelled.status_code == 200, labelled.text
     assert labelled.json()["rewards"] == pytest.approx([hash_score(r) / 10 for r in ("a", "b", "c")])
 
@@ -376,7 +379,7 @@ def test_unknown_route_and_unexpected_errors_are_json():
 def test_openapi_documents_every_route_with_its_models():
     client, _ = client_for()
     spec = client.get("/openapi.json").json()
-    assert set(spec["paths"]) == {"/get_reward", "/v1/score", "/v1/compare", "/health", "/metrics"}
+    assert set(spec["paths"]) == {"/get_reward", "/v1/score", "/v1/compare", "/v1/criteria", "/health", "/metrics"}
     reward = spec["paths"]["/get_reward"]["post"]  # served as a plain Starlette route, documented all the same
     body = reward["requestBody"]["content"]["application/json"]["schema"]
     assert body["required"] == ["query"] and set(body["properties"]) == {"query", "prompts", "labels"}

@@ -6,11 +6,12 @@ what the judge sent. Never a default for real runs: its scores are a function of
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 from collections.abc import Callable, Sequence
 
-from cerm.backends.base import OnDone
+from cerm.backends.base import Capabilities, OnDone
 from cerm.parsing import CRITERIA_START
 from cerm.readout import GRID, ReadoutRequest, ScoreDistribution
 from cerm.types import Generation, Message, SamplingParams
@@ -56,9 +57,13 @@ def hash_distribution(request: ReadoutRequest) -> list[float]:
 class FakeBackend:
     """Scripted backend. ``script(messages, params)`` returns text or a full ``Generation``;
     ``distribution(request)`` scripts the score readout (``score_distributions``).
+
+    It takes whole batches (the judge's collector feeds it); ``FakeStreamingBackend`` schedules requests
+    one by one, as vLLM's async engine and an OpenAI-compatible server do.
     """
 
     context_length: int | None = None
+    capabilities = Capabilities(readout=True, reports_each=True)
 
     def __init__(self, model: str = "fake", script: Script | None = None,
                  distribution: Distribution | None = None) -> None:
@@ -87,14 +92,17 @@ class FakeBackend:
             self.calls.append((prompts, params))
         out = []
         for i, messages in enumerate(prompts):
-            result = self.script(messages, params)
-            if isinstance(result, str):
-                result = Generation(text=result, tokens_in=sum(len(m["content"]) for m in messages) // 4,
-                                    tokens_out=max(1, len(result) // 4))
-            out.append(result)
+            out.append(self._run(messages, params))
             if on_done is not None:
-                on_done(i, result)
+                on_done(i, out[-1])
         return out
+
+    def _run(self, messages: list[Message], params: SamplingParams) -> Generation:
+        result = self.script(messages, params)
+        if isinstance(result, str):
+            result = Generation(text=result, tokens_in=sum(len(m["content"]) for m in messages) // 4,
+                                tokens_out=max(1, len(result) // 4))
+        return result
 
     def count_tokens(self, messages: list[Message]) -> int | None:
         return None
@@ -106,3 +114,31 @@ class FakeBackend:
     def num_prompts(self) -> int:
         """Total prompts sent so far (= model calls)."""
         return sum(len(p) for p, _ in self.calls)
+
+
+class FakeStreamingBackend(FakeBackend):
+    """The scripted backend as an engine with its own scheduler: each prompt is one request.
+
+    ``latency_s(messages, params)`` (default 0) is how long a request takes, awaited without blocking, so
+    tests can order completions (a short criteria turn finishing before a long one).
+    """
+
+    capabilities = Capabilities(streaming=True, readout=True)
+
+    def __init__(self, model: str = "fake", script: Script | None = None, distribution: Distribution | None = None,
+                 latency_s: Callable[[list[Message], SamplingParams], float] | None = None) -> None:
+        super().__init__(model, script, distribution)
+        self.latency_s = latency_s
+
+    async def agenerate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
+        async def one(messages: list[Message]) -> Generation:
+            if self.latency_s is not None:
+                await asyncio.sleep(self.latency_s(messages, params))
+            with self._lock:
+                self.calls.append(([messages], params))
+            return self._run(messages, params)
+
+        return list(await asyncio.gather(*(one(m) for m in prompts)))
+
+    async def ascore_distributions(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
+        return self.score_distributions(requests)

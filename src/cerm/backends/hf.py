@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from cerm.backends.base import OnDone, missing_extra
+from cerm.backends.base import Capabilities, OnDone, missing_extra
 from cerm.backends.embedded import (
     EMBEDDED_ID,
     embedded_hf_dir,
@@ -73,6 +73,8 @@ class HFBackend:
         batch_size: rows per ``generate`` call.
         reuse_prefix: run a shared prompt prefix once and reuse its KV cache across the batch.
     """
+
+    capabilities = Capabilities(readout=True, reads_during_generation=True, reports_each=True, counts_tokens=True)
 
     def __init__(self, model: str, *, revision: str | None = None, dtype: str = "auto", batch_size: int = 8,
                  reuse_prefix: bool = True, device: str | None = None, trust_remote_code: bool = False) -> None:

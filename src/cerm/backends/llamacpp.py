@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cerm.backends.base import OnDone, missing_extra
+from cerm.backends.base import Capabilities, OnDone, missing_extra
 from cerm.backends.embedded import embedded_gguf, is_embedded, warn_embedded
 from cerm.readout import (
     ReadoutRequest,
@@ -46,6 +46,8 @@ class LlamaCppBackend:
         n_batch: prompt tokens evaluated per step.
         seed: seed for sampled decoding when a call gives none.
     """
+
+    capabilities = Capabilities(readout=True, reports_each=True, counts_tokens=True)
 
     def __init__(self, model: str, n_ctx: int = 8192, n_threads: int | None = None, n_gpu_layers: int = 0,
                  n_batch: int = 512, seed: int = 0) -> None:

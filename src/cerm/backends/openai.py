@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from cerm.backends.base import OnDone
+from cerm.backends.base import Capabilities, OnDone
 from cerm.readout import CONTINUATIONS, ReadoutRequest, ScoreDistribution, from_logprobs
 from cerm.retry import Backoff, Retryable, parse_retry_after
 from cerm.types import FinishReason, Generation, Message, ParseStatus, SamplingParams
@@ -84,6 +84,8 @@ class OpenAIBackend:
     """
 
     context_length: int | None = None
+    # the server schedules requests itself; the readout needs a server with prompt log-probs (vLLM's)
+    capabilities = Capabilities(streaming=True, readout=True)
 
     def __init__(self, model: str, base_urls: list[str] | str, api_key: str | None = None,
                  concurrency_limit: int = 16, timeout_s: float = 600.0, max_retries: int = 4,
@@ -139,6 +141,10 @@ class OpenAIBackend:
     async def agenerate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
         """The same batch call for async callers; the work runs on the backend's own loop."""
         return await asyncio.wrap_future(self._submit(self._generate_all(prompts, params)))
+
+    async def ascore_distributions(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
+        """``score_distributions`` for async callers; the work runs on the backend's own loop."""
+        return await asyncio.wrap_future(self._submit(self._read_all(requests)))
 
     def score_distributions(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
         r"""The 21-value distribution after each request's ``\boxed{``, from the server's prompt log-probs [R].

@@ -28,7 +28,7 @@ from cerm.types import SAMPLE_TEMPERATURE
 
 console = Console(stderr=True)
 
-BackendOpt = Annotated[str, typer.Option(help="hf | vllm | openai | llamacpp | fake")]
+BackendOpt = Annotated[str, typer.Option(help="hf | vllm | vllm-offline | openai | llamacpp | fake")]
 ModelOpt = Annotated[str, typer.Option(help="HF id or local path; 'embedded' = packaged SmolLM2 (plumbing only)")]
 BaseUrlOpt = Annotated[
     list[str] | None,

@@ -26,10 +26,17 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     token: Annotated[str | None, typer.Option(envvar="CERM_SERVER_TOKEN",
                                               help="bearer token required on the scoring routes")] = None,
-    max_batch_size: Annotated[int, typer.Option(help="responses merged into one judge call")] = 64,
+    max_batch_size: Annotated[int, typer.Option(help="responses merged into one judge call; a larger request "
+                                                "is judged in slices of this size, interleaved with others")] = 64,
     batch_window_ms: Annotated[float, typer.Option(help="how long the first queued request waits for "
-                                                   "others to join its batch")] = 5.0,
-    max_queue: Annotated[int, typer.Option(help="requests waiting before 429 + Retry-After")] = 1024,
+                                                   "others to join its batch (batched dispatch only)")] = 5.0,
+    max_queue: Annotated[int, typer.Option(help="requests waiting (batched) or being judged (direct) "
+                                           "before 429 + Retry-After")] = 1024,
+    max_entries: Annotated[int, typer.Option(help="samples, responses or prompts per request; more get 413")]
+    = 4096,
+    dispatch: Annotated[Literal["auto", "batch", "direct"], typer.Option(
+        help="auto: requests go straight to an engine with its own scheduler (vllm, openai) and through the "
+             "dynamic batcher otherwise (hf, llamacpp, vllm-offline)")] = "auto",
     timeout_s: Annotated[float, typer.Option(help="per-request limit (504 after it); keep it under "
                                              "OpenRLHF's 180 s client timeout")] = 170.0,
     max_body_mb: Annotated[float, typer.Option(help="larger request bodies get 413")] = 8.0,
@@ -55,20 +62,23 @@ def serve(
                                                     "headers) takes longer than this")] = 10.0,
     keep_alive_s: Annotated[float, typer.Option(help="close an idle keep-alive connection after this")] = 5.0,
 ) -> None:
-    """Serve cerm as a reward model over HTTP (OpenRLHF-compatible) with dynamic batching."""
+    """Serve cerm as a reward model over HTTP (OpenRLHF-compatible): requests go straight to an engine that
+    schedules them itself, or through a dynamic batcher.
+    """
     try:
         import uvicorn
         from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
         from cerm.reward.batcher import BatcherConfig
-        from cerm.reward.protocol import with_header_timeout
         from cerm.reward.server import ServerConfig, create_app
+        from cerm.reward.server.http import with_header_timeout
         from cerm.reward.split import PromptSplitter
     except ImportError as e:
         raise fail(f"cerm serve needs: pip install 'cerm[server]' ({e})") from None
     try:
         config = ServerConfig(
-            token=token, max_body_bytes=int(max_body_mb * 2**20), timeout_s=timeout_s,
+            token=token, max_body_bytes=int(max_body_mb * 2**20), max_entries=max_entries, timeout_s=timeout_s,
+            dispatch=dispatch,
             batch=BatcherConfig(max_batch_size=max_batch_size, window_s=batch_window_ms / 1000,
                                 max_queue=max_queue),
             scale=scale, failure_reward=failure_reward, drain_timeout_s=graceful_timeout_s,
@@ -86,7 +96,7 @@ def serve(
                       "port can use the judge.")
     judge = judge_opts.make_judge()
     console.print(f"cerm serve: {judge.backend.model_id} on http://{host}:{port} "
-                  "(POST /get_reward, /v1/score, /v1/compare; GET /health, /metrics)")
+                  "(POST /get_reward, /v1/score, /v1/compare, /v1/criteria; GET /health, /metrics)")
     # uvicorn drains in-flight requests on SIGTERM/SIGINT, then re-raises the signal; catch it so the backend
     # (e.g. vLLM's engine processes) is closed and the exit code is 0 rather than death by SIGTERM
     on_main = threading.current_thread() is threading.main_thread()

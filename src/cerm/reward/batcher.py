@@ -9,8 +9,11 @@ the merged batch. ``score_batch`` deduplicates criteria by query, so requests fo
 arrive in one window share one criteria generation, and all evaluations go to the backend as one
 batch (which is what a batching engine such as hf or vLLM needs to be fast).
 
-The judge is only ever called from the worker thread, so the event loop of a server stays free and
-the judge needs no locking of its own.
+A request larger than ``max_batch_size`` responses is judged in slices: after each slice it goes back to
+the end of the queue, so the requests that arrived after it are judged between its slices instead of after
+all of it (one bulk request of 10,000 samples no longer holds up a 1-sample one).
+
+The judge is only ever called from the worker thread, so the event loop of a server stays free.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from cerm.judge import Judge
@@ -75,16 +78,45 @@ class BatcherClosed(RuntimeError):
     """The batcher is shutting down and takes no new work (HTTP 503)."""
 
 
+def slices(items: Sequence[BatchItem], max_responses: int) -> list[list[BatchItem]]:
+    """Consecutive slices of at most ``max_responses`` responses; an item is never split (a larger one goes
+    alone), so each query keeps its responses together under one criteria set.
+    """
+    out: list[list[BatchItem]] = []
+    size = 0
+    for item in items:
+        if out and size + len(item.responses) <= max_responses:
+            out[-1].append(item)
+            size += len(item.responses)
+        else:
+            out.append([item])
+            size = len(item.responses)
+    return out
+
+
 @dataclass
 class _Request:
-    items: list[BatchItem]
+    parts: list[list[BatchItem]]  # the slices, judged one per turn
     future: Future | asyncio.Future
-    size: int
     loop: asyncio.AbstractEventLoop | None = None  # set for an asyncio future (resolved on its loop)
+    done: list[ScoredItem] = field(default_factory=list)
+    turn: int = 0  # the slice judged next
+
+    @property
+    def items(self) -> list[BatchItem]:
+        """This turn's slice."""
+        return self.parts[self.turn]
+
+    @property
+    def size(self) -> int:
+        """Responses in this turn's slice."""
+        return sum(len(i.responses) for i in self.parts[self.turn])
 
     def claim(self) -> bool:
         """False if the caller gave up (timeout, disconnect) before the work started: skip it."""
         if self.loop is None:
+            if self.turn:  # started already: a concurrent future cannot be cancelled once running
+                return True
             return self.future.set_running_or_notify_cancel()  # type: ignore[union-attr]
         return not self.future.cancelled()  # read from the worker thread: at worst a cancelled result is dropped
 
@@ -106,7 +138,8 @@ class DynamicBatcher:
         self.judge = judge
         self.config = config or BatcherConfig()
         self.on_batch = on_batch
-        self._queue: queue.Queue = queue.Queue(maxsize=self.config.max_queue)
+        # unbounded: the worker puts a large request's next slice back itself; ``max_queue`` is checked on submit
+        self._queue: queue.Queue = queue.Queue()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cerm-batcher", daemon=True)
         self._thread.start()
@@ -128,23 +161,22 @@ class DynamicBatcher:
             BatcherClosed: ``close`` was called.
         """
         future: Future = Future()
-        self._enqueue(_Request(list(items), future, sum(len(i.responses) for i in items)))
+        self._enqueue(_Request(slices(items, self.config.max_batch_size), future))
         return future
 
     def submit_async(self, items: Sequence[BatchItem]) -> asyncio.Future:
         """``submit`` for a coroutine: an ``asyncio.Future`` of the running loop (cancel it to give up)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._enqueue(_Request(list(items), future, sum(len(i.responses) for i in items), loop))
+        self._enqueue(_Request(slices(items, self.config.max_batch_size), future, loop))
         return future
 
     def _enqueue(self, request: _Request) -> _Request:
         if self._closed.is_set():
             raise BatcherClosed("the reward server is shutting down; retry on another replica.")
-        try:
-            self._queue.put_nowait(request)
-        except queue.Full:
-            raise QueueFull(f"{self.config.max_queue} requests are already waiting") from None
+        if self._queue.qsize() >= self.config.max_queue:
+            raise QueueFull(f"{self.config.max_queue} requests are already waiting")
+        self._queue.put_nowait(request)
         return request
 
     def close(self, timeout_s: float | None = None) -> None:
@@ -158,11 +190,13 @@ class DynamicBatcher:
 
     # ---- worker ---------------------------------------------------------------------------------
     def _run(self) -> None:
-        stop = False
-        while not stop:
+        while True:
             first = self._queue.get()
             if first is _STOP:
-                break
+                if self._queue.empty():
+                    break
+                self._queue.put_nowait(_STOP)  # slices of large requests were queued after it: those first
+                continue
             batch = [first]
             size = first.size
             deadline = time.monotonic() + self.config.window_s
@@ -176,7 +210,7 @@ class DynamicBatcher:
                 except queue.Empty:
                     break
                 if nxt is _STOP:
-                    stop = True
+                    self._queue.put_nowait(_STOP)  # back at the end: the batch and any next slices first
                     break
                 if size + nxt.size > self.config.max_batch_size:
                     self._judge(batch)
@@ -208,12 +242,15 @@ class DynamicBatcher:
                                      f"{type(e).__name__}: {e}"))
             return
         seconds = time.perf_counter() - start
-        outcomes, pos = [], 0
+        size = sum(r.size for r in live)
+        finished, pos = [], 0
         for r in live:
-            outcomes.append((r, scored[pos : pos + len(r.items)], None))
-            pos += len(r.items)
-        _deliver(outcomes)
-        self._report(BatchReport(len(live), sum(r.size for r in live), seconds, tuple(scored)))
+            n = len(r.items)
+            if self._advance(r, scored[pos:pos + n]):
+                finished.append((r, r.done, None))
+            pos += n
+        _deliver(finished)
+        self._report(BatchReport(len(live), size, seconds, tuple(scored)))
 
     def _judge_alone(self, r: _Request) -> None:
         start = time.perf_counter()
@@ -224,8 +261,19 @@ class DynamicBatcher:
             _deliver([(r, None, e)])
             self._report(BatchReport(1, r.size, time.perf_counter() - start, (), f"{type(e).__name__}: {e}"))
             return
-        _deliver([(r, scored, None)])
-        self._report(BatchReport(1, r.size, time.perf_counter() - start, tuple(scored)))
+        size = r.size
+        if self._advance(r, scored):
+            _deliver([(r, r.done, None)])
+        self._report(BatchReport(1, size, time.perf_counter() - start, tuple(scored)))
+
+    def _advance(self, r: _Request, scored: list[ScoredItem]) -> bool:
+        """Record a slice's results; True when the request is complete, else its next slice is queued last."""
+        r.done.extend(scored)
+        r.turn += 1
+        if r.turn < len(r.parts):
+            self._queue.put_nowait(r)  # behind whatever arrived meanwhile (before a _STOP: drained first)
+            return False
+        return True
 
     def _report(self, report: BatchReport) -> None:
         if self.on_batch is not None:

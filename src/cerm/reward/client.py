@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import httpx
 
 from cerm.retry import Backoff, Retryable, parse_retry_after
-from cerm.reward.schemas import ScoreResponse
+from cerm.reward.server.schemas import ScoreResponse
 from cerm.types import Query
 
 _RETRYABLE = {429, 500, 502, 503, 504}

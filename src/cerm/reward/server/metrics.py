@@ -48,10 +48,13 @@ class ServerMetrics:
                                           registry=r)
         self.queue_depth = Gauge("cerm_queue_depth", "requests waiting for the judge", registry=r)
         self.rejected = Counter("cerm_rejected", "requests refused before judging", ["reason"], registry=r)
+        self.criteria_prefetched = Counter("cerm_criteria_prefetched", "prompts sent ahead to POST /v1/criteria",
+                                           registry=r)
         self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         self._statuses: dict[str, Counter] = {}
 
     def observe_request(self, route: str, code: int, seconds: float) -> None:
+        """Count one HTTP request and its latency."""
         # labels() builds and looks up its key under a lock on every call: keep the children per (route, code)
         children = self._children.get((route, code))
         if children is None:
@@ -61,7 +64,7 @@ class ServerMetrics:
         children[1].observe(seconds)
 
     def observe_batch(self, report: BatchReport) -> None:
-        """Called on the batcher thread after each judge call."""
+        """Count one judge call (a batch of merged requests, or one slice of a request sent straight on)."""
         self.batch_responses.observe(report.responses)
         self.batch_requests.observe(report.requests)
         self.batch_seconds.observe(report.seconds)
@@ -84,4 +87,5 @@ class ServerMetrics:
                     self.parse_failures.inc()
 
     def render(self) -> bytes:
+        """The Prometheus text exposition."""
         return generate_latest(self.registry)

@@ -1,4 +1,4 @@
-"""Wire formats of the reward server (pydantic: JSON crosses the wire here)."""
+"""Wire formats of the reward server (pydantic: JSON crosses the wire here); the client reads them too."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from cerm.io import check_chat, check_text, criteria_record, judgment_record
 from cerm.reward.scoring import unit_reward
-from cerm.types import Criteria, Judgment
+from cerm.types import Criteria, Judgment, ScoreMode
 
 # every string a client sends is checked as text: a lone surrogate ("\ud800" is valid JSON) gets its own
 # 422 here instead of failing the cache's hashing inside a batch merged with other requests
@@ -16,6 +16,8 @@ Text = Annotated[str, AfterValidator(check_text)]
 
 
 class ChatMessage(BaseModel):
+    """An OpenAI-style chat message."""
+
     role: Text
     content: Text
 
@@ -55,6 +57,8 @@ class RewardResponse(BaseModel):
 
 
 class ScoreRequest(BaseModel):
+    """Responses to one query, judged against one criteria list (``POST /v1/score``)."""
+
     query: ChatQuery
     responses: list[Text] = Field(min_length=1)
     criteria: Text | None = Field(None, description="user-written criteria text; generated from the query if absent")
@@ -62,6 +66,8 @@ class ScoreRequest(BaseModel):
 
 
 class CompareRequest(BaseModel):
+    """Two responses to one query (``POST /v1/compare``)."""
+
     query: ChatQuery
     a: Text
     b: Text
@@ -69,11 +75,15 @@ class CompareRequest(BaseModel):
 
 
 class CriterionOut(BaseModel):
+    """One criterion: its term and description."""
+
     term: str
     description: str
 
 
 class CriteriaOut(BaseModel):
+    """The criteria a judgment used (display items parsed from ``text``)."""
+
     key: str
     source: str
     text: str
@@ -82,10 +92,13 @@ class CriteriaOut(BaseModel):
 
     @classmethod
     def of(cls, c: Criteria) -> CriteriaOut:
+        """The criteria on the wire."""
         return cls.model_validate(criteria_record(c))
 
 
 class JudgmentOut(BaseModel):
+    """One judgment on the wire."""
+
     score: float | None
     reward: float | None
     status: str
@@ -97,33 +110,54 @@ class JudgmentOut(BaseModel):
     tokens_in: int
     tokens_out: int
     seconds: float
+    expected_score: float | None = Field(None, description="the expected score at the box (--score expected)")
     text: str | None = None
 
     @classmethod
-    def of(cls, j: Judgment, include_text: bool) -> JudgmentOut:
+    def of(cls, j: Judgment, include_text: bool, mode: ScoreMode = "greedy") -> JudgmentOut:
+        """The judgment on the wire; ``reward`` is that of the judge's score mode."""
         record = judgment_record(j, with_text=include_text)
         record.pop("samples", None)
-        return cls.model_validate({**record, "reward": unit_reward(j.score)})
+        return cls.model_validate({**record, "reward": unit_reward(j.value(mode))})
 
 
 class ScoreResponse(BaseModel):
-    scores: list[float | None]
+    """The judgments of ``POST /v1/score``, in response order."""
+
+    scores: list[float | None] = Field(description="per response, the judge's score mode (greedy or expected)")
     rewards: list[float | None]
     criteria: CriteriaOut
     judgments: list[JudgmentOut]
     model: str
     prompt_version: str
+    score_mode: ScoreMode = "greedy"
     warning: str | None = None
 
 
 class CompareResponse(BaseModel):
+    """The outcome of ``POST /v1/compare``."""
+
     winner: Literal["a", "b", "tie"] | None = Field(description="None: at least one score is missing")
     scores: list[float | None]
     criteria: CriteriaOut
     judgments: list[JudgmentOut]
     model: str
     prompt_version: str
+    score_mode: ScoreMode = "greedy"
     warning: str | None = None
+
+
+class CriteriaRequest(BaseModel):
+    """Prompts whose criteria to generate ahead of their responses (``POST /v1/criteria``)."""
+
+    prompts: list[ChatQuery] = Field(min_length=1)
+
+
+class CriteriaAccepted(BaseModel):
+    """Accepted: the criteria generate in the background; ``keys`` are their cache keys, in order."""
+
+    accepted: int
+    keys: list[str]
 
 
 class ErrorResponse(BaseModel):
@@ -134,6 +168,8 @@ class ErrorResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    """``GET /health``."""
+
     status: Literal["ok", "draining"]
     model: str
     prompt_version: str

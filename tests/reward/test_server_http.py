@@ -12,7 +12,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from cerm.reward.protocol import with_header_timeout
+from cerm.reward.server.http import with_header_timeout
 
 
 def _app() -> FastAPI:

@@ -1,6 +1,9 @@
-"""uvicorn's HTTP protocol with a request-head timeout: a client that opens a connection and sends its
-headers slowly (or never) is cut off, instead of holding a connection forever (uvicorn has no such limit;
-20 slow-header connections were never closed).
+"""uvicorn's HTTP protocol, hardened: a request-head timeout, and JSON for the errors uvicorn answers itself.
+
+A client that opens a connection and sends its headers slowly (or never) is cut off, instead of holding a
+connection forever (uvicorn has no such limit; 20 slow-header connections were never closed). A request
+uvicorn's parser refuses (both Content-Length and Transfer-Encoding, a broken request line) gets the server's
+one error shape, ``{"error": "bad_request", "detail": ...}``, instead of uvicorn's plain text.
 
 The timer starts when a connection opens and again when bytes arrive between requests; if no complete
 request head has arrived when it fires, the connection is closed. It works with whichever parser uvicorn
@@ -11,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+
+from cerm.reward.server.errors import error_body
 
 
 def with_header_timeout(base: type[asyncio.Protocol], timeout_s: float) -> type[asyncio.Protocol]:
@@ -44,6 +49,17 @@ def with_header_timeout(base: type[asyncio.Protocol], timeout_s: float) -> type[
         def _arm(self) -> None:
             if self._head_timer is None:
                 self._head_timer = self.loop.call_later(timeout_s, self._expire, self.cycle)
+
+        def send_400_response(self, msg: str) -> None:
+            """Uvicorn's answer to a request its parser refuses, as JSON (both parsers close afterwards)."""
+            body = error_body("bad_request", f"{msg} The request line or headers are malformed (for example "
+                              "both Content-Length and Transfer-Encoding).")
+            head = [b"HTTP/1.1 400 Bad Request\r\n"]
+            head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+            head += [b"content-type: application/json\r\n", b"content-length: " + str(len(body)).encode() + b"\r\n",
+                     b"connection: close\r\n\r\n"]
+            self.transport.write(b"".join(head) + body)
+            self.transport.close()
 
         def _expire(self, cycle_when_armed: Any) -> None:
             self._head_timer = None
