@@ -51,6 +51,21 @@ class DataError(ValueError):
 BadLine = DataError  # the old name of a bad JSONL line
 
 
+class WriteError(RuntimeError):
+    """A file or store that could not be written (a full disk, a full or unreachable cache) or, for a
+    store, read.
+
+    The message names the file (or URL) and says that the run can be resumed: everything finished
+    before it is kept (outputs are flushed per record, the caches commit per entry).
+    """
+
+    def __init__(self, target: str, reason: str, action: str = "write") -> None:
+        super().__init__(f"{target}: cannot {action} ({reason}). Everything finished before it is kept: "
+                         "free space (or fix the cause) and rerun the same command to resume.")
+        self.target = target
+        self.reason = reason
+
+
 # ---- text checks ---------------------------------------------------------------------------------
 def find_bad_text(value: Any, path: str = "") -> tuple[str, str] | None:
     r"""(field path, problem) of the first string in ``value`` that is not valid text, else None.

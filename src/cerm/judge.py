@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import random
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from cerm.backends.base import Backend, score_reader
-from cerm.cache import CriteriaCache, CriteriaRecord, JudgmentCache, Store, content_key, criteria_from_record
+from cerm.cache import (
+    CriteriaCache,
+    CriteriaRecord,
+    JudgmentCache,
+    Store,
+    content_key,
+    criteria_from_record,
+    new_holder_id,
+)
 from cerm.injection import injection_flags
 from cerm.parsing import ParserMode, parse_criteria, parse_judgment
 from cerm.prompts import PROMPT_VERSION, criteria_messages, evaluation_messages, render_query
@@ -215,7 +221,7 @@ class Judge:
         self.stats = JudgeStats()
         if self.config.expected_score or self.config.close_unfinished:
             score_reader(backend)  # fail before any generation, not after a batch of evaluations
-        self._owner = f"{os.getpid()}:{uuid.uuid4().hex}"  # this judge's name on criteria leases
+        self._owner = new_holder_id()  # this judge's name on criteria leases: host, pid, process start
 
     # ---- criteria -------------------------------------------------------------------------------
     def criteria_key(self, query: Query, sample_index: int = 0, response_index: int | None = None) -> str:
@@ -265,14 +271,15 @@ class Judge:
 
     def _generate_single_flight(self, missing: dict[str, _Slot]) -> dict[str, Criteria]:
         """Generate missing criteria once across the processes sharing the store: a key leased by another
-        process is waited for in the cache (its lease expiring hands the generation to us).
+        process is waited for in the cache. The store renews our leases while we work and hands us one whose
+        holder is gone (at once on its host, else when it stops renewing); a live holder is waited for at
+        most ``criteria_lease_s``, then we generate the criteria ourselves.
         """
         done: dict[str, Criteria] = {}
         waiting = dict(missing)
-        deadline = time.monotonic() + self.config.criteria_lease_s
+        deadline = time.monotonic() + self.config.criteria_lease_s  # the wait bound, not the lease's life
         while waiting:
-            mine = {k: v for k, v in waiting.items()
-                    if self.criteria_cache.lease(k, self._owner, self.config.criteria_lease_s)}
+            mine = {k: v for k, v in waiting.items() if self.criteria_cache.lease(k, self._owner)}
             try:
                 for key in list(mine):  # a holder may have stored them and released its lease just now
                     if self._take_cached(key, done):
