@@ -113,3 +113,21 @@ def test_an_unreachable_redis_names_the_url_without_its_password():
     port = free_port()
     with pytest.raises(ConnectionError, match=rf"redis://\*\*\*@127.0.0.1:{port}/0 unreachable"):
         Store(f"redis://:secret@127.0.0.1:{port}/0", timeout_s=1.0)
+
+
+def test_a_full_redis_is_a_write_error_naming_the_store(redis_server):
+    from redis_server import RedisServer
+
+    from cerm.io import WriteError
+
+    full = RedisServer(maxmemory="3mb")  # a real server with a memory cap and no eviction
+    try:
+        store = Store(full.url)
+        cache = JudgmentCache(store)
+        with pytest.raises(WriteError, match=rf"{full.url}: cannot write \(Redis is out of memory") as e:
+            for i in range(100):  # 100 x 100 KB: well past the cap
+                cache.put(f"k{i}", Judgment(7.0, ParseStatus.OK, text="x" * 100_000))
+        assert "rerun the same command to resume" in str(e.value)
+        assert len(cache) > 0  # what fitted is kept
+    finally:
+        full.stop()

@@ -399,7 +399,11 @@ def locked_append(path: Path) -> Iterator[IO[str]]:
     """Open ``path`` for appending under an exclusive lock: a second writer fails at once, clearly,
     instead of duplicating every record.
     """
-    f = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed below)
+    try:
+        f = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed below)
+    except OSError as e:
+        raise WriteError(str(path), e.strerror or str(e)) from None
+    finished = False
     try:
         try:
             import fcntl
@@ -411,5 +415,21 @@ def locked_append(path: Path) -> Iterator[IO[str]]:
             raise DataError.at(str(path), None, "another process is writing this output; wait for it or use "
                                "another file.") from None
         yield f
+        finished = True
     finally:
-        f.close()
+        try:
+            f.close()  # flushes: on a full disk this fails too
+        except OSError as e:
+            if finished:  # else the error on its way out already names the file
+                raise WriteError(str(path), e.strerror or str(e)) from None
+
+
+def append_line(f: IO[str], line: str) -> None:
+    """Write one line and flush it, so a killed run keeps every finished record; a full disk is a
+    ``WriteError`` naming the file (the torn last line is dropped on resume: ``read_jsonl_output``).
+    """
+    try:
+        f.write(line + "\n")
+        f.flush()
+    except OSError as e:
+        raise WriteError(str(getattr(f, "name", "the output")), e.strerror or str(e)) from None

@@ -27,7 +27,7 @@ from cerm.backends.embedded import embedded_warning
 from cerm.bench.common import BenchItem, Benchmark, Outcome
 from cerm.bench.records import has_backend_error, item_record, outcome_from_record, read_records
 from cerm.bench.summary import group_rates, summarize
-from cerm.io import locked_append
+from cerm.io import append_line, locked_append
 from cerm.judge import Judge
 from cerm.prompts import MULTI_TURN_FORMAT, PROMPT_VERSION
 from cerm.types import Query, ScoredItem, ScoreMode
@@ -140,8 +140,7 @@ def run_benchmark(bench: Benchmark, items: Sequence[BenchItem], scorer: Scorer, 
         for chunk, scored in _score_chunks(scorer, chunks, config.workers):
             for it, s in zip(chunk, scored):
                 rec = item_record(it, s, samples)
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                f.flush()  # a killed run keeps every finished item
+                append_line(f, json.dumps(rec, ensure_ascii=False))  # a killed run keeps every finished item
                 done[it.id] = rec
             n_done += len(chunk)
             if progress:
