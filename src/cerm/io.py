@@ -300,18 +300,24 @@ def read_score_rows(path: Path) -> tuple[list[ScoreRow], list[DataError]]:
         else:
             assert line.record is not None
             rows.append((line.lineno, line.record))
-    first: dict[str, int] = {}
+    first: dict[str, tuple[int, Any]] = {}  # id as text -> (its first line, the id there; None: no id)
     out: list[ScoreRow] = []
     for lineno, row in rows:
-        implicit = row.id is None
-        row = row.model_copy(update={"id": lineno}) if implicit else row
+        given = row.id
+        row = row.model_copy(update={"id": lineno}) if given is None else row
         key = str(row.id)
         if key in first:
-            how = " (an id-less line's id is its line number)" if implicit or key == str(first[key]) else ""
+            first_line, first_given = first[key]
+            if given is None or first_given is None:
+                how = " (an id-less line's id is its line number)"
+            elif type(given) is not type(first_given):
+                how = f" (as {first_given!r} there: ids are compared as text)"
+            else:
+                how = ""
             bad.append(DataError.at(f"{path}:{lineno}", "id", f"duplicate id {row.id!r}, first on line "
-                                    f"{first[key]}{how}; give every item a unique id."))
+                                    f"{first_line}{how}; give every item a unique id."))
             continue
-        first[key] = lineno
+        first[key] = (lineno, given)
         out.append(row)
     return out, bad
 

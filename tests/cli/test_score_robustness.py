@@ -156,3 +156,14 @@ def test_one_huge_response_is_not_split_whole_for_the_preview():
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20  # splitting it whole took ~130 MB
+
+
+def test_explicit_ids_1_and_text_1_get_no_hint_about_id_less_lines(workdir):
+    write(workdir / "in.jsonl", {"id": 1, "query": "q", "responses": ["a"]}, {"id": "1", "query": "r", "responses": ["b"]})
+    r = score("-i", "in.jsonl")
+    out = flat(r.output)
+    assert r.exit_code == 2 and "in.jsonl:2: field 'id': duplicate id '1', first on line 1 (as 1 there: ids are " \
+        "compared as text)" in out, out
+    assert "id-less" not in out
+    write(workdir / "in.jsonl", {"query": "q", "responses": ["a"]}, {"id": 1, "query": "r", "responses": ["b"]})
+    assert "an id-less line's id is its line number" in flat(score("-i", "in.jsonl").output)

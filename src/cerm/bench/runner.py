@@ -201,12 +201,25 @@ def _check_or_write_config(out: Path, bench: Benchmark, info: dict[str, Any], so
     fingerprint = {"benchmark": bench.name, "scorer": info}
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
-        if old.get("fingerprint") != json.loads(json.dumps(fingerprint)):
-            raise ValueError(f"{out} holds a run of a different benchmark or scorer (see {path}); resuming "
-                             "would mix results. Use a new --out directory.")
+        now = json.loads(json.dumps(fingerprint))
+        if old.get("fingerprint") != now:
+            diffs = _differences(old.get("fingerprint") or {}, now)
+            what = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in list(diffs.items())[:6])
+            raise ValueError(f"{out} holds a run with other settings ({what or 'see ' + str(path)}); resuming "
+                             "would mix results. Use a new --out directory, or the same flags as that run.")
     path.write_text(json.dumps({"fingerprint": fingerprint, "sources": list(sources), "selection": config.selection,
                                 "seed": config.seed, "chunk_size": config.chunk_size, "workers": config.workers},
                                indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ between two JSON objects (``scorer.model``, ``scorer.config.seed``)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: dict[str, tuple[Any, Any]] = {}
+        for key in sorted(old.keys() | new.keys()):
+            out.update(_differences(old.get(key), new.get(key), f"{prefix}{key}."))
+        return out
+    return {} if old == new else {prefix.rstrip("."): (old, new)}
 
 
 def load_outcomes(run_dir: Path) -> tuple[dict[str, Any], list[Outcome]]:
