@@ -124,3 +124,24 @@ def test_a_signal_releases_the_leases_flushes_and_says_how_to_resume(workdir, st
     assert "resuming: 1 item(s) already in o.jsonl" in err
     assert not [c for c in standin.calls[mark:] if c.kind == "criteria" and QUERIES[0] in c.content]
     assert sorted(out_ids(workdir)) == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_bench_run_on_sigterm_releases_its_leases_and_resumes(tmp_path, standin):
+    """The same for `cerm bench run` (two workers: the orderly exit does not wait for the other chunk)."""
+    data = ROOT / "tests" / "fixtures" / "bench" / "reward-bench" / "filtered.jsonl"
+    cmd = [*CERM, "bench", "run", "-b", "rewardbench", "--data", str(data), "--backend", "openai", "--model",
+           "judge", "--base-url", standin.url, "--out", "run", "--chunk-size", "1", "--workers", "2",
+           "--bootstrap", "10"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: len(standin.of("criteria")) >= 3, proc)  # past the first chunks, leases held
+    assert Store(tmp_path / "run" / "cache.sqlite").execute("SELECT COUNT(*) FROM criteria_leases")[0][0] >= 1
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=GRACE_S + 60)
+    assert proc.returncode == 143, err
+    assert [line for line in err.splitlines() if line.strip()][-1] == \
+        "interrupted (SIGTERM); resume with the same command"
+    assert Store(tmp_path / "run" / "cache.sqlite").execute("SELECT COUNT(*) FROM criteria_leases") == [(0,)]
+    rerun = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "resumed" in rerun.stdout and (tmp_path / "run" / "summary.json").exists()
