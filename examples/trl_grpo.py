@@ -118,7 +118,8 @@ def main() -> None:
     ap.add_argument("--judge-base-url", action="append", help="openai backend: server URL(s)")
     ap.add_argument("--criteria-max-new-tokens", type=int, help="default: the judge model's (embedded: 192)")
     ap.add_argument("--eval-max-new-tokens", type=int, help="default: the judge model's (embedded: 160)")
-    ap.add_argument("--cache", type=Path, help="SQLite criteria/judgment cache (share it across processes)")
+    ap.add_argument("--cache", help="SQLite criteria/judgment cache (share it across processes) or "
+                    "redis://HOST:PORT/DB (share it across hosts)")
     ap.add_argument("--failure-reward", type=float, default=0.0)
     ap.add_argument("--score", choices=["greedy", "expected"], default="greedy",
                     help="reward from the greedy boxed score (the paper's) or the expected score at the box [R]")

@@ -13,6 +13,12 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver
 fi
 export CERM_BROWSER_REQUIRED=1
+# the Redis store's tests start Debian's redis-server on a free port (tests/redis_server.py); required here
+if ! command -v redis-server >/dev/null; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server
+fi
+export CERM_REDIS_REQUIRED=1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # one OpenMP thread per process: on a 2-core VM a second busy process stalls torch's thread barriers
 # (a 1x576 @ 576x1536 matmul measured 7.9 ms with 2 threads vs 0.16 ms with 1); raise it on a quiet big box

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from redis_server import RedisServer, redis_required
 from support import DATA, MODEL_CACHE, smollm2_tokenizer_dir, tiny_qwen3_dir
 
 # Tests and the perf scripts they start (subprocesses inherit the environment) never touch the user's
@@ -53,3 +54,23 @@ def shared_data() -> Path:
     if not DATA.is_dir():
         pytest.skip(f"shared data not found at {DATA}")
     return DATA
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """One real redis-server for the session (skipped without the binary unless CERM_REDIS_REQUIRED=1)."""
+    try:
+        server = RedisServer()
+    except FileNotFoundError as e:
+        if redis_required():
+            pytest.fail(f"{e}; CERM_REDIS_REQUIRED=1 (scripts/test.sh installs it)")
+        pytest.skip(f"{e}; scripts/test.sh installs it")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """The session's Redis, emptied for this test."""
+    redis_server.flush()
+    return redis_server.url

@@ -68,3 +68,66 @@ def test_judgment_roundtrip_in_memory():
     assert cache.get("k") == j
     assert cache.get("missing") is None
     assert len(cache) == 1
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def any_store(request, tmp_path):
+    target = str(tmp_path / "c.sqlite") if request.param == "sqlite" else request.getfixturevalue("redis_url")
+    store = Store(target)
+    yield store
+    store.close()
+
+
+def test_both_stores_keep_the_same_records(any_store, tmp_path):
+    cache = CriteriaCache(any_store)
+    for i in (2, 0, 1):
+        cache.put(_record(i).model_copy(update={"created_at": 100.0 + i}))
+    assert [r.query for r in cache.records()] == ["q0", "q1", "q2"]  # oldest first
+    key = _record(1).key
+    assert cache.get(key) == _record(1).model_copy(update={"created_at": 101.0})
+    assert cache.find(key[:6]).key == key
+    with pytest.raises(KeyError, match="matches no entries"):
+        cache.find("zz")
+    with pytest.raises(KeyError, match="matches 2 entries"):
+        cache.put(_record(3).model_copy(update={"key": key[:6] + "x"}))
+        cache.find(key[:6])
+    assert cache.delete(key) and not cache.delete(key) and cache.get(key) is None
+    out = tmp_path / "export.jsonl"
+    assert cache.export_jsonl(out) == 3
+    judgments = JudgmentCache(any_store)
+    j = Judgment(7.0, ParseStatus.OK, (4.0, 5.0), 1.0, text="x")
+    judgments.put("k", j)
+    assert judgments.get("k") == j and judgments.get("missing") is None and len(judgments) == 1
+
+
+def test_a_redis_url_given_as_a_path_is_refused_clearly():
+    from pathlib import Path
+
+    with pytest.raises(ValueError, match="Redis URL passed as a path"):
+        Store(Path("redis://localhost:6379/0"))
+
+
+def test_an_unreachable_redis_names_the_url_without_its_password():
+    from redis_server import free_port
+
+    port = free_port()
+    with pytest.raises(ConnectionError, match=rf"redis://\*\*\*@127.0.0.1:{port}/0 unreachable"):
+        Store(f"redis://:secret@127.0.0.1:{port}/0", timeout_s=1.0)
+
+
+def test_a_full_redis_is_a_write_error_naming_the_store(redis_server):
+    from redis_server import RedisServer
+
+    from cerm.io import WriteError
+
+    full = RedisServer(maxmemory="3mb")  # a real server with a memory cap and no eviction
+    try:
+        store = Store(full.url)
+        cache = JudgmentCache(store)
+        with pytest.raises(WriteError, match=rf"{full.url}: cannot write \(Redis is out of memory") as e:
+            for i in range(100):  # 100 x 100 KB: well past the cap
+                cache.put(f"k{i}", Judgment(7.0, ParseStatus.OK, text="x" * 100_000))
+        assert "rerun the same command to resume" in str(e.value)
+        assert len(cache) > 0  # what fitted is kept
+    finally:
+        full.stop()

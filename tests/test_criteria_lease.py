@@ -1,17 +1,28 @@
-"""Criteria single flight across processes: judges sharing one SQLite file generate a prompt's criteria once.
+"""Criteria single flight across processes, on both stores (a SQLite file, a real redis-server).
 
-Each ``Store`` opens its own SQLite connections, as separate processes do; tests/reward/test_openrlhf_real.py
-runs the same with two real ``cerm serve`` processes.
+Judges sharing one store generate a prompt's criteria once; a lease names its holder (host, pid, process
+start), is renewed while the holder works, taken over at once when its holder is gone from this host, and
+expires by itself when a holder on another host stops renewing. Each ``Store`` opens its own connections,
+as separate processes do; tests/cli/test_interrupt.py kills real ``cerm score`` processes,
+tests/reward/test_replicas_redis.py runs two real ``cerm serve`` replicas on one Redis.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 
+import pytest
+
 from cerm import Judge, JudgeConfig
 from cerm.backends.fake import CANNED_CRITERIA, FakeBackend, canned_evaluation
-from cerm.cache import CriteriaCache, Store
+from cerm.cache import CriteriaCache, Store, new_holder_id, release_all_leases
+from cerm.cache.holder import Holder, is_gone, parse_holder
+from cerm.types import Generation
 
 
 def slow_criteria(calls: list[str], seconds: float = 0.5):
@@ -25,11 +36,31 @@ def slow_criteria(calls: list[str], seconds: float = 0.5):
     return script
 
 
-def test_concurrent_misses_generate_criteria_once(tmp_path):
+@pytest.fixture(params=["sqlite", "redis"])
+def open_store(request, tmp_path):
+    """Opens a new connection to one shared store, as another process would: ``open_store(lease_ttl_s=...)``."""
+    target = str(tmp_path / "shared.sqlite") if request.param == "sqlite" else request.getfixturevalue("redis_url")
+    opened: list[Store] = []
+
+    def make(**options) -> Store:
+        opened.append(Store(target, **options))
+        return opened[-1]
+
+    make.target = target  # type: ignore[attr-defined]
+    yield make
+    for s in opened:
+        s.close()
+
+
+def other_host_holder() -> str:
+    """A holder id of a process on another host: only its lease's expiry can tell it is gone."""
+    return str(Holder("another-host", "boot", 4242, "123", "token"))
+
+
+def test_concurrent_misses_generate_criteria_once(open_store):
     """Fails without the lease: every judge missed the cache and generated the criteria itself."""
     calls: list[str] = []
-    judges = [Judge(FakeBackend(script=slow_criteria(calls)), store=Store(tmp_path / "shared.sqlite"))
-              for _ in range(3)]
+    judges = [Judge(FakeBackend(script=slow_criteria(calls)), store=open_store()) for _ in range(3)]
     scores: list[float | None] = []
     threads = [threading.Thread(target=lambda j=j: scores.append(j.score("Why?", ["a"])[0].score)) for j in judges]
     for t in threads:
@@ -44,26 +75,102 @@ def test_concurrent_misses_generate_criteria_once(tmp_path):
     assert all("criteria_lease_waits" in j.stats.as_dict() for j in judges)
 
 
-def test_a_dead_holders_lease_expires_and_the_waiter_generates(tmp_path):
-    store = Store(tmp_path / "shared.sqlite")
+def test_a_crashed_holder_on_another_host_delays_the_waiter_by_at_most_the_ttl(open_store):
+    """The lease such a holder leaves (taken, never renewed) expires after the store's TTL; then we generate."""
+    ttl = 0.5
+    store = open_store(lease_ttl_s=ttl)
     calls: list[str] = []
-    judge = Judge(FakeBackend(script=slow_criteria(calls, 0.0)), JudgeConfig(criteria_lease_s=0.3), store)
+    judge = Judge(FakeBackend(script=slow_criteria(calls, 0.0)), JudgeConfig(), store)
     key = judge.criteria_key("Why?")
-    assert CriteriaCache(Store(tmp_path / "shared.sqlite")).lease(key, "a process that died", 0.3)
+    assert open_store()._take_lease(key, other_host_holder(), ttl) == other_host_holder()
     start = time.monotonic()
     assert judge.score("Why?", ["a"])[0].score == 7.0
-    assert len(calls) == 1 and time.monotonic() - start >= 0.25
-    assert store.execute("SELECT COUNT(*) FROM criteria_leases") == [(0,)]  # released after generating
+    waited = time.monotonic() - start
+    # at least the lease's remaining life (minus the poll); the upper bound is the hang detector of a lease
+    # that never expires (criteria_lease_s = 150 s would be the fallback)
+    assert len(calls) == 1 and ttl - 0.1 <= waited < ttl + 10
+    assert store.lease_holder(key) is None  # released after generating
 
 
-def test_a_failed_generation_releases_the_lease_uncached(tmp_path):
-    from cerm.types import Generation
+def test_a_dead_holder_on_this_host_is_taken_over_at_once(open_store):
+    """A real process takes a lease and dies by SIGKILL (no release); the waiter does not wait for its TTL."""
+    code = textwrap.dedent(f"""
+        import os, signal, sys
+        from cerm.cache import Store, new_holder_id
+        store = Store({open_store.target!r}, lease_ttl_s=60.0)
+        assert store.lease(sys.argv[1], new_holder_id())
+        print("held", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    calls: list[str] = []
+    judge = Judge(FakeBackend(script=slow_criteria(calls, 0.0)), JudgeConfig(), open_store())
+    key = judge.criteria_key("Why?")
+    proc = subprocess.run([sys.executable, "-c", code, key], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.returncode == -9 and proc.stdout == "held\n", proc.stderr
+    holder = open_store().lease_holder(key)
+    assert holder is not None and is_gone(holder)
+    start = time.monotonic()
+    assert judge.score("Why?", ["a"])[0].score == 7.0
+    # its lease has 60 s left: anything below that is a take-over; 10 s leaves the poll and a busy machine room
+    assert len(calls) == 1 and time.monotonic() - start < 10
 
+
+def test_a_live_holder_keeps_its_lease_by_renewal(open_store):
+    ttl = 1.0  # renewed every 0.2 s: it is lost only if the renewer sleeps 0.8 s past its time
+    holder_store, other = open_store(lease_ttl_s=ttl), open_store(lease_ttl_s=ttl)
+    me = new_holder_id()
+    assert holder_store.lease("k", me)
+    time.sleep(ttl * 3)  # three lifetimes: only renewals keep it
+    assert not other.lease("k", new_holder_id())
+    assert other.lease_holder("k") == me
+    holder_store.release("k", me)
+    assert other.lease("k", new_holder_id())
+
+
+def test_a_hung_live_holder_is_waited_for_at_most_the_wait_bound(open_store):
+    holder_store = open_store(lease_ttl_s=1.0)  # renewed every 0.2 s, as above
+    calls: list[str] = []
+    judge = Judge(FakeBackend(script=slow_criteria(calls, 0.0)), JudgeConfig(criteria_lease_s=1.0), open_store())
+    key = judge.criteria_key("Why?")
+    assert holder_store.lease(key, new_holder_id())  # held and renewed, never finished
+    start = time.monotonic()
+    assert judge.score("Why?", ["a"])[0].score == 7.0
+    assert len(calls) == 1 and 0.9 <= time.monotonic() - start < 11  # the bound, then we generate
+
+
+def test_release_all_leases_frees_this_process_s_leases(open_store):
+    store, other = open_store(), open_store()
+    assert store.lease("a", new_holder_id()) and store.lease("b", new_holder_id())
+    assert release_all_leases() >= 2
+    assert store.held_leases() == {} and other.lease_holder("a") is None and other.lease_holder("b") is None
+
+
+def test_a_failed_generation_releases_the_lease_uncached(open_store):
     def broken(messages, params):
         return Generation("", "error", error="connection refused")
 
-    store = Store(tmp_path / "shared.sqlite")
+    store = open_store()
     judge = Judge(FakeBackend(script=broken), store=store)
     judge.score("Why?", ["a"])
+    key = judge.criteria_key("Why?")
+    assert store.lease_holder(key) is None and store.get_criteria(key) is None
+    assert store.held_leases() == {}
+
+
+def test_holder_liveness():
+    me = parse_holder(new_holder_id())
+    assert me is not None and me.pid == os.getpid() and not is_gone(str(me))
+    assert is_gone(str(Holder(me.host, me.boot, me.pid, "1", "t")))  # our pid, another start: a reused pid
+    assert is_gone(str(Holder(me.host, "another-boot", me.pid, me.start, "t")))  # the host rebooted since
+    assert not is_gone(other_host_holder()) and not is_gone("an id of another form")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert is_gone(str(Holder(me.host, me.boot, dead.pid, "", "t")))
+
+
+def test_the_sqlite_lease_table_is_empty_after_a_run(tmp_path):
+    store = Store(tmp_path / "shared.sqlite")
+    Judge(FakeBackend(), store=store).score("Why?", ["a"])
     assert store.execute("SELECT COUNT(*) FROM criteria_leases") == [(0,)]
-    assert store.execute("SELECT COUNT(*) FROM criteria") == [(0,)]
+    assert CriteriaCache(store).records()

@@ -40,8 +40,9 @@ class JudgeConfig:
     # [R] an evaluation without a readable box (truncated, no_box) gets our closing text and is read there:
     # status "completed", never "ok" (docs/protocol.md §10)
     close_unfinished: bool = False
-    # how long another process may take to generate criteria this one waits for (then it generates them
-    # itself); ours [R]: above a criteria generation's worst case, below the reward clients' timeouts
+    # how long a judge waits for criteria that another live holder of their lease is generating, before it
+    # generates them itself (a dead holder's lease is taken over sooner: cerm.cache.store); ours [R]: above
+    # a criteria generation's worst case, below the reward clients' timeouts
     criteria_lease_s: float = 150.0
 
     def __post_init__(self) -> None:

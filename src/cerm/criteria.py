@@ -12,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import time
-import uuid
 from dataclasses import dataclass, replace
 
 from cerm.backends.base import Backend
-from cerm.cache import CriteriaCache, CriteriaRecord, content_key, criteria_from_record
+from cerm.cache import CriteriaCache, CriteriaRecord, content_key, criteria_from_record, new_holder_id
 from cerm.config import JudgeConfig
 from cerm.context import ContextPolicy
 from cerm.engine import Engine
@@ -53,7 +51,7 @@ class CriteriaResolver:
         self.engine = engine
         self.stats = stats
         self.policy = policy
-        self._owner = f"{os.getpid()}:{uuid.uuid4().hex}"  # this resolver's name on criteria leases
+        self._owner = new_holder_id()  # this resolver's name on criteria leases: host, pid, process start
         self._inflight: dict[str, asyncio.Task[Criteria]] = {}  # judge loop only
 
     def key(self, slot: Slot) -> str:
@@ -113,16 +111,18 @@ class CriteriaResolver:
 
     async def _produce(self, key: str, slot: Slot) -> Criteria:
         """Generate ``key`` once across the processes sharing the store [R]: take the lease, or wait for the
-        holder to store it; a holder that outlives ``criteria_lease_s`` loses it to us.
+        holder to store it. The store renews our lease while we work and hands us one whose holder is gone (at
+        once on its host, else when it stops renewing); a live holder is waited for at most
+        ``criteria_lease_s``, then we generate the criteria ourselves.
         """
-        deadline = time.monotonic() + self.config.criteria_lease_s
+        deadline = time.monotonic() + self.config.criteria_lease_s  # the wait bound, not the lease's life
         waited = False
         while True:
             record = self.cache.get(key)
             if record is not None:  # stored meanwhile (by another process, or just before we started)
                 self.stats.add(criteria_cache_hits=1, criteria_lease_waits=int(waited))
                 return self.from_record(record)
-            if self.cache.lease(key, self._owner, self.config.criteria_lease_s):
+            if self.cache.lease(key, self._owner):
                 try:
                     record = self.cache.get(key)  # a holder may have stored it and released just now
                     if record is not None:

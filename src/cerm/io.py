@@ -51,6 +51,21 @@ class DataError(ValueError):
 BadLine = DataError  # the old name of a bad JSONL line
 
 
+class WriteError(RuntimeError):
+    """A file or store that could not be written (a full disk, a full or unreachable cache) or, for a
+    store, read.
+
+    The message names the file (or URL) and says that the run can be resumed: everything finished
+    before it is kept (outputs are flushed per record, the caches commit per entry).
+    """
+
+    def __init__(self, target: str, reason: str, action: str = "write") -> None:
+        super().__init__(f"{target}: cannot {action} ({reason}). Everything finished before it is kept: "
+                         "free space (or fix the cause) and rerun the same command to resume.")
+        self.target = target
+        self.reason = reason
+
+
 # ---- text checks ---------------------------------------------------------------------------------
 def find_bad_text(value: Any, path: str = "") -> tuple[str, str] | None:
     r"""(field path, problem) of the first string in ``value`` that is not valid text, else None.
@@ -285,18 +300,24 @@ def read_score_rows(path: Path) -> tuple[list[ScoreRow], list[DataError]]:
         else:
             assert line.record is not None
             rows.append((line.lineno, line.record))
-    first: dict[str, int] = {}
+    first: dict[str, tuple[int, Any]] = {}  # id as text -> (its first line, the id there; None: no id)
     out: list[ScoreRow] = []
     for lineno, row in rows:
-        implicit = row.id is None
-        row = row.model_copy(update={"id": lineno}) if implicit else row
+        given = row.id
+        row = row.model_copy(update={"id": lineno}) if given is None else row
         key = str(row.id)
         if key in first:
-            how = " (an id-less line's id is its line number)" if implicit or key == str(first[key]) else ""
+            first_line, first_given = first[key]
+            if given is None or first_given is None:
+                how = " (an id-less line's id is its line number)"
+            elif type(given) is not type(first_given):
+                how = f" (as {first_given!r} there: ids are compared as text)"
+            else:
+                how = ""
             bad.append(DataError.at(f"{path}:{lineno}", "id", f"duplicate id {row.id!r}, first on line "
-                                    f"{first[key]}{how}; give every item a unique id."))
+                                    f"{first_line}{how}; give every item a unique id."))
             continue
-        first[key] = lineno
+        first[key] = (lineno, given)
         out.append(row)
     return out, bad
 
@@ -384,7 +405,11 @@ def locked_append(path: Path) -> Iterator[IO[str]]:
     """Open ``path`` for appending under an exclusive lock: a second writer fails at once, clearly,
     instead of duplicating every record.
     """
-    f = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed below)
+    try:
+        f = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed below)
+    except OSError as e:
+        raise WriteError(str(path), e.strerror or str(e)) from None
+    finished = False
     try:
         try:
             import fcntl
@@ -396,5 +421,21 @@ def locked_append(path: Path) -> Iterator[IO[str]]:
             raise DataError.at(str(path), None, "another process is writing this output; wait for it or use "
                                "another file.") from None
         yield f
+        finished = True
     finally:
-        f.close()
+        try:
+            f.close()  # flushes: on a full disk this fails too
+        except OSError as e:
+            if finished:  # else the error on its way out already names the file
+                raise WriteError(str(path), e.strerror or str(e)) from None
+
+
+def append_line(f: IO[str], line: str) -> None:
+    """Write one line and flush it, so a killed run keeps every finished record; a full disk is a
+    ``WriteError`` naming the file (the torn last line is dropped on resume: ``read_jsonl_output``).
+    """
+    try:
+        f.write(line + "\n")
+        f.flush()
+    except OSError as e:
+        raise WriteError(str(getattr(f, "name", "the output")), e.strerror or str(e)) from None

@@ -37,7 +37,8 @@ def test_wrong_type_names_field(tmp_path):
 def test_duplicate_ids_are_refused(tmp_path):
     src = FIXTURES / "rm-bench" / "chat_filtered.json"
     (tmp_path / "chat_filtered.json").write_text(src.read_text())
-    with pytest.raises(DataError, match="appears twice"):
+    with pytest.raises(DataError, match=r"chat_filtered.json: element 0: field 'id': duplicate item id 'chat:8' "
+                       r"\(first at .*rm-bench/chat_filtered.json: element 0, subset 'chat'\)"):
         load_items(BENCHMARKS["rm-bench"], [src, tmp_path / "chat_filtered.json"])
 
 

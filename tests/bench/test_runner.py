@@ -73,7 +73,7 @@ def test_other_scorer_in_same_dir_is_refused(tmp_path):
     from cerm.bench.baselines import LengthScorer
 
     run_fixture("judgebench", tmp_path)
-    with pytest.raises(ValueError, match="different benchmark or scorer"):
+    with pytest.raises(ValueError, match="holds a run with other settings"):
         run_fixture("judgebench", tmp_path, LengthScorer())
 
 

@@ -124,3 +124,34 @@ def test_probe_injection_through_the_cli(app, tmp_path):
     for p in out["probes"][:3]:
         assert p["n_pairs"] > 0 and p["flagged_variant"] == 1.0 and p["flip_rate"] is not None
     assert out["probes"][3]["flip_rate"] is None
+
+
+def test_bench_run_duplicate_ids_name_both_rows(app, tmp_path):
+    lines = (FIXTURES / "reward-bench" / "filtered.jsonl").read_text().splitlines()
+    row = json.loads(lines[2])
+    row["id"] = json.loads(lines[0])["id"]
+    bad = tmp_path / "filtered.jsonl"
+    bad.write_text("\n".join([lines[0], lines[1], json.dumps(row), *lines[3:]]) + "\n")
+    r = runner.invoke(app, ["bench", "run", "-b", "rewardbench", "--data", str(bad), "--backend", "fake",
+                            "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2
+    assert f"filtered.jsonl:3: field 'id': duplicate item id {str(row['id'])!r} (first at {bad}:1," in _flat(r.output)
+
+
+def test_bench_run_on_an_empty_file_says_it_is_empty(app, tmp_path):
+    empty = tmp_path / "filtered.jsonl"
+    empty.write_text("")
+    r = runner.invoke(app, ["bench", "run", "-b", "rewardbench", "--data", str(empty), "--backend", "fake",
+                            "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2
+    out = _flat(r.output)
+    assert f"{empty}: the file holds no rows (it is empty)" in out and "check --data and --subset" not in out
+
+
+def test_bench_out_reused_with_another_model_names_the_model(app, tmp_path):
+    args = ["bench", "run", "-b", "judgebench", "--data-root", str(FIXTURES), "--backend", "fake", "--out",
+            str(tmp_path / "run"), "--bootstrap", "10"]
+    assert runner.invoke(app, [*args, "--model", "a"]).exit_code == 0
+    r = runner.invoke(app, [*args, "--model", "b"])
+    assert r.exit_code == 2
+    assert "holds a run with other settings (scorer.model: 'fake:a' there, 'fake:b' now)" in _flat(r.output)

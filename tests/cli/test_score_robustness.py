@@ -156,3 +156,35 @@ def test_one_huge_response_is_not_split_whole_for_the_preview():
     finally:
         tracemalloc.stop()
     assert peak < 1 << 20  # splitting it whole took ~130 MB
+
+
+def test_explicit_ids_1_and_text_1_get_no_hint_about_id_less_lines(workdir):
+    write(workdir / "in.jsonl", {"id": 1, "query": "q", "responses": ["a"]}, {"id": "1", "query": "r", "responses": ["b"]})
+    r = score("-i", "in.jsonl")
+    out = flat(r.output)
+    assert r.exit_code == 2 and "in.jsonl:2: field 'id': duplicate id '1', first on line 1 (as 1 there: ids are " \
+        "compared as text)" in out, out
+    assert "id-less" not in out
+    write(workdir / "in.jsonl", {"query": "q", "responses": ["a"]}, {"id": 1, "query": "r", "responses": ["b"]})
+    assert "an id-less line's id is its line number" in flat(score("-i", "in.jsonl").output)
+
+
+def test_score_and_criteria_commands_take_a_redis_cache(workdir, redis_url):
+    write(workdir / "in.jsonl", {"id": 1, "query": "Why is the sky blue?", "responses": ["Rayleigh."]})
+    r = runner.invoke(app, ["score", "-i", "in.jsonl", "--backend", "fake", "--cache", redis_url])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["criteria", "list", "--cache", redis_url])
+    assert r.exit_code == 0 and "Why is the sky blue?" in r.output, r.output
+    again = runner.invoke(app, ["score", "-i", "in.jsonl", "--backend", "fake", "--cache", redis_url])
+    assert "criteria generated 0 (cache hits 1), evaluations 0 (cache hits 1)" in flat(again.output)
+
+
+def test_an_unreachable_redis_cache_fails_before_judging(workdir):
+    from redis_server import free_port
+
+    write(workdir / "in.jsonl", {"id": 1, "query": "q", "responses": ["a"]})
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    r = runner.invoke(app, ["score", "-i", "in.jsonl", "--backend", "fake", "--cache", url])
+    assert r.exit_code == 2 and f"Redis store {url} unreachable" in flat(r.output)
+    r = runner.invoke(app, ["criteria", "list", "--cache", url])
+    assert r.exit_code == 2 and f"Redis store {url} unreachable" in flat(r.output)

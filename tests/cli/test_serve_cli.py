@@ -48,7 +48,8 @@ def test_serve_process_auth_reward_and_sigterm(tmp_path, smollm2_tokenizer):
     tok = AutoTokenizer.from_pretrained(smollm2_tokenizer)
     prompt = tok.apply_chat_template([{"role": "user", "content": "Why is the sky blue?"}], tokenize=False,
                                      add_generation_prompt=True)
-    proc, url = start(tmp_path, "--token", "tok", "--tokenizer", str(smollm2_tokenizer), "--scale", "raw")
+    proc, url = start(tmp_path, "--token", "tok", "--tokenizer", str(smollm2_tokenizer), "--scale", "raw",
+                      "--max-entries", "5000")  # a long request to be in flight when SIGTERM comes
     try:
         payload = {"query": [prompt + "Rayleigh scattering." + tok.eos_token]}
         assert httpx.post(f"{url}/get_reward", json=payload).status_code == 401

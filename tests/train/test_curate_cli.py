@@ -94,3 +94,21 @@ def test_distill_with_a_failing_teacher_exits_non_zero(tmp_path: Path, monkeypat
                                       "--model", "teacher", "--cache", str(tmp_path / "c.sqlite")])
     assert res.exit_code == 1, res.output
     assert "3 of 3 pairs failed in the teacher backend" in _out(res)
+
+
+def test_curate_strict_refuses_an_empty_input_and_a_number_as_text(tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = ["-o", str(tmp_path / "o"), "--pass-k", "0", "--language", "all", "--strict"]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    res = runner.invoke(_app(), ["curate", str(empty), *args])
+    assert res.exit_code == 2 and f"{empty}: no preference pairs to curate (the input is empty)" in _out(res)
+    numbered = _pairs(tmp_path / "numbered.jsonl", 3)
+    rows = numbered.read_text().splitlines()
+    row = json.loads(rows[1])
+    row["chosen"] = 42
+    numbered.write_text("\n".join([rows[0], json.dumps(row), rows[2]]) + "\n")
+    res = runner.invoke(_app(), ["curate", str(numbered), *args])
+    assert res.exit_code == 2 and f"{numbered}:2: field 'chosen': a number (42), not text" in _out(res), _out(res)
+    # without --strict both stay warnings, as before
+    assert runner.invoke(_app(), ["curate", str(numbered), *args[:-1]]).exit_code == 0

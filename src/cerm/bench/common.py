@@ -41,6 +41,7 @@ class BenchItem:
     roles: tuple[str, ...]
     mode: Mode
     meta: Mapping[str, Any] = field(default_factory=dict)
+    where: str = field(default="", compare=False)  # the row it came from ("file:line"), for messages
 
     def __post_init__(self) -> None:
         if len(self.roles) != len(self.candidates):
@@ -201,14 +202,32 @@ def load_items(bench: Benchmark, sources: Sequence[Path | HFSource]) -> list[Ben
             items.extend(bench.parse(hf_rows(src), f"hf:{src.hf_id}"))
         else:
             for f in data_files(src, bench.file_glob):
-                items.extend(bench.parse(read_rows(f), str(f)))
-    seen: dict[str, str] = {}
+                rows = _Counted(read_rows(f))
+                items.extend(bench.parse(rows, str(f)))
+                if not rows.n:
+                    raise DataError.at(str(f), None, f"the file holds no rows (it is empty); {bench.title} "
+                                       "data needs at least one.")
+    seen: dict[str, BenchItem] = {}
     for it in items:
         if it.id in seen:
-            raise DataError(f"{bench.name}: item id {it.id!r} appears twice (subsets {seen[it.id]!r} and "
-                            f"{it.subset!r}); each item needs a unique id.")
-        seen[it.id] = it.subset
+            first = seen[it.id]
+            raise DataError.at(it.where or bench.name, "id", f"duplicate item id {it.id!r} (first at "
+                               f"{first.where or 'an earlier row'}, subset {first.subset!r}); each item needs a "
+                               "unique id.")
+        seen[it.id] = it
     return items
+
+
+class _Counted:
+    """An iterator of rows that counts what it yields (to tell an empty file from an empty selection)."""
+
+    def __init__(self, rows: Iterator[Row]) -> None:
+        self._rows, self.n = rows, 0
+
+    def __iter__(self) -> Iterator[Row]:
+        for row in self._rows:
+            self.n += 1
+            yield row
 
 
 def resolve_sources(bench: Benchmark, data: Sequence[str] | None, data_root: Path | None,

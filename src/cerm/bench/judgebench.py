@@ -54,7 +54,7 @@ def parse(rows: Iterable[Row], source: str) -> list[BenchItem]:
             id=f"{split}:{row.str('pair_id')}", benchmark=NAME, subset=f"{split}/{cat}",
             prompt=row.str("question"), candidates=(row.str("response_A"), row.str("response_B")),
             correct=(0,) if label == "A>B" else (1,), roles=("A", "B"), mode="pairwise",
-            meta={"label": label, "source": src, "split": split}))
+            meta={"label": label, "source": src, "split": split}, where=row.where))
     return items
 
 

@@ -56,7 +56,7 @@ def parse(rows: Iterable[Row], source: str) -> list[BenchItem]:
                 id=f"pref:{qid}", benchmark=NAME, subset=PREFERENCE, prompt=_prompt(row),
                 candidates=(row.str("response_1"), row.str("response_2")), correct=(DECISIVE[winner],),
                 roles=("response_1", "response_2"), mode="pairwise",
-                meta={"language": row.data.get("language")}))
+                meta={"language": row.data.get("language")}, where=row.where))
             continue
         labels = row.get("scores", (list, tuple))
         k = len(labels)
@@ -71,7 +71,7 @@ def parse(rows: Iterable[Row], source: str) -> list[BenchItem]:
         items.append(BenchItem(
             id=f"{set_name}:{qid}", benchmark=NAME, subset=f"correctness/{set_name}", prompt=_prompt(row),
             candidates=tuple(row.str(n) for n in names), correct=tuple(i for i, x in enumerate(labels) if x),
-            roles=tuple(names), mode="ratings"))
+            roles=tuple(names), mode="ratings", where=row.where))
     if dropped:
         logger.info("%s: dropped %d preference rows with a tie winner (PPE accuracy uses decisive pairs) [R]",
                     source, dropped)

@@ -46,7 +46,7 @@ def parse(rows: Iterable[Row], source: str) -> list[BenchItem]:
         items.append(BenchItem(
             id=str(row.get("id", (int, str))), benchmark=NAME, subset=f"{SECTION_OF[subset]}/{subset}",
             prompt=row.str("prompt"), candidates=(row.str("chosen"), row.str("rejected")), correct=(0,),
-            roles=("chosen", "rejected"), mode="pairwise"))
+            roles=("chosen", "rejected"), mode="pairwise", where=row.where))
     return items
 
 

@@ -45,7 +45,7 @@ def parse(rows: Iterable[Row], source: str) -> list[BenchItem]:
             id=raw_id if subset == "Ties" else f"{subset}:{raw_id}", benchmark=NAME, subset=subset,
             prompt=row.str("prompt"), candidates=tuple(chosen + rejected), correct=correct,
             roles=tuple([f"chosen[{i}]" for i in range(len(chosen))] + [f"rejected[{i}]" for i in range(len(rejected))]),
-            mode="ratings", meta=meta))
+            mode="ratings", meta=meta, where=row.where))
     return items
 
 

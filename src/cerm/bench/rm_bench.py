@@ -45,7 +45,7 @@ def parse(rows: Iterable[Row], source: str) -> list[BenchItem]:
             id=f"{subset.replace('/', '-')}:{raw_id}", benchmark=NAME, subset=subset, prompt=row.str("prompt"),
             candidates=tuple(chosen + rejected), correct=(0, 1, 2),
             roles=tuple(f"{kind}[{s}]" for kind in ("chosen", "rejected") for s in STYLES), mode="ratings",
-            meta={"source_subset": row.str("subset")}))
+            meta={"source_subset": row.str("subset")}, where=row.where))
     return items
 
 

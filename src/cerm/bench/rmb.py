@@ -53,7 +53,7 @@ def parse(rows: Iterable[Row], source: str) -> list[BenchItem]:
             kind = "bon"
         items.append(BenchItem(id=f"{kind}:{uid}", benchmark=NAME, subset=path, prompt=prompt,
                                candidates=cands, correct=(0,), roles=roles, mode=mode,
-                               meta={"turns": len(prompt)}))
+                               meta={"turns": len(prompt)}, where=row.where))
     return items
 
 

@@ -27,7 +27,7 @@ from cerm.backends.embedded import embedded_warning
 from cerm.bench.common import BenchItem, Benchmark, Outcome
 from cerm.bench.records import has_backend_error, item_record, outcome_from_record, read_records
 from cerm.bench.summary import group_rates, summarize
-from cerm.io import locked_append
+from cerm.io import append_line, locked_append
 from cerm.judge import Judge
 from cerm.prompts import MULTI_TURN_FORMAT, PROMPT_VERSION
 from cerm.types import Query, ScoredItem, ScoreMode
@@ -140,8 +140,7 @@ def run_benchmark(bench: Benchmark, items: Sequence[BenchItem], scorer: Scorer, 
         for chunk, scored in _score_chunks(scorer, chunks, config.workers):
             for it, s in zip(chunk, scored):
                 rec = item_record(it, s, samples)
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                f.flush()  # a killed run keeps every finished item
+                append_line(f, json.dumps(rec, ensure_ascii=False))  # a killed run keeps every finished item
                 done[it.id] = rec
             n_done += len(chunk)
             if progress:
@@ -202,12 +201,25 @@ def _check_or_write_config(out: Path, bench: Benchmark, info: dict[str, Any], so
     fingerprint = {"benchmark": bench.name, "scorer": info}
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
-        if old.get("fingerprint") != json.loads(json.dumps(fingerprint)):
-            raise ValueError(f"{out} holds a run of a different benchmark or scorer (see {path}); resuming "
-                             "would mix results. Use a new --out directory.")
+        now = json.loads(json.dumps(fingerprint))
+        if old.get("fingerprint") != now:
+            diffs = _differences(old.get("fingerprint") or {}, now)
+            what = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in list(diffs.items())[:6])
+            raise ValueError(f"{out} holds a run with other settings ({what or 'see ' + str(path)}); resuming "
+                             "would mix results. Use a new --out directory, or the same flags as that run.")
     path.write_text(json.dumps({"fingerprint": fingerprint, "sources": list(sources), "selection": config.selection,
                                 "seed": config.seed, "chunk_size": config.chunk_size, "workers": config.workers},
                                indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose values differ between two JSON objects (``scorer.model``, ``scorer.config.seed``)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: dict[str, tuple[Any, Any]] = {}
+        for key in sorted(old.keys() | new.keys()):
+            out.update(_differences(old.get(key), new.get(key), f"{prefix}{key}."))
+        return out
+    return {} if old == new else {prefix.rstrip("."): (old, new)}
 
 
 def load_outcomes(run_dir: Path) -> tuple[dict[str, Any], list[Outcome]]:

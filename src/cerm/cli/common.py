@@ -23,6 +23,7 @@ from rich.markup import escape
 
 from cerm.backends.base import DEFAULT_MODEL, Backend, get_backend
 from cerm.cache import Store
+from cerm.io import append_line
 from cerm.judge import Judge, JudgeConfig, config_for_model, default_for
 from cerm.types import SAMPLE_TEMPERATURE
 
@@ -35,7 +36,9 @@ BaseUrlOpt = Annotated[
     typer.Option("--base-url", help="OpenAI-compatible server(s); repeat for a load-balanced pool "
                  "(default: $OPENAI_BASE_URL)"),
 ]
-CacheOpt = Annotated[Path | None, typer.Option(help="SQLite cache file (default: ~/.cache/cerm/cache.sqlite)")]
+CacheOpt = Annotated[str | None, typer.Option(
+    help="SQLite cache file (default: ~/.cache/cerm/cache.sqlite), or redis://HOST:PORT/DB to share criteria, "
+         "judgments and leases between replicas on several hosts (pip install 'cerm[redis]')")]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency-limit", help="openai: requests in flight")]
 CriteriaTokensOpt = Annotated[int | None, typer.Option(
     help=f"criteria turn budget (default {default_for(DEFAULT_MODEL, 'criteria_max_new_tokens')}; "
@@ -82,9 +85,12 @@ class BackendOptions:
         return backend
 
 
-def make_judge(opts: BackendOptions, config: JudgeConfig, cache: Path | None = None) -> Judge:
-    """Build the judge (backends log the embedded-model warning themselves)."""
-    return Judge(opts.build(), config, Store(cache or default_cache_path()))
+def make_judge(opts: BackendOptions, config: JudgeConfig, cache: str | Path | None = None) -> Judge:
+    """Build the judge (backends log the embedded-model warning themselves); the store is opened first, so
+    an unreachable Redis fails before a model loads.
+    """
+    store = Store(cache or default_cache_path())
+    return Judge(opts.build(), config, store)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -94,9 +100,10 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def write_jsonl_line(f: Any, record: dict[str, Any]) -> None:
-    """Write one record and flush, so an interrupted run keeps every finished item."""
-    f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    f.flush()
+    """Write one record and flush, so an interrupted run keeps every finished item; a full disk is a
+    ``WriteError`` naming the file (a torn last line is dropped on resume).
+    """
+    append_line(f, json.dumps(record, ensure_ascii=False))
 
 
 @dataclass
@@ -107,7 +114,7 @@ class JudgeOptions:
     model: str = DEFAULT_MODEL
     base_url: list[str] | None = None
     concurrency_limit: int = 16
-    cache: Path | None = None
+    cache: str | Path | None = None  # a SQLite path or a redis:// URL
     criteria_max_new_tokens: int | None = None  # None: the model's default (cerm.judge.MODEL_OVERRIDES)
     eval_max_new_tokens: int | None = None
     samples: int = 1
@@ -196,8 +203,16 @@ def parse_backend_args(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def with_judge_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the judge flags to a typer command; the command receives them as ``judge_opts: JudgeOptions``."""
+def with_judge_options(func: Callable[..., Any] | None = None, *, handle_signals: bool = True) -> Any:
+    """Add the judge flags to a typer command; the command receives them as ``judge_opts: JudgeOptions``.
+
+    The command runs under ``cerm.cli.stopping.stops_cleanly``: SIGTERM/SIGINT and a full disk end it with a
+    one-line "resume with the same command" (``handle_signals=False`` for a command with its own, `serve`).
+    """
+    if func is None:
+        return functools.partial(with_judge_options, handle_signals=handle_signals)
+    from cerm.cli.stopping import stops_cleanly
+
     hints = typing.get_type_hints(func, include_extras=True)
     sig = inspect.signature(func)
     own = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values()
@@ -210,7 +225,8 @@ def with_judge_options(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         opts = JudgeOptions(**{name: kwargs.pop(name) for name in names if name in kwargs})
-        return func(*args, judge_opts=opts, **kwargs)
+        with stops_cleanly(handle_signals):
+            return func(*args, judge_opts=opts, **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in own + extra}

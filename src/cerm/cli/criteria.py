@@ -19,7 +19,7 @@ from cerm.cli.common import (
     write_jsonl_line,
 )
 from cerm.cli.judging import criteria_record
-from cerm.io import read_jsonl
+from cerm.io import WriteError, read_jsonl
 from cerm.parsing import parse_criteria
 
 app = typer.Typer(
@@ -28,11 +28,15 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-CachePathOpt = Annotated[Path | None, typer.Option(help="SQLite cache file (default: ~/.cache/cerm/cache.sqlite)")]
+CachePathOpt = Annotated[str | None, typer.Option(help="SQLite cache file (default: ~/.cache/cerm/cache.sqlite) "
+                                                        "or redis://HOST:PORT/DB")]
 
 
-def _cache(path: Path | None) -> CriteriaCache:
-    return CriteriaCache(Store(path or default_cache_path()))
+def _cache(path: str | None) -> CriteriaCache:
+    try:
+        return CriteriaCache(Store(path or default_cache_path()))
+    except (ConnectionError, ImportError, ValueError, WriteError) as e:  # an unreachable Redis, no client
+        raise fail(str(e)) from None
 
 
 def _find(cache: CriteriaCache, key: str):  # noqa: ANN202

@@ -18,7 +18,7 @@ from cerm.backends.embedded import embedded_warning
 from cerm.cli.common import JudgeOptions, console, fail, with_judge_options
 
 
-@with_judge_options
+@with_judge_options(handle_signals=False)  # uvicorn drains on SIGTERM/SIGINT (below)
 def serve(
     judge_opts: JudgeOptions,
     host: Annotated[str, typer.Option(help="interface to bind; 0.0.0.0 exposes the server to the network")]

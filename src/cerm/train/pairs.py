@@ -254,8 +254,12 @@ def load_pairs(source: str | Path, *, split: str = "train", strict: bool = False
     numbers: list[str] = []  # rows whose text fields held numbers, read as strings
     for name, stem, rows in streams:
         for pos, raw, unit in rows:
-            if isinstance(raw, dict) and any(isinstance(raw.get(k), (int, float)) and not isinstance(raw.get(k), bool)
-                                             for k in ("prompt", "chosen", "rejected")):
+            number = next((k for k in ("prompt", "chosen", "rejected") if isinstance(raw, dict) and isinstance(
+                raw.get(k), (int, float)) and not isinstance(raw.get(k), bool)), None)
+            if number is not None:
+                if strict:  # --strict: text fields hold text; a number is a column mix-up, not an answer "42"
+                    raise ValueError(str(RowProblem(name, pos, number, f"a number ({raw[number]!r}), not text; "
+                                                    "--strict reads only strings", unit)))
                 numbers.append(f"{name}:{pos}" if unit == "line" else f"{name} {unit} {pos}")
             try:
                 pair = normalise_row(raw, f"{stem}:{pos}", stem)

@@ -227,7 +227,7 @@ class _Routes:
     async def prometheus(self) -> Response:
         """Prometheus text exposition."""
         self.metrics.queue_depth.set(self.dispatch.queue_depth)
-        self.metrics.criteria_lease_waits.set(self.judge.stats.criteria_lease_waits)
+        self.metrics.sync_judge(self.judge.stats)
         return Response(self.metrics.render(), media_type=self.metrics.content_type)
 
 

@@ -13,6 +13,7 @@ from prometheus_client import (
 
 from cerm.reward.batcher import BatchReport
 from cerm.reward.scoring import is_backend_failure
+from cerm.stats import JudgeStats
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 180)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -52,6 +53,7 @@ class ServerMetrics:
                                            registry=r)
         self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         self._statuses: dict[str, Counter] = {}
+        self._synced: dict[str, int] = {}
 
     def observe_request(self, route: str, code: int, seconds: float) -> None:
         """Count one HTTP request and its latency."""
@@ -71,10 +73,6 @@ class ServerMetrics:
         if report.error is not None:
             self.batch_errors.inc()
             return
-        # requests for one query merged into a batch share one criteria object: count it once
-        sources = {c.key or c.text: c.source for item in report.scored for c in item.criteria}
-        self.criteria_cache_hits.inc(sum(s == "cache" for s in sources.values()))
-        self.criteria_generated.inc(sum(s == "generated" for s in sources.values()))
         for item in report.scored:
             for j in item.judgments:
                 status = self._statuses.get(j.status.value)
@@ -85,6 +83,17 @@ class ServerMetrics:
                     self.backend_errors.inc()
                 elif j.score is None:
                     self.parse_failures.inc()
+
+    def sync_judge(self, stats: JudgeStats) -> None:
+        """Bring the criteria counters up to the judge's own (concurrent requests for one prompt share one
+        generation, which a per-request count would count once per request).
+        """
+        for counter, name in ((self.criteria_generated, "criteria_generated"),
+                              (self.criteria_cache_hits, "criteria_cache_hits")):
+            value = getattr(stats, name)
+            counter.inc(max(0, value - self._synced.get(name, 0)))
+            self._synced[name] = max(value, self._synced.get(name, 0))
+        self.criteria_lease_waits.set(stats.criteria_lease_waits)
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

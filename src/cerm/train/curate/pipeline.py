@@ -223,6 +223,9 @@ def _load_all(sources: Sequence[str | Path], cfg: CurateConfig) -> LoadResult:
             else:
                 seen.add(p.id)
                 pairs.append(p)
+    if cfg.strict and not pairs:  # --strict: nothing to curate is an error, not a warning about 0 pairs
+        raise ValueError(f"{', '.join(str(s) for s in sources)}: no preference pairs to curate (the input is "
+                         "empty); --strict stops here.")
     return LoadResult(pairs, problems)
 
 
