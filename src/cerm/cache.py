@@ -156,6 +156,14 @@ class CriteriaCache:
         rows = self.store.execute("SELECT owner FROM criteria_leases WHERE key = ?", (key,))
         return bool(rows) and rows[0][0] == owner
 
+    def clear_leases(self) -> int:
+        """Drop every lease, returning how many there were: for a file no live process is using (the leases
+        of a killed process would otherwise make the next run wait out their ``ttl_s``).
+        """
+        n = self.store.execute("SELECT COUNT(*) FROM criteria_leases")[0][0]
+        self.store.execute("DELETE FROM criteria_leases")
+        return int(n)
+
     def release(self, key: str, owner: str) -> None:
         """Give up ``owner``'s lease on ``key`` (after storing the criteria, or after failing to)."""
         self.store.execute("DELETE FROM criteria_leases WHERE key = ? AND owner = ?", (key, owner))
