@@ -76,7 +76,10 @@ def comparability(paper: PaperValue, summary: Mapping[str, Any], n_available: in
     limit = (summary.get("selection") or {}).get("limit")
     n = summary.get("n_items")
     if limit is not None or (n_available is not None and n is not None and n < n_available):
-        reasons.append(f"a sample of {n} of {n_available if n_available is not None else '?'} items")
+        def num(x: int | None) -> str:
+            return "?" if x is None else f"{x:,}"
+
+        reasons.append(f"a sample of {num(n)} of {num(n_available)} items")
     if summary.get("score_mode", "greedy") != "greedy":
         reasons.append(f"ours uses the {summary.get('score_mode')} score [R], the paper greedy")
     model = (summary.get("scorer") or {}).get("model")

@@ -27,4 +27,20 @@ class TokenPrior:
     source: str  # what was measured, how, and when
 
 
-PRIORS: dict[str, TokenPrior] = {}
+PRIORS: dict[str, TokenPrior] = {
+    # SmolLM2-135M (--model embedded) on the hf backend, greedy, budgets 192 criteria / 256 evaluation tokens:
+    # 8 items each of JudgeBench, RM-Bench and RMB (seed 1: none of the tests' seed-0 items), 24 criteria and
+    # 84 evaluation calls; 83% and 80% filled their cap (the model rarely stops: at chance, a plumbing model).
+    # Measured 2026-12-07 with the commands in perf/token_lengths.py.
+    "embedded": TokenPrior(
+        criteria=LengthSample((14, 26, 34, 142, 192, 192, 192, 192, 192, 192, 192, 192, 192, 192, 192,
+            192, 192, 192, 192, 192, 192, 192, 192, 192), cap=192),
+        evaluation=LengthSample((6, 8, 10, 12, 26, 34, 34, 36, 53, 77, 101, 146, 146, 172, 174, 192,
+            204, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256,
+            256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256,
+            256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256,
+            256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256, 256), cap=256),
+        source="SmolLM2-135M (embedded) on 24 criteria / 84 evaluation calls of JudgeBench, RM-Bench and RMB, hf "
+               "backend, greedy (perf/token_lengths.py)",
+    ),
+}

@@ -109,21 +109,21 @@ def _print_plan(root: Path, opts: JudgeOptions, config: JudgeConfig, names: list
     _wrapped(f"model calls: {per}{f' x {k} samples' if k > 1 else ''} (N = candidates; a cold cache); items: "
              + (f"a seeded sample of {limit} per benchmark (seed {config.seed})" if limit else "all"))
     _out("")
-    _out(f"{'benchmark':<14}{'items':>15}{'to do':>7}{'calls':>10}{'tokens: expected':>18}{'at most':>10}")
+    _out(f"{'benchmark':<14}{'items':>17}{'to do':>8}{'calls':>10}{'tokens: expected':>18}{'at most':>10}")
     by_name: dict[str, BenchPlan | MissingData] = {p.name: p for p in plans}
     by_name.update({m.benchmark: m for m in missing})
     total_calls, total_bound, total_exp = Calls(), 0, 0.0
     for name in names:
         p = by_name[name]
         if isinstance(p, MissingData):
-            _out(f"{p.title:<14}{'MISSING DATA':>15}")
+            _out(f"{p.title:<14}{'MISSING DATA':>17}")
             continue
         exp = tokens.expected(p.calls)
         total_calls, total_bound, total_exp = total_calls + p.calls, total_bound + p.tokens_bound, total_exp + (exp or 0)
         todo = "done" if p.is_finished else f"{len(p.pending):,}"
-        _out(f"{p.title:<14}{f'{len(p.items):,} of {p.n_available:,}':>15}{todo:>7}{p.calls.total:>10,}"
+        _out(f"{p.title:<14}{f'{len(p.items):,} of {p.n_available:,}':>17}{todo:>8}{p.calls.total:>10,}"
              f"{'–' if exp is None else count(exp):>18}{count(p.tokens_bound):>10}")
-    _out(f"{'total':<14}{'':>15}{'':>7}{total_calls.total:>10,}"
+    _out(f"{'total':<14}{'':>17}{'':>8}{total_calls.total:>10,}"
          f"{'–' if tokens.criteria is None else count(total_exp):>18}{count(total_bound):>10}")
     _out("")
     _wrapped(f"tokens: expected = calls x E[min(budget, length)], {tokens.basis}"
