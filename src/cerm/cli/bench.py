@@ -335,3 +335,8 @@ def probe(
     for w in warnings:
         out_console.print(f"[bold yellow]{w}[/]")
     out_console.print(f"results: {out / 'probes.json'}")
+
+
+from cerm.cli.suite import suite  # noqa: E402 (after `app`: the suite module imports this one lazily)
+
+app.command("suite")(suite)

@@ -18,8 +18,8 @@ def default_out(path: Path) -> Path:
 
 
 def view(
-    path: Annotated[Path, typer.Argument(help="a `cerm bench run` or `cerm probe` folder, or a `cerm score|bon -o` "
-                                              "JSONL file")],
+    path: Annotated[Path, typer.Argument(help="a `cerm bench run`, `cerm bench suite` or `cerm probe` folder, or a "
+                                              "`cerm score|bon -o` JSONL file")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="site folder (default: RUN/view or FILE.view)")] = None,
     compare: Annotated[Path | None, typer.Option(
         "--compare", help="a second run of the same benchmark: list the items whose verdict changed")] = None,
@@ -30,7 +30,10 @@ def view(
     and scores item by item; --serve also serves it and prints the URL.
     """
     from cerm.view import ViewError, build_site, load
+    from cerm.view.suite import is_suite_root
 
+    if is_suite_root(path):
+        return _view_suite(path, out, compare, serve, port)
     try:
         run = load(path)
         other = load(compare) if compare is not None else None
@@ -69,3 +72,33 @@ def view(
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's name
         pass
+
+
+def _view_suite(path: Path, out: Path | None, compare: Path | None, serve: bool, port: int) -> None:
+    """A suite root: one summary page linking every benchmark's own site."""
+    from cerm.view import ViewError
+    from cerm.view.suite import build_suite_site
+
+    if compare is not None:
+        raise fail(f"--compare works on two runs of one benchmark; {path} is a suite: compare its folders, "
+                   f"e.g. cerm view {path / 'judgebench'} --compare OTHER_SUITE/judgebench.")
+    site = out or default_out(path)
+    try:
+        stats = build_suite_site(path, site)
+    except (ViewError, OSError) as e:
+        raise fail(str(e)) from None
+    typer.echo(f"suite: {stats.n_benchmarks} benchmark sites, {stats.n_items} items -> {site / 'index.html'} "
+               f"({stats.seconds:.1f} s)")
+    if serve:
+        handler = functools.partial(_QuietHandler, directory=str(site))
+        try:
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+        except OSError as e:
+            raise fail(f"cannot listen on 127.0.0.1:{port}: {e}; pass --port 0 for any free port.") from None
+        typer.echo(f"serving http://127.0.0.1:{server.server_address[1]}/  (Ctrl-C to stop)")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
