@@ -89,8 +89,22 @@ class RecordingReward(CermReward):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.calls: list[dict] = []
+        self.events: list[tuple[str, list[str]]] = []  # ("prefetch" | "reward", prompts), in order
+
+    def prefetch(self, queries) -> None:
+        """The judge's prefetch, recorded: what the trainer handed over, before which reward call."""
+        self.events.append(("prefetch", sorted({str(q) for q in queries})))
+        self.judge.prefetch(queries)
+
+    def attach(self, trainer) -> None:
+        from cerm.reward.trl import prefetch_rollout_prompts
+
+        prefetch_rollout_prompts(trainer, self)
 
     def __call__(self, prompts, completions, completion_ids=None, **kwargs):
+        from cerm.reward.trl import prompt_to_query
+
+        self.events.append(("reward", sorted({str(prompt_to_query(p)) for p in prompts})))
         rewards = super().__call__(prompts, completions, completion_ids, **kwargs)
         groups: dict[str, list] = {}
         for p, r in zip(prompts, rewards):
@@ -125,6 +139,8 @@ def main() -> None:
                     help="reward from the greedy boxed score (the paper's) or the expected score at the box [R]")
     ap.add_argument("--close-unfinished", action="store_true",
                     help="[R] close a truncated / box-less evaluation with our closing text and read it there")
+    ap.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=True,
+                    help="send each step's prompts to the judge before their rollouts are generated")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -154,6 +170,8 @@ def main() -> None:
         save_strategy="no", temperature=1.0,
     )
     trainer = GRPOTrainer(model=policy, reward_funcs=[reward], args=config, train_dataset=dataset)
+    if args.prefetch:  # the criteria of a step's prompts are written while the policy generates its rollouts
+        reward.attach(trainer)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     start = time.perf_counter()
     trainer.train()
@@ -162,6 +180,7 @@ def main() -> None:
         "policy": policy, "judge_model": judge.backend.model_id, "steps": trainer.state.global_step,
         "seconds": round(time.perf_counter() - start, 2), "weights_changed": changed,
         "log_history": trainer.state.log_history, "reward_calls": reward.calls, "judge": judge.stats.as_dict(),
+        "events": reward.events,
         "warning": embedded_warning(args.judge_model), "score": args.score,
         "all_equal_group_share": (sum(c["all_equal_groups"] for c in reward.calls)
                                   / max(1, sum(c["prompts"] for c in reward.calls))),

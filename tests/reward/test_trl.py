@@ -156,6 +156,23 @@ def test_trl_grpo_example_trains_with_cerm_reward(tmp_path, tiny_model_dir):
     assert summary["judge"]["evaluations_generated"] == 16
 
 
+def test_trl_prefetch_hands_each_steps_prompts_over_before_its_rollouts(tmp_path, tiny_model_dir):
+    """With the reward attached, GRPOTrainer's own loop hands each step's prompts to the judge before it
+    generates that step's rollouts (so before the step's reward call), once; criteria stay once per prompt.
+    """
+    on = run_example(tmp_path / "on", "--policy", str(tiny_model_dir), "--judge-backend", "fake", "--max-steps", "2")
+    off = run_example(tmp_path / "off", "--policy", str(tiny_model_dir), "--judge-backend", "fake",
+                      "--max-steps", "2", "--no-prefetch")
+    check_rewards_reached_trainer(on, 2)
+    kinds = [kind for kind, _ in on["events"]]
+    assert kinds == ["prefetch", "reward", "prefetch", "reward"]
+    for (_, sent), (_, judged) in zip(on["events"][::2], on["events"][1::2], strict=True):
+        assert sent == judged and len(sent) == 2  # the step's two prompts, ahead of their reward
+    assert [kind for kind, _ in off["events"]] == ["reward", "reward"]
+    assert on["judge"]["criteria_generated"] == off["judge"]["criteria_generated"] == 4  # once per prompt
+    assert [c["rewards"] for c in on["reward_calls"]] == [c["rewards"] for c in off["reward_calls"]]
+
+
 def test_trl_grpo_example_with_tiny_model_judge(tmp_path, tiny_model_dir):
     """Real model calls on both sides: the tiny random Qwen3 is the policy and the judge (hf backend)."""
     summary = run_example(tmp_path, "--policy", str(tiny_model_dir), "--judge-backend", "hf",

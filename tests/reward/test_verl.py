@@ -165,3 +165,17 @@ def test_prepare_data_parquet_rows_feed_compute_score(tmp_path):
             runpy.run_path(str(EXAMPLES / "verl" / "prepare_data.py"), run_name="__main__")
     finally:
         sys.argv = argv
+
+
+def test_in_process_judge_gets_the_models_own_budgets():
+    """The verl adapter builds its judge through config_for_model, as the CLI does: the embedded model gets
+    192/160 tokens, not CE-RM-4B's 4096/8192; explicit cerm_*_max_new_tokens still win.
+    """
+    from cerm.reward.verl_adapter import VerlSettings, _LocalScorer
+
+    embedded = _LocalScorer(VerlSettings(backend="fake", model="embedded"))
+    assert (embedded.judge.config.criteria_max_new_tokens, embedded.judge.config.eval_max_new_tokens) == (192, 160)
+    default = _LocalScorer(VerlSettings(backend="fake", model="some/model", eval_max_new_tokens=64))
+    assert (default.judge.config.criteria_max_new_tokens, default.judge.config.eval_max_new_tokens) == (4096, 64)
+    for scorer in (embedded, default):
+        scorer.batcher.close()

@@ -178,3 +178,54 @@ def test_remote_manager_calls_cerm_in_its_worker_class(serve_app):
             worker.compute_score(solution_str="explode", **call)
     with pytest.raises(AssertionError, match="Async reward score is not supported in remote"):
         worker_for("remote", "compute_score_async", cerm_url="http://127.0.0.1:1")
+
+
+def test_verls_dataloader_sends_each_prompt_ahead_to_the_judge(tmp_path, serve_app):
+    """data.custom_cls = cerm's CriteriaPrefetchDataset, loaded by verl's own get_dataset_class and iterated by a
+    torch DataLoader with verl's collate_fn: every prompt reaches the server's /v1/criteria as its batch is
+    loaded, and the reward for it later finds its criteria generated (no second generation).
+    """
+    import json
+    import runpy
+    import time
+
+    import httpx
+    from torch.utils.data import DataLoader
+    from transformers import AutoTokenizer
+    from verl.utils.dataset.rl_dataset import collate_fn, get_dataset_class
+
+    prompts = [f"Question {i}: why is the sky blue?" for i in range(6)]
+    src = tmp_path / "prompts.jsonl"
+    src.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    argv = sys.argv
+    sys.argv = ["prepare_data.py", "--input", str(src), "--output", str(tmp_path / "data"), "--test-only"]
+    try:
+        runpy.run_path(str(EXAMPLE.with_name("prepare_data.py")), run_name="__main__")
+    finally:
+        sys.argv = argv
+    with serve_app(scripted_judge_app()) as srv:
+        data_config = OmegaConf.create({"custom_cls": {"path": "pkg://cerm.reward.verl_data",
+                                                       "name": "CriteriaPrefetchDataset"},
+                                        "cerm_url": srv.url, "max_prompt_length": 256, "prompt_key": "prompt"})
+        cls = get_dataset_class(data_config)
+        dataset = cls(data_files=str(tmp_path / "data" / "test.parquet"),
+                      tokenizer=AutoTokenizer.from_pretrained(smollm2_tokenizer_dir()), config=data_config)
+        batches = list(DataLoader(dataset, batch_size=3, collate_fn=collate_fn))
+        assert cls.__name__ == "CriteriaPrefetchDataset" and sum(len(b["raw_prompt"]) for b in batches) == 6
+
+        def metric(name: str) -> float:
+            from prometheus_client.parser import text_string_to_metric_families
+
+            text = httpx.get(f"{srv.url}/metrics").text
+            return next(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+
+        deadline = time.monotonic() + 20
+        while metric("cerm_criteria_generated_total") < 6:
+            assert time.monotonic() < deadline, "the prefetched criteria were never generated"
+            time.sleep(0.05)
+        assert metric("cerm_criteria_prefetched_total") == 6
+        fn = verl_reward_fn("pkg://cerm.reward.verl", "compute_score", cerm_url=srv.url)
+        out = fn(data_source="cerm", solution_str="Rayleigh scattering.", ground_truth="",
+                 extra_info={"question": prompts[0]})
+        assert out["score"] == 0.7
+        assert metric("cerm_criteria_generated_total") == 6  # the reward's criteria were already there

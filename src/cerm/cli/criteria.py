@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import click
 import typer
@@ -21,6 +21,7 @@ from cerm.cli.common import (
 from cerm.cli.judging import criteria_record
 from cerm.io import WriteError, read_jsonl
 from cerm.parsing import parse_criteria
+from cerm.types import Criteria
 
 app = typer.Typer(
     rich_markup_mode=None,  # plain click help: wraps at 80 columns, never truncates (rich's table cut names)
@@ -54,7 +55,11 @@ def generate(
     input: Annotated[Path | None, typer.Option("--input", "-i", help="JSONL with a 'query' field")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL of generated criteria")] = None,
 ) -> None:
-    """Generate (or fetch from the cache) the criteria for queries, once each."""
+    """Generate (or fetch from the cache) the criteria for queries, once each, many at a time.
+
+    The offline form of criteria ahead of the rollouts: run it on a training prompt set before training, into
+    the cache the reward uses (``--cache``), and every epoch reuses them.
+    """
     from pydantic import BaseModel
 
     from cerm.types import Message
@@ -72,19 +77,33 @@ def generate(
             queries.append(line.record.query)  # type: ignore[union-attr]
     judge = judge_opts.make_judge()
     out_f = open(output, "w", encoding="utf-8") if output else None  # noqa: SIM115
+    failed = 0
     try:
-        for q in queries:
-            c = judge.criteria(q)
-            if out_f:
-                write_jsonl_line(out_f, {"query": q, **criteria_record(c)})
-            console.print(f"[bold]{c.key[:12]}[/] ({c.source}, {len(c.items)} items)")
-            for k, item in enumerate(c.items, 1):
-                console.print(f"  {k}. [cyan]{item.term}[/]: {item.description}")
-            if c.parse_warning:
-                console.print(f"  [yellow]{c.parse_warning}[/]")
+        for start in range(0, len(queries), GENERATE_CHUNK):
+            chunk = queries[start:start + GENERATE_CHUNK]
+            # concurrently: one batch for an engine that takes batches, every request at once for a server
+            for q, c in zip(chunk, judge.prefetch(chunk).result()):
+                _print_generated(q, c, out_f)
+                failed += c.finish_reason == "error"
     finally:
         if out_f:
             out_f.close()
+    if failed:
+        raise fail(f"{failed} criteria generation(s) failed (not cached); fix the backend and rerun the same "
+                   "command: the others are read from the cache.", code=1)
+
+
+GENERATE_CHUNK = 64  # queries in flight at once; each chunk's criteria are stored as they complete
+
+
+def _print_generated(q: object, c: Criteria, out_f: Any) -> None:
+    if out_f:
+        write_jsonl_line(out_f, {"query": q, **criteria_record(c)})
+    console.print(f"[bold]{c.key[:12]}[/] ({c.source}, {len(c.items)} items)")
+    for k, item in enumerate(c.items, 1):
+        console.print(f"  {k}. [cyan]{item.term}[/]: {item.description}")
+    if c.parse_warning:
+        console.print(f"  [yellow]{c.parse_warning}[/]")
 
 
 @app.command("list")

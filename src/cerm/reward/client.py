@@ -1,4 +1,4 @@
-"""A small client for ``cerm serve`` (``/v1/score``), sync and async, used by the verl adapter.
+"""A small client for ``cerm serve`` (``/v1/score``, ``/v1/criteria``), sync and async, used by the verl adapter.
 
 429 (queue full) and 5xx answers are retried with exponential backoff (honouring Retry-After); after
 the last try the error is raised, never turned into a score.
@@ -6,13 +6,13 @@ the last try the error is raised, never turned into a score.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import httpx
 
 from cerm.retry import Backoff, Retryable, parse_retry_after
-from cerm.reward.server.schemas import ScoreResponse
+from cerm.reward.server.schemas import CriteriaAccepted, ScoreResponse
 from cerm.types import Query
 
 _RETRYABLE = {429, 500, 502, 503, 504}
@@ -78,16 +78,34 @@ class CermClient:
                 raise self._gave_up(e) from e
         raise AssertionError("unreachable: tenacity either returns or raises")
 
+    def prefetch(self, queries: Sequence[Query]) -> list[str]:
+        """Send prompts ahead (``POST /v1/criteria``): the server generates their criteria in the background,
+        single-flight with every request. Returns their criteria keys at once (202); raises ``RemoteError``
+        after the last try.
+        """
+        payload = {"prompts": list(queries)}
+        try:
+            for attempt in self._backoff.retrying():
+                with attempt, _connection_errors_retry():
+                    reply = self._client.post(f"{self.url}/v1/criteria", json=payload)
+                    return CriteriaAccepted.model_validate_json(self._checked(reply, "/v1/criteria", 202)).keys
+        except Retryable as e:
+            raise self._gave_up(e, "/v1/criteria") from e
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
     def _read(self, r: httpx.Response) -> ScoreResponse:
-        if r.status_code == 200:
-            return ScoreResponse.model_validate_json(r.content)
+        return ScoreResponse.model_validate_json(self._checked(r, "/v1/score", 200))
+
+    def _checked(self, r: httpx.Response, route: str, ok: int) -> bytes:
+        if r.status_code == ok:
+            return r.content
         error = f"HTTP {r.status_code}: {r.text[:500]}"
         if r.status_code not in _RETRYABLE:
-            raise RemoteError(f"{self.url}/v1/score refused the request: {error}")
+            raise RemoteError(f"{self.url}{route} refused the request: {error}")
         raise Retryable(error, parse_retry_after(r.headers.get("retry-after")))
 
-    def _gave_up(self, error: Retryable) -> RemoteError:
-        return RemoteError(f"{self.url}/v1/score failed after {self._backoff.tries} tries: {error}")
+    def _gave_up(self, error: Retryable, route: str = "/v1/score") -> RemoteError:
+        return RemoteError(f"{self.url}{route} failed after {self._backoff.tries} tries: {error}")
 
     def close(self) -> None:
         """Close the HTTP connection pool."""

@@ -11,6 +11,9 @@ prompt's criteria are generated once and its ``num_generations`` completions are
 TRL may split one group across processes; the criteria cache is keyed by prompt text, never by batch
 position, so split groups still share criteria when the processes share a cache file.
 
+``reward.attach(trainer)`` (``prefetch_rollout_prompts``) sends each step's prompts to the judge before their
+rollouts are generated: the criteria are written while the policy generates, off the reward's critical path.
+
 ``AsyncCermReward`` is the ``async def`` variant: TRL gathers async reward functions on its own event
 loop, so the blocking judge runs in a worker thread and the loop stays free. It needs trl >= 1.14 (older
 TRL calls it like a sync function and fails with "'coroutine' object is not iterable"); ``CermReward``
@@ -23,7 +26,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from cerm.judge import Judge
 from cerm.reward.scoring import RewardConfig, RolloutRewards, score_rollouts
@@ -96,6 +99,10 @@ class CermReward:
         self.log(result, log_metric, log_extra)
         return result.rewards
 
+    def attach(self, trainer: Any) -> None:
+        """Prefetch every step's prompts through this reward's judge (``prefetch_rollout_prompts``)."""
+        prefetch_rollout_prompts(trainer, self.judge)
+
     def score(self, prompts: Sequence, completions: Sequence) -> RolloutRewards:
         """Judge one TRL batch; the batch is grouped by prompt inside."""
         queries = [prompt_to_query(p) for p in prompts]
@@ -117,6 +124,46 @@ class CermReward:
         logger.info("cerm reward: %d completions, %d prompts, parse failures %d, criteria generated %d, cached %d",
                     len(result.rewards), result.num_groups, result.parse_failures, result.criteria_generated,
                     result.criteria_cache_hits)
+
+
+class Prefetcher(Protocol):
+    """What takes prompts ahead: a ``cerm.Judge`` (``prefetch``) or a ``cerm.reward.client.CermClient``."""
+
+    def prefetch(self, queries: Sequence[Query]) -> Any:
+        """Start generating the criteria of ``queries``; return at once."""
+        ...
+
+
+def prefetch_rollout_prompts(trainer: Any, target: Prefetcher) -> None:
+    """Send each optimizer step's prompts to ``target.prefetch`` as soon as the trainer has them, before their
+    rollouts are generated, so the criteria are written while the policy generates and the reward's critical
+    path is the evaluations alone.
+
+    Where the prompts are known: transformers 5's ``Trainer`` fetches every micro-batch of an optimizer step
+    with ``get_batch_samples`` before the step begins (``on_step_begin``), and TRL 1.16's
+    ``GRPOTrainer._prepare_inputs`` generates the rollouts of those batches afterwards. Callbacks are not
+    handed the batch, so this wraps ``get_batch_samples`` on the trainer instance. A prefetch that fails is
+    logged and ignored: the reward generates the criteria itself, as without it.
+    """
+    fetch = trainer.get_batch_samples
+
+    def get_batch_samples(epoch_iterator: Any, num_batches: int, device: Any) -> Any:
+        batches, num_items = fetch(epoch_iterator, num_batches, device)
+        queries: dict[str, Query] = {}
+        for batch in batches:
+            for row in batch if isinstance(batch, list) else ():
+                if isinstance(row, dict) and "prompt" in row:
+                    query = prompt_to_query(row["prompt"])
+                    queries.setdefault(str(query), query)
+        if queries:
+            try:
+                target.prefetch(list(queries.values()))
+            except Exception as e:  # noqa: BLE001 - a prefetch is an optimisation: the reward still works
+                logger.warning("cerm: criteria prefetch failed (%s: %s); the reward generates them itself",
+                               type(e).__name__, e)
+        return batches, num_items
+
+    trainer.get_batch_samples = get_batch_samples
 
 
 def check_trl_awaits_rewards(version: str | None = None) -> None:

@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 from cerm.backends.base import DEFAULT_MODEL
 from cerm.reward.scoring import BackendFailure, RewardConfig, group_ids, reward_rule, strip_think
-from cerm.types import CRITERIA_MAX_NEW_TOKENS, EVAL_MAX_NEW_TOKENS, Query, ScoreMode
+from cerm.types import Query, ScoreMode
 
 
 class VerlRewardAbort(BaseException):
@@ -58,8 +58,8 @@ class VerlSettings:
     backend: str = "hf"
     model: str | None = None  # None: the router's served model, else DEFAULT_MODEL
     cache: str | None = None
-    criteria_max_new_tokens: int = CRITERIA_MAX_NEW_TOKENS
-    eval_max_new_tokens: int = EVAL_MAX_NEW_TOKENS
+    criteria_max_new_tokens: int | None = None  # None: the model's own budget (cerm.config.config_for_model)
+    eval_max_new_tokens: int | None = None
     router_address: str | None = None
     scale: Literal["unit", "raw"] = "unit"
     failure_reward: float = 0.0
@@ -104,7 +104,7 @@ class _LocalScorer:
     def __init__(self, s: VerlSettings) -> None:
         from cerm.backends.base import get_backend
         from cerm.cache import Store
-        from cerm.judge import Judge, JudgeConfig
+        from cerm.judge import Judge, config_for_model
         from cerm.reward.batcher import DynamicBatcher
 
         if s.router_address:
@@ -112,11 +112,13 @@ class _LocalScorer:
             backend = get_backend("openai", s.model or served_model(url), base_urls=[url], api_key=None)
         else:
             backend = get_backend(s.backend, s.model or DEFAULT_MODEL)
-        judge = Judge(backend, JudgeConfig(criteria_max_new_tokens=s.criteria_max_new_tokens,
-                                           eval_max_new_tokens=s.eval_max_new_tokens,
-                                           expected_score=s.score == "expected"), Store(s.cache))
+        # the per-model budgets, as the CLI gets them (the embedded model: 192/160, not CE-RM-4B's 4096/8192)
+        config = config_for_model(s.model or DEFAULT_MODEL, criteria_max_new_tokens=s.criteria_max_new_tokens,
+                                  eval_max_new_tokens=s.eval_max_new_tokens, expected_score=s.score == "expected")
+        judge = Judge(backend, config, Store(s.cache))
         self.batcher = DynamicBatcher(judge)
-        self.mode = s.score
+        self.judge = judge
+        self.mode = judge.config.score_mode
 
     def _submit(self, groups: dict[int, tuple[Query, list[str]]]):
         from cerm.reward.batcher import BatchItem
