@@ -116,12 +116,16 @@ def free_port() -> int:
 class ServerProcess:
     """One server child process; ``rss_mb`` reads its resident memory from /proc."""
 
-    def __init__(self, role: str, *extra: str, python: str = sys.executable) -> None:
+    def __init__(self, role: str, *extra: str, python: str = sys.executable, source: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [python, __file__, "--role", role, "--port", str(self.port), *extra]
+        # ``source``: another checkout of cerm (its own copy of this script and its src/), e.g. the last release
+        script = source / "perf" / "server_load.py" if source else Path(__file__)
+        cmd = [python, str(script), "--role", role, "--port", str(self.port), *extra]
         # vLLM-CPU sizes its KV cache from VLLM_CPU_KVCACHE_SPACE (GiB); 2 holds every sequence of part 2
         env = {"TOKENIZERS_PARALLELISM": "false", "VLLM_CPU_KVCACHE_SPACE": "2", **os.environ}
+        if source:
+            env["PYTHONPATH"] = str(source / "src")
         self.proc = subprocess.Popen(cmd, env=env)
 
     def wait_ready(self, timeout_s: float = 300) -> None:
@@ -411,6 +415,8 @@ def main() -> None:
                     help="python of the vLLM venv (scripts/setup_vllm_venv.sh); $CERM_VLLM_PYTHON")
     ap.add_argument("--hf-batch-size", type=int, default=16)
     ap.add_argument("--out", type=Path, help="write the figures as JSON")
+    ap.add_argument("--baseline", type=Path, help="another checkout of cerm (e.g. `git worktree add /tmp/old "
+                    "52ec060`): its server is loaded too, interleaved, for a side-by-side of the two versions")
     # child-process roles
     ap.add_argument("--role", choices=["bare", "cerm"], help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -435,6 +441,8 @@ def main() -> None:
         print(f"part 1: {args.clients} clients ({args.client_loop}), {args.duration:g} s per server in "
               f"{args.rounds} alternating slices, POST /get_reward", flush=True)
         servers = {role: ServerProcess(role) for role in ("bare", "cerm")}
+        if args.baseline:
+            servers["baseline"] = ServerProcess("cerm", source=args.baseline.resolve())
         try:
             for server in servers.values():
                 server.wait_ready()
@@ -443,13 +451,16 @@ def main() -> None:
         finally:
             for server in servers.values():
                 server.stop()
-        for role, target in (("bare", "bare FastAPI"), ("cerm", "cerm (scripted backend)")):
+        targets = [("bare", "bare FastAPI"), ("cerm", "cerm (scripted backend)")]
+        if args.baseline:
+            targets.append(("baseline", f"cerm at {args.baseline} (scripted backend)"))
+        for role, target in targets:
             res = loads[role]
             results[role] = asdict(res)
             print(f"  {target}: {res.rps} req/s, p50 {res.p50_ms} ms, p99 {res.p99_ms} ms, errors {res.errors}, "
                   f"RSS {res.rss_start_mb} -> {res.rss_end_mb} MB", flush=True)
         results["rounds"] = per_round
-        print("  per slice (req/s): " + ", ".join(f"bare {r['bare']:.0f} / cerm {r['cerm']:.0f}" for r in per_round))
+        print("  per slice (req/s): " + ", ".join(" / ".join(f"{k} {v:.0f}" for k, v in r.items()) for r in per_round))
         bare, cerm = results["bare"], results["cerm"]
         ratio = cerm["rps"] / bare["rps"]
         results["ratio"] = round(ratio, 3)
@@ -460,6 +471,12 @@ def main() -> None:
         passed &= check("0 errors", cerm["errors"] == 0, f"{cerm['errors']} {cerm['error_samples'][:1]}")
         passed &= check("flat memory (<= 10% growth)", growth <= 0.10,
                         f"{cerm['rss_start_mb']} -> {cerm['rss_end_mb']} MB ({growth:+.1%})")
+        if args.baseline:
+            base = results["baseline"]
+            results["vs_baseline"] = {"rps": round(cerm["rps"] / base["rps"], 3),
+                                      "p99": round(cerm["p99_ms"] / base["p99_ms"], 3)}
+            print(f"  this tree vs the baseline: {results['vs_baseline']['rps']:.2f}x the requests/s, "
+                  f"{results['vs_baseline']['p99']:.2f}x the p99 (same run, interleaved)")
     if not args.skip_embedded:
         print(f"part 2: embedded SmolLM2 on {args.embedded_backend} ({args.embedded_requests} requests over "
               f"{args.embedded_prompts} prompts, {args.embedded_max_new_tokens} new tokens; plumbing model: judges at "

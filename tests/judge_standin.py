@@ -25,6 +25,7 @@ class Call:
     at: float  # time.monotonic() on arrival
     kind: str  # "models" | "criteria" | "evaluation"
     content: str  # the last message
+    first: str = ""  # the first message (a query's criteria prompt, also the first turn of its evaluations)
 
 
 @dataclass
@@ -44,9 +45,9 @@ class JudgeStandIn:
                                                      timeout_graceful_shutdown=1))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
 
-    def _log(self, kind: str, content: str) -> None:
+    def _log(self, kind: str, content: str, first: str = "") -> None:
         with self._lock:
-            self.calls.append(Call(time.monotonic(), kind, content))
+            self.calls.append(Call(time.monotonic(), kind, content, first))
 
     def _app(self) -> FastAPI:
         app = FastAPI()
@@ -60,7 +61,7 @@ class JudgeStandIn:
         async def chat(body: dict) -> dict:
             content = body["messages"][-1]["content"]
             is_criteria = len(body["messages"]) == 1
-            self._log("criteria" if is_criteria else "evaluation", content)
+            self._log("criteria" if is_criteria else "evaluation", content, body["messages"][0]["content"])
             await asyncio.sleep(self.criteria_s if is_criteria else self.evaluation_s)
             text = CANNED_CRITERIA if is_criteria else canned_evaluation(7)
             return {"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],

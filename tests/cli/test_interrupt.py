@@ -145,3 +145,35 @@ def test_bench_run_on_sigterm_releases_its_leases_and_resumes(tmp_path, standin)
     rerun = subprocess.run(cmd, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert "resumed" in rerun.stdout and (tmp_path / "run" / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_criteria_finished_before_a_kill_are_never_generated_again(tmp_path):
+    """Each criteria list is stored the moment it exists (issue 25 item 14): a query whose evaluations had been
+    sent before kill -9 had its criteria stored, and the rerun asks the judge for none of them again.
+    """
+    queries = [f"Question number {i}: why do cats purr?" for i in range(8)]
+    (tmp_path / "in.jsonl").write_text("".join(
+        json.dumps({"id": i, "query": q, "responses": ["Contentment.", "Vibration."]}) + "\n"
+        for i, q in enumerate(queries)))
+    server = JudgeStandIn(criteria_s=0.3, evaluation_s=3.0).start()
+    try:
+        proc = subprocess.Popen(
+            [*CERM, "score", "-i", "in.jsonl", "-o", "o.jsonl", "--backend", "openai", "--model", "judge",
+             "--base-url", server.url, "--cache", "c.sqlite"],
+            cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: server.of("evaluation"), proc)  # some query's criteria exist: its evaluations went out
+        proc.kill()
+        proc.communicate(timeout=30)
+        evaluated = {q for q in queries for c in server.of("evaluation") if q in c.first}
+        before = len(server.calls)
+        rerun = subprocess.run(
+            [*CERM, "score", "-i", "in.jsonl", "-o", "o.jsonl", "--backend", "openai", "--model", "judge",
+             "--base-url", server.url, "--cache", "c.sqlite"],
+            cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120)
+        regenerated = {q for q in queries for c in server.calls[before:] if c.kind == "criteria" and q in c.content}
+    finally:
+        server.stop()
+    assert rerun.returncode == 0, rerun.stderr
+    assert evaluated and not evaluated & regenerated, (evaluated, regenerated)
+    assert sorted(out_ids(tmp_path)) == list(range(8))
