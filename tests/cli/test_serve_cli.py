@@ -94,3 +94,29 @@ def test_bad_flags_fail_with_a_message(tmp_path, flags, message):
                        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "COLUMNS": "200"})
     assert r.returncode == 2, r.stdout + r.stderr
     assert message in " ".join((r.stdout + r.stderr).split())
+
+
+def test_bulk_requests_leave_no_memory_behind(tmp_path):
+    """issue 28 item 2: memory grew with every bulk request (the scripted backend kept every prompt it was
+    sent). Five bursts of 4,096 samples over 64 prompts: after the first (the allocator's high-water mark), the
+    next four may add at most 10 MB. A leak of even 1 KB per sample adds 16 MB over them (measured before the
+    fix: 14 MB per burst); the measured growth is ~2 MB.
+    """
+    proc, url = start(tmp_path)
+    try:
+        def rss_mb() -> float:
+            for line in open(f"/proc/{proc.pid}/status"):
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+            raise AssertionError("no VmRSS")
+
+        after = []
+        for burst in range(5):
+            body = {"query": [f"P{j % 64} response {burst}-{j}" for j in range(4096)],
+                    "prompts": [f"P{j % 64}" for j in range(4096)]}
+            assert httpx.post(f"{url}/get_reward", json=body, timeout=300).status_code == 200
+            after.append(rss_mb())
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert after[-1] - after[0] <= 10, after

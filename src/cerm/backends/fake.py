@@ -16,6 +16,8 @@ from cerm.parsing import CRITERIA_START
 from cerm.readout import GRID, ReadoutRequest, ScoreDistribution
 from cerm.types import Generation, Message, SamplingParams
 
+MAX_LOGGED = 2_000  # prompts (and readouts) the fake backend keeps for inspection
+
 Script = Callable[[list[Message], SamplingParams], "str | Generation"]
 # a scripted readout: the 21 probabilities (GRID order, any positive scale) or a full ScoreDistribution
 Distribution = Callable[[ReadoutRequest], "Sequence[float] | ScoreDistribution"]
@@ -70,8 +72,12 @@ class FakeBackend:
         self.model_id = f"fake:{model}"
         self.script = script or default_script
         self.distribution = distribution or hash_distribution
+        # what was sent, newest last; only the last MAX_LOGGED calls are kept (a long-running `cerm serve
+        # --backend fake` must not grow without bound), ``num_prompts`` counts them all
         self.calls: list[tuple[list[list[Message]], SamplingParams]] = []
         self.readouts: list[ReadoutRequest] = []
+        self._prompts = 0
+        self._logged = 0
         self._lock = threading.Lock()
 
     def score_distributions(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
@@ -89,7 +95,7 @@ class FakeBackend:
     def generate(self, prompts: list[list[Message]], params: SamplingParams,
                  on_done: OnDone | None = None) -> list[Generation]:
         with self._lock:
-            self.calls.append((prompts, params))
+            self._log(prompts, params)
         out = []
         for i, messages in enumerate(prompts):
             out.append(self._run(messages, params))
@@ -110,10 +116,19 @@ class FakeBackend:
     def close(self) -> None:
         pass
 
+    def _log(self, prompts: list[list[Message]], params: SamplingParams) -> None:
+        """Under the lock: remember the call; beyond ``MAX_LOGGED`` prompts the oldest calls are dropped."""
+        self.calls.append((prompts, params))
+        self._prompts += len(prompts)
+        self._logged += len(prompts)
+        while self._logged > MAX_LOGGED and len(self.calls) > 1:
+            self._logged -= len(self.calls.pop(0)[0])
+        del self.readouts[:max(0, len(self.readouts) - MAX_LOGGED)]
+
     @property
     def num_prompts(self) -> int:
         """Total prompts sent so far (= model calls)."""
-        return sum(len(p) for p, _ in self.calls)
+        return self._prompts
 
 
 class FakeStreamingBackend(FakeBackend):
@@ -135,7 +150,7 @@ class FakeStreamingBackend(FakeBackend):
             if self.latency_s is not None:
                 await asyncio.sleep(self.latency_s(messages, params))
             with self._lock:
-                self.calls.append(([messages], params))
+                self._log([messages], params)
             return self._run(messages, params)
 
         return list(await asyncio.gather(*(one(m) for m in prompts)))
