@@ -29,10 +29,19 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--engine-dtype", default="float32",
+                    help="vLLM's dtype; 'auto' runs the fp32 checkpoint in bf16, as on a GPU")
     args = ap.parse_args()
 
+    import functools
+
     import torch
+    import trl.generation.vllm_generation as trl_vllm
     import vllm
+
+    # TRL builds the colocated LLM without a dtype, so vLLM's "auto" would run the fp32 checkpoint in bf16;
+    # the probe compares the engine with the fp32 policy, so it runs the engine in the policy's dtype
+    trl_vllm.LLM = functools.partial(vllm.LLM, dtype=args.engine_dtype)
 
     from cerm.train.rl.config import RLConfig
     from cerm.train.rl.logprobs import collate, completion_logprobs, rollout_logprobs
