@@ -173,11 +173,13 @@ class CriteriaCache:
 
     def find(self, prefix: str) -> CriteriaRecord:
         """The one record whose key starts with ``prefix`` (as git resolves short hashes)."""
-        rows = self.store.execute(
-            f"SELECT {self._COLUMNS} FROM criteria WHERE key LIKE ? LIMIT 2", (prefix + "%",)
+        rows = self.store.execute(  # substr, not LIKE: a "%" or "_" in the prefix is no wildcard
+            f"SELECT {self._COLUMNS} FROM criteria WHERE substr(key, 1, ?) = ? LIMIT 2", (len(prefix), prefix)
         )
-        if len(rows) != 1:
-            raise KeyError(f"criteria key prefix {prefix!r} matches {len(rows) or 'no'} entries; give more characters.")
+        if not rows:
+            raise KeyError(f"no cached criteria with key {prefix!r}; `cerm criteria list` shows the keys.")
+        if len(rows) > 1:
+            raise KeyError(f"criteria key prefix {prefix!r} matches several entries; give more characters.")
         return self._record(rows[0])
 
     def export_jsonl(self, path: str | Path) -> int:

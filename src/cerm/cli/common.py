@@ -26,7 +26,8 @@ from cerm.cache import Store
 from cerm.judge import Judge, JudgeConfig, config_for_model, default_for
 from cerm.types import SAMPLE_TEMPERATURE
 
-console = Console(stderr=True)
+console = Console(stderr=True)  # logs, progress, warnings and errors
+stdout = Console()  # results: tables, chosen answers, where the outputs went (pipe-able)
 
 BackendOpt = Annotated[str, typer.Option(help="hf | vllm | openai | llamacpp | fake")]
 ModelOpt = Annotated[str, typer.Option(help="HF id or local path; 'embedded' = packaged SmolLM2 (plumbing only)")]

@@ -7,14 +7,11 @@ from importlib import metadata, resources
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from cerm.backends.base import BACKEND_NEEDS, BACKENDS
-from cerm.cli.common import fail
-
-stdout = Console()
+from cerm.cli.common import fail, stdout
+from cerm.cli.tables import narrow_table
 
 
 def version() -> str:
@@ -26,7 +23,8 @@ def version() -> str:
 
 def backends() -> None:
     """List the backends, the packages each needs, how to install them and whether they import here."""
-    table = Table("backend", "needs", "install", "here", title="cerm backends", show_lines=False)
+    table = narrow_table("backend", "needs", "install", "here", keep=("backend",), left=("needs", "install", "here"),
+                         title="cerm backends")
     for name in BACKENDS:
         modules, install = BACKEND_NEEDS[name]
         missing = [m for m in modules if importlib.util.find_spec(m) is None]

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from cerm.cli.common import console, fail
+from cerm.cli.common import console, fail, stdout
 
 app = typer.Typer(
     rich_markup_mode=None,  # plain click help: wraps at 80 columns, never truncates (rich's table cut names)
@@ -59,7 +59,7 @@ def rl(
     except (OSError, ValueError) as e:
         raise fail(str(e), code=1) from None
     final = summary["eval"].get(str(summary["step"]), {})
-    console.print(f"[bold green]done[/]: {summary['step']} steps; model in {Path(cfg.output_dir) / 'final'}; "
+    stdout.print(f"[bold green]done[/]: {summary['step']} steps; model in {Path(cfg.output_dir) / 'final'}; "
                   f"metrics in {Path(cfg.output_dir) / 'metrics.jsonl'}"
                   + (f"; held-out pairwise accuracy {final['eval/pairwise_accuracy']:.3f}" if final else ""))
 
@@ -76,7 +76,7 @@ def plot(
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
     for path in paths:
-        console.print(str(path))
+        typer.echo(str(path))
 
 
 app.command("rl")(rl)

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from cerm.cli.common import console, fail
+from cerm.cli.common import fail, stdout
 
 
 def sft(
@@ -52,7 +52,7 @@ def sft(
     except (OSError, ValueError) as e:
         raise fail(str(e), code=1) from None
     first, last = (result.losses[0], result.losses[-1]) if result.losses else (float("nan"), float("nan"))
-    console.print(f"[bold green]done[/]: {result.steps} steps on {result.rows} rows "
+    stdout.print(f"[bold green]done[/]: {result.steps} steps on {result.rows} rows "
                   f"({len(result.dropped_overlong)} over max_length dropped); loss {first:.4f} -> {last:.4f}; "
                   f"model in {final_dir(cfg)}; log in {Path(cfg.output_dir) / 'run.json'}")
 
