@@ -90,7 +90,8 @@ def make_judge(opts: BackendOptions, config: JudgeConfig, cache: Path | None = N
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print an error the user can act on and return the Exit to raise."""
-    console.print(f"[bold red]error:[/] {escape(message)}")  # escaped: "cerm[hf]" is not markup
+    # escaped: "cerm[hf]" is not markup; soft-wrapped: a long path stays whole (the terminal wraps the line)
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 
