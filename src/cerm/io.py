@@ -219,7 +219,10 @@ def read_rows(path: str | Path, *, as_jsonl: bool = False) -> Iterator[RawRow]:
         yield from _line_rows(path, path.read_bytes())
         return
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ImportError(f"{path}: reading parquet needs pyarrow: pip install 'cerm[bench]' (or pyarrow)") from None
 
         for i, obj in enumerate(pq.read_table(path).to_pylist()):
             yield _checked(f"{path}: row {i}", i, obj)

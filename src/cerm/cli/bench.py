@@ -29,6 +29,7 @@ from cerm.bench import BENCHMARKS, load_items, resolve_sources, select_items
 from cerm.bench.common import DataError, HFSource, data_files
 from cerm.bench.runner import RunConfig, Scorer, describe_scorer, run_benchmark
 from cerm.cli.common import JudgeOptions, console, fail, with_judge_options
+from cerm.cli.extras import require, warn_without_plots
 from cerm.cli.tables import narrow_table
 
 app = typer.Typer(
@@ -126,6 +127,9 @@ def run(
     for b in baselines or []:
         if b not in SCORERS[1:]:
             raise fail(f"--baselines {b!r} must be length or embedding.")
+    if benchmark == "rewardbench2":
+        require("RewardBench 2's Ties metric", "bench", ["numpy"])
+    warn_without_plots("report.md", "bench")
     seed = judge_opts.seed
     bench, items, labels = _load(benchmark, data, data_root, subset, limit, seed)
     if not items:
@@ -140,6 +144,7 @@ def run(
                             selection=selection)
     except ValueError as e:
         raise fail(str(e)) from None
+    main_scorer = _make_scorer(scorer, judge_opts, out)  # a missing backend or extra fails before any work
     rows = []
     for b in baselines or []:
         result = _run_one(bench, items, _make_scorer(b, judge_opts, out),
@@ -147,7 +152,7 @@ def run(
                                     bootstrap=bootstrap, selection=selection), labels, [])
         rows.append(result.summary)
     warnings = [w for w in [embedded_warning(judge_opts.model)] if w and scorer == "judge"]
-    result = _run_one(bench, items, _make_scorer(scorer, judge_opts, out), run_cfg, labels, warnings, rows)
+    result = _run_one(bench, items, main_scorer, run_cfg, labels, warnings, rows)
     s = result.summary
     h = s["headline"]
     ci = "" if h["ci_low"] is None else f" [95% CI {100 * h['ci_low']:.1f}, {100 * h['ci_high']:.1f}]"

@@ -17,6 +17,7 @@ from rich.table import Table
 from cerm.backends.embedded import embedded_warning
 from cerm.cache import Store
 from cerm.cli.common import JudgeOptions, console, fail, stdout, with_judge_options
+from cerm.cli.extras import require, warn_without_plots
 
 
 def _domain_weights(items: list[str] | None) -> dict[str, float] | None:
@@ -82,6 +83,9 @@ def curate(
             max_all_tie_share=max_all_tie_share, judge_chunk_pairs=judge_chunk_pairs)
     except ValueError as e:
         raise fail(str(e)) from None
+    require("cerm curate", "train", ["datasketch", *(["py3langid"] if languages else []),
+                                     *(["transformers"] if tokenizer else [])])
+    warn_without_plots("the pass-rate histogram", "train")
     backend = None
     if pass_k:
         if warning := embedded_warning(judge_opts.model):
@@ -113,7 +117,8 @@ def curate(
         console.print(f"[yellow]{len(result.problems)} bad input rows listed in {out / 'invalid.jsonl'}; first: "
                       f"{result.problems[0]}[/]")
     stdout.print(f"[bold green]done[/]: {len(result.train)} train, {len(result.heldout)} held-out pairs; "
-                  f"report {out / 'report.json'}, histogram {out / 'pass_rate_hist.png'}")
+                  f"report {out / 'report.json'}"
+              + (f", histogram {out / 'pass_rate_hist.png'}" if (out / "pass_rate_hist.png").exists() else ""))
 
 
 @with_judge_options

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from cerm.cli.common import fail, stdout
+from cerm.cli.extras import TRAIN_MODULES, require
 
 
 def sft(
@@ -32,6 +33,7 @@ def sft(
         cfg.gradient_accumulation_steps(SFTRunConfig.world_size())
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
+    require("cerm train sft", "train", [*TRAIN_MODULES, "datasets"])
     if cfg.model == "embedded":  # the packaged SmolLM2 as an HF directory (converted once; plumbing only)
         from dataclasses import replace
 

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from cerm.cli.common import console, fail
+from cerm.cli.extras import require
 
 
 def default_out(path: Path) -> Path:
@@ -29,6 +30,7 @@ def view(
     """Write a static site (index.html + assets, no server or internet needed) to read criteria, judgments
     and scores item by item; --serve also serves it and prints the URL.
     """
+    require("cerm view", "view", ["jinja2"])
     from cerm.view import ViewError, build_site, load
 
     try:
