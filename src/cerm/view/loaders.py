@@ -14,6 +14,16 @@ from typing import Any
 
 from cerm.view.model import counts, item_from_bench, item_from_probe, item_from_score
 
+# the fake backend's model ids read "fake:<name>"; its texts are canned, and every page must say so
+SCRIPTED_WARNING = ("Scripted fake backend: the criteria, judgments and scores are canned (scores hashed from the "
+                    "response text), not judgments of any model. This run tests the plumbing only.")
+
+
+def run_warnings(model: object, warnings: list[str]) -> list[str]:
+    """The run's own warnings, plus the scripted-backend banner when the model is the fake backend's."""
+    scripted = [SCRIPTED_WARNING] if str(model).startswith("fake:") and SCRIPTED_WARNING not in warnings else []
+    return [*scripted, *warnings]
+
 
 class ViewError(ValueError):
     """The path is not something ``cerm view`` can read; the message names file, line and field."""
@@ -97,7 +107,8 @@ def load_bench(run_dir: Path) -> RunView:
         notes.append("this run predates judgment texts in items.jsonl: scores only (rerun to record texts)")
     bench = summary.get("title") or (recs[0].get("benchmark") if recs else "benchmark")
     return RunView("bench", run_dir, f"{bench} — {_scorer(summary)}", items, summary,
-                   sorted((run_dir / "plots").glob("*.png")), list(summary.get("warnings", [])), notes)
+                   sorted((run_dir / "plots").glob("*.png")), run_warnings(_model(summary), summary.get("warnings", [])),
+                   notes)
 
 
 def load_probe(run_dir: Path) -> RunView:
@@ -106,7 +117,7 @@ def load_probe(run_dir: Path) -> RunView:
     recs, notes = read_jsonl(path, ("probe", "id"), "a cerm probe record") if path.exists() else ([], [])
     items = list(_items(recs, path, item_from_probe))
     return RunView("probe", run_dir, f"bias probes on {summary.get('benchmark', '?')} — {_scorer(summary)}",
-                   items, summary, [], list(summary.get("warnings", [])), notes)
+                   items, summary, [], run_warnings(_model(summary), summary.get("warnings", [])), notes)
 
 
 def load_scores(path: Path) -> RunView:
@@ -115,8 +126,8 @@ def load_scores(path: Path) -> RunView:
     kind = "bon" if recs and "chosen_index" in recs[0] else "score"
     if items and all(c["response"] is None for it in items for c in it["candidates"]):
         notes.append("the file has no response texts (written before `responses` was recorded)")
-    warnings = sorted({r["warning"] for r in recs if r.get("warning")})
     model = recs[0].get("model", "?") if recs else "?"
+    warnings = run_warnings(model, sorted({r["warning"] for r in recs if r.get("warning")}))
     return RunView(kind, path, f"cerm {kind} — {model}: {path.name}", items, {}, [], warnings, notes)
 
 
@@ -141,3 +152,7 @@ def _scorer(summary: dict[str, Any]) -> str:
         k = (s.get("config") or {}).get("samples", 1)
         return str(s.get("model")) + (f" (k={k})" if k and k > 1 else "")
     return str(s.get("name", s.get("kind", "unknown scorer")))
+
+
+def _model(summary: dict[str, Any]) -> object:
+    return (summary.get("scorer") or {}).get("model")
