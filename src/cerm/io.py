@@ -456,18 +456,34 @@ def criteria_record(c: Criteria, *, with_text: bool = True) -> dict[str, Any]:
     return record
 
 
-def read_jsonl_output(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line, record) of an output JSONL a run appends to; a torn last line (a kill during a write) is cut
-    from the file so the next record starts on a line of its own. A bad line elsewhere is an error.
+@dataclass(frozen=True)
+class OutputRead:
+    """What ``read_output`` found: ``(line, record)`` pairs, and whether a torn last line was left out."""
+
+    records: list[tuple[int, dict[str, Any]]]
+    torn_line: int | None = None  # the line number of a partial last record (a kill during a write)
+
+
+def read_output(path: str | Path, *, required: tuple[str, ...] = (), what: str = "", repair: bool = True
+                ) -> OutputRead:
+    """The one reader of cerm's own JSONL outputs (score/bon ``-o``, bench ``items.jsonl``, probe items,
+    RL ``metrics.jsonl``, SFT rows): ``(line, record)`` of every line, each a JSON object with ``required``.
+
+    A torn last line (a kill during a write: no newline after it, and not a whole record) is left out; with
+    ``repair`` (a writer about to resume) it is also cut from the file, and a whole last record without its
+    newline gets one, so the next record starts on a line of its own. A reader (``repair=False``: the
+    viewer, plots) never changes the file. A bad line elsewhere, or a missing
+    field, is a ``DataError`` naming file, line and field (``what`` says what the line should have been).
     """
+    path = Path(path)
     if not path.exists():
-        return []
+        return OutputRead([])
     raw = path.read_bytes()
     out: list[tuple[int, dict[str, Any]]] = []
-    good = 0
+    good = 0  # bytes of whole lines so far
     lines = raw.split(b"\n")
     for lineno, line in enumerate(lines, 1):
-        is_last = lineno == len(lines)
+        is_last = lineno == len(lines)  # the text after the last newline: empty unless a write was cut
         if line.strip():
             try:
                 rec, _, problem = decode_json(line.decode("utf-8"))
@@ -476,18 +492,29 @@ def read_jsonl_output(path: Path) -> list[tuple[int, dict[str, Any]]]:
             if problem is None and not isinstance(rec, dict):
                 problem = f"expected a JSON object, got {type(rec).__name__}"
             if problem is not None:
-                if is_last:  # no newline after it: the write was cut
-                    logger.warning("%s:%d: dropping a partial last record left by an interrupted run", path, lineno)
-                    with open(path, "r+b") as f:
-                        f.truncate(good)
-                    break
+                if is_last:
+                    if repair:
+                        logger.warning("%s:%d: dropping a partial last record left by an interrupted run", path,
+                                       lineno)
+                        with open(path, "r+b") as f:
+                            f.truncate(good)
+                    return OutputRead(out, lineno)
                 raise DataError.at(f"{path}:{lineno}", None, f"{problem}; fix or delete the line to resume.")
+            if is_last and repair:  # a whole record without its newline: the next one must not join its line
+                with open(path, "ab") as f:
+                    f.write(b"\n")
+            for name in required:
+                if name not in rec:
+                    raise DataError.at(f"{path}:{lineno}", name, f"missing; not {what or 'a cerm output'}.")
             out.append((lineno, rec))
         if not is_last:
             good += len(line) + 1
-        elif line and not line.strip():
-            good += len(line)
-    return out
+    return OutputRead(out)
+
+
+def read_jsonl_output(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """``read_output(path).records``, repairing a torn last line (the name the resume code used)."""
+    return read_output(path).records
 
 
 @contextlib.contextmanager

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cerm.io import DataError
-from cerm.io import read_rows as read_raw_rows
+from cerm.io import DataError, read_rows
 from cerm.types import Message, Query
 
 logger = logging.getLogger(__name__)
@@ -157,14 +156,11 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 
 
 # ---- readers ---------------------------------------------------------------------------------
-def read_rows(path: Path) -> Iterator[Row]:
-    """Rows of a JSON array, JSON Lines or parquet file; a broken line raises ``DataError`` with its place
-    (``cerm.io.read_rows`` checks UTF-8, JSON and text).
+def bench_rows(path: Path) -> Iterator[Row]:
+    """One benchmark file's rows as ``Row``s, read by ``cerm.io.read_rows`` (the one row reader: UTF-8, JSON,
+    text, the file types); a benchmark file is official data, so its first bad line raises.
     """
-    path = Path(path)
-    if path.suffix not in SUPPORTED_SUFFIXES:
-        raise DataError.at(str(path), None, "unsupported file type; use .json, .jsonl or .parquet.")
-    for raw in read_raw_rows(path):
+    for raw in read_rows(path):
         if raw.error is not None:
             raise raw.error
         assert raw.data is not None
@@ -201,7 +197,7 @@ def load_items(bench: Benchmark, sources: Sequence[Path | HFSource]) -> list[Ben
             items.extend(bench.parse(hf_rows(src), f"hf:{src.hf_id}"))
         else:
             for f in data_files(src, bench.file_glob):
-                items.extend(bench.parse(read_rows(f), str(f)))
+                items.extend(bench.parse(bench_rows(f), str(f)))
     seen: dict[str, str] = {}
     for it in items:
         if it.id in seen:

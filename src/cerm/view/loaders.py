@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cerm.io import DataError, read_output
 from cerm.view.model import counts, item_from_bench, item_from_probe, item_from_score
 
 # the fake backend's model ids read "fake:<name>"; its texts are canned, and every page must say so
@@ -48,28 +49,17 @@ class RunView:
 
 
 def read_jsonl(path: Path, required: tuple[str, ...], what: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """Objects of a JSONL file. A last line cut short (a run still writing, or killed) is skipped with a
-    note; any other bad line raises ``ViewError`` naming file, line and field.
+    """Objects of a JSONL output (``cerm.io.read_output``, never repairing: the viewer only reads). A last
+    line cut short (a run still writing, or killed) is skipped with a note; any other bad line raises
+    ``ViewError`` naming file, line and field.
     """
-    lines = path.read_bytes().split(b"\n")
-    out, notes = [], []
-    for lineno, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            if lineno == len(lines):  # no newline after it: the write was cut
-                notes.append(f"{path}:{lineno}: skipped a partial last line (run interrupted or still writing)")
-                break
-            raise ViewError(f"{path}:{lineno}: invalid JSON ({e}).") from None
-        if not isinstance(rec, dict):
-            raise ViewError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}.")
-        for name in required:
-            if name not in rec:
-                raise ViewError(f"{path}:{lineno}: field {name!r}: missing; not {what}.")
-        out.append(rec)
-    return out, notes
+    try:
+        read = read_output(path, required=required, what=what, repair=False)
+    except DataError as e:
+        raise ViewError(str(e)) from None
+    notes = [f"{path}:{read.torn_line}: skipped a partial last line (run interrupted or still writing)"
+             ] if read.torn_line else []
+    return [rec for _, rec in read.records], notes
 
 
 def _items(recs: list[dict[str, Any]], path: Path, build: Callable[[dict[str, Any]], dict[str, Any]]

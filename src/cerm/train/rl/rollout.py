@@ -19,11 +19,11 @@ from typing import Any, Literal, Protocol
 from cerm.parsing import parse_judgment
 from cerm.prompts import criteria_messages, evaluation_messages, render_query
 from cerm.train.pairs import PreferencePair
+from cerm.train.rl.algorithm import Role
 from cerm.types import FinishReason, Message, ParseStatus, Query, SamplingParams
 
 logger = logging.getLogger(__name__)
 
-Role = Literal["criteria", "chosen", "rejected"]
 _SLOT = "<<cerm-criteria-slot>>"  # stands in for the criteria while the chat template is rendered
 
 
