@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from cerm.io import DataError
+from cerm.train.curate.eval_prompts import load_prompts
 from cerm.train.pairs import (
     PreferencePair,
     infer_domain,
     load_pairs,
-    load_prompts,
     write_pairs,
 )
 from cerm.train.sft.data import load_sft_rows
@@ -128,7 +128,7 @@ def test_load_prompts_from_benchmarks(shared_data: Path) -> None:
     assert len(prompts) == 1250 and all(isinstance(p, str) and p for p in prompts)
     assert len(load_prompts(shared_data / "judgebench")) > 100
     answers = next((shared_data / "arena-hard").rglob("model_answer/*.jsonl"))
-    with pytest.raises(ValueError, match=r"line 1: no prompt field"):
+    with pytest.raises(ValueError, match=r"\.jsonl:1: no prompt field"):
         load_prompts(answers)
 
 

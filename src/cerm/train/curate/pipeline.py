@@ -31,6 +31,7 @@ from cerm.cache import Store
 from cerm.judge import Judge, JudgeConfig
 from cerm.train.curate.config import CurateConfig, StepCount
 from cerm.train.curate.dedup import cluster_near_duplicates, drop_exact_duplicates
+from cerm.train.curate.eval_prompts import load_prompts
 from cerm.train.curate.filters import (
     EvalIndex,
     FilterResult,
@@ -44,7 +45,7 @@ from cerm.train.curate.filters import (
 )
 from cerm.train.curate.passrate import PassRate, judge_pass_rates
 from cerm.train.curate.report import build_report, write_report
-from cerm.train.pairs import LoadResult, PreferencePair, RowProblem, load_pairs, load_prompts, write_pairs
+from cerm.train.pairs import LoadResult, PreferencePair, RowProblem, load_pairs, write_pairs
 
 logger = logging.getLogger(__name__)
 
