@@ -310,6 +310,8 @@ def validation_error(where: str, e: ValidationError) -> DataError:
 
 @dataclass(frozen=True)
 class Line(Generic[T]):
+    """One row validated as a model, or the error that names where it went wrong."""
+
     lineno: int
     record: T | None
     error: DataError | None

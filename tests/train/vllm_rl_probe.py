@@ -83,7 +83,7 @@ def main() -> None:
     manager = llm.llm_engine.engine_core.engine_core.scheduler.kv_cache_manager
     lookup = manager.get_computed_blocks
 
-    def counted_lookup(request):  # noqa: ANN001, ANN202
+    def counted_lookup(request):
         result = lookup(request)
         counters["requests"] += 1
         counters["queries"] += request.num_tokens
@@ -123,10 +123,10 @@ def main() -> None:
 
     # the rollout log-probs against the policy that sampled them: taken where the trainer takes the old
     # log-probs (before the step's updates), in the policy's fp32
-    reference_logprobs = trainer._reference_logprobs  # noqa: SLF001
+    reference_logprobs = trainer._reference_logprobs
     rollout_gap: dict = {}
 
-    def compare_rollout_logprobs(scored, updates):  # noqa: ANN001, ANN202
+    def compare_rollout_logprobs(scored, updates):
         trajectories = scored.trajectories
         rollout_gap.update(with_logprobs=sum(t.logprobs is not None for t in trajectories), total=len(trajectories))
         engine = rollout_logprobs(trajectories)
@@ -139,17 +139,17 @@ def main() -> None:
                                tokens=int(batch.completion_mask.sum()))
         return reference_logprobs(scored, updates)
 
-    trainer._reference_logprobs = compare_rollout_logprobs  # noqa: SLF001
+    trainer._reference_logprobs = compare_rollout_logprobs
 
     out["before"] = views()
     for _ in range(args.steps):
-        trainer._sync_engine()  # noqa: SLF001 - what step() does first; here so the counters cover the rollout
+        trainer._sync_engine()  # what step() does first; here so the counters cover the rollout
         counters.update(requests=0, queries=0, hits=0)
         t = time.perf_counter()
         metrics = trainer.step()
         cache = dict(counters)
         step_s = time.perf_counter() - t
-        trainer._sync_engine()  # noqa: SLF001 - push the update before looking at the engine
+        trainer._sync_engine()  # push the update before looking at the engine
         out["steps"].append({"metrics": metrics, "step_s": step_s, "prefix_cache": cache,
                              "rollout_logprobs": dict(rollout_gap), **views()})
     with open(args.out, "w") as f:

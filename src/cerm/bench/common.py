@@ -64,6 +64,7 @@ class Outcome:
 
     @property
     def incorrect(self) -> tuple[int, ...]:
+        """The indices of the candidates that are not correct."""
         return tuple(i for i in range(len(self.scores)) if i not in self.correct)
 
 
@@ -106,9 +107,11 @@ class Row:
     where: str
 
     def error(self, name: str, problem: str) -> DataError:
+        """A ``DataError`` naming this row's place and ``name``."""
         return DataError(f"{self.where}: field {name!r}: {problem}")
 
     def get(self, name: str, kind: type | tuple[type, ...], *, optional: bool = False) -> Any:
+        """Field ``name``, checked to be a ``kind``; a missing one raises unless ``optional`` (then None)."""
         if name not in self.data or self.data[name] is None:
             if optional:
                 return None
@@ -119,11 +122,13 @@ class Row:
         return value
 
     def str(self, name: str) -> str:
+        """Field ``name`` as a string."""
         return self.get(name, str)
 
     # below the ``str`` method, a bare ``str`` in an annotation would name the method: spell the type in full
     def str_list(self, name: builtins.str, *, length: int | None = None, min_length: int = 1
                  ) -> list[builtins.str]:
+        """Field ``name`` as a list of strings, of ``length`` entries or at least ``min_length``."""
         value = self.get(name, (list, tuple))
         if length is not None and len(value) != length:
             raise self.error(name, f"expected {length} entries, got {len(value)}.")

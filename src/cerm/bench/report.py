@@ -23,6 +23,7 @@ def _ci(m: dict[str, Any]) -> str:
 
 
 def scorer_label(summary: dict[str, Any]) -> str:
+    """The scorer as a report names it: model and decoding, or the baseline; scripted runs are marked."""
     s = summary.get("scorer", {})
     if s.get("kind") == "judge":
         k = s.get("config", {}).get("samples", 1)
@@ -122,6 +123,7 @@ def _plots(out: Path, summary: dict[str, Any], records: Sequence[dict[str, Any]]
 
 
 def headline_row(summary: dict[str, Any]) -> str:
+    """One markdown row of the headline table for a run summary."""
     h = summary["headline"]
     return (f"| {scorer_label(summary)} | {h['key']} | {_pct(h['value'])} | {_ci(h)} | {_pct(summary['tie_rate'])} "
             f"| {_pct(summary['parse_failure_rate'])} | {summary['n_items']} |")

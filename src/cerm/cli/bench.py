@@ -54,6 +54,7 @@ SCORERS = ("judge", "length", "embedding")
 
 
 def default_data_root() -> Path:
+    """Where local benchmark copies live: $CERM_DATA_ROOT, else ../shared/data or ./shared/data."""
     env = os.environ.get("CERM_DATA_ROOT")
     if env:
         return Path(env)

@@ -53,6 +53,7 @@ SCRIPTED_WARNING = ("--backend fake returns scripted text (scores hashed from th
 
 
 def default_cache_path() -> Path:
+    """The judge cache file: $CERM_CACHE, else ~/.cache/cerm/cache.sqlite."""
     return Path(os.environ.get("CERM_CACHE", Path.home() / ".cache" / "cerm" / "cache.sqlite"))
 
 
@@ -68,6 +69,7 @@ class BackendOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> Backend:
+        """The backend; an ``openai`` pool is checked before it is returned (a dead URL fails here)."""
         kwargs = dict(self.extra)
         if self.backend == "openai":
             kwargs["base_urls"] = self.base_url or [os.environ.get("OPENAI_BASE_URL", "http://localhost:8000/v1")]
@@ -125,6 +127,7 @@ class JudgeOptions:
     backend_arg: list[str] | None = None
 
     def config(self) -> JudgeConfig:
+        """The ``JudgeConfig`` these flags ask for, with the model's own budgets where no flag is given."""
         return config_for_model(
             self.model, criteria_max_new_tokens=self.criteria_max_new_tokens,
             eval_max_new_tokens=self.eval_max_new_tokens, samples=self.samples, criteria_samples=self.criteria_samples,
@@ -134,6 +137,7 @@ class JudgeOptions:
         )
 
     def backend_options(self) -> BackendOptions:
+        """What ``BackendOptions.build`` needs from these flags."""
         return BackendOptions(self.backend, self.model, self.base_url, concurrency_limit=self.concurrency_limit,
                               extra=parse_backend_args(self.backend_arg or []))
 
@@ -143,6 +147,7 @@ class JudgeOptions:
         return f"scripted-fake_{self.model}" if self.backend == "fake" else self.model
 
     def make_judge(self) -> Judge:
+        """The judge, or a ``fail`` the user can act on (unreachable pool, model not found, missing extra)."""
         if self.backend == "fake":
             console.print(f"[yellow]warning:[/] {SCRIPTED_WARNING}")
         try:

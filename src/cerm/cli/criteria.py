@@ -9,7 +9,7 @@ import click
 import typer
 from rich.markup import escape
 
-from cerm.cache import CriteriaCache, Store
+from cerm.cache import CriteriaCache, CriteriaRecord, Store
 from cerm.cli.common import (
     JudgeOptions,
     console,
@@ -37,7 +37,7 @@ def _cache(path: Path | None) -> CriteriaCache:
     return CriteriaCache(Store(path or default_cache_path()))
 
 
-def _find(cache: CriteriaCache, key: str):  # noqa: ANN202
+def _find(cache: CriteriaCache, key: str) -> CriteriaRecord:
     try:
         return cache.find(key)
     except KeyError as e:

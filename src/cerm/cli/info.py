@@ -15,6 +15,7 @@ from cerm.cli.tables import narrow_table
 
 
 def version() -> str:
+    """The installed cerm's version."""
     try:
         return metadata.version("cerm")
     except metadata.PackageNotFoundError:

@@ -52,6 +52,7 @@ class ServerMetrics:
         self._statuses: dict[str, Counter] = {}
 
     def observe_request(self, route: str, code: int, seconds: float) -> None:
+        """Count one request of ``route`` answered with ``code`` and its latency."""
         # labels() builds and looks up its key under a lock on every call: keep the children per (route, code)
         children = self._children.get((route, code))
         if children is None:
@@ -84,4 +85,5 @@ class ServerMetrics:
                     self.parse_failures.inc()
 
     def render(self) -> bytes:
+        """The metrics in Prometheus' text format (``GET /metrics``)."""
         return generate_latest(self.registry)

@@ -16,6 +16,8 @@ Text = Annotated[str, AfterValidator(check_text)]
 
 
 class ChatMessage(BaseModel):
+    """An OpenAI-style chat message of a request's query."""
+
     role: Text
     content: Text
 
@@ -55,6 +57,8 @@ class RewardResponse(BaseModel):
 
 
 class ScoreRequest(BaseModel):
+    """``POST /v1/score``: one query and its responses (optionally with the criteria to use)."""
+
     query: ChatQuery
     responses: list[Text] = Field(min_length=1)
     criteria: Text | None = Field(None, description="user-written criteria text; generated from the query if absent")
@@ -62,6 +66,8 @@ class ScoreRequest(BaseModel):
 
 
 class CompareRequest(BaseModel):
+    """``POST /v1/compare``: one query and two responses."""
+
     query: ChatQuery
     a: Text
     b: Text
@@ -69,11 +75,15 @@ class CompareRequest(BaseModel):
 
 
 class CriterionOut(BaseModel):
+    """One criterion of a response's criteria list."""
+
     term: str
     description: str
 
 
 class CriteriaOut(BaseModel):
+    """The criteria a request was judged against."""
+
     key: str
     source: str
     text: str
@@ -82,10 +92,12 @@ class CriteriaOut(BaseModel):
 
     @classmethod
     def of(cls, c: Criteria) -> CriteriaOut:
+        """The response view of a ``Criteria``."""
         return cls.model_validate(criteria_record(c))
 
 
 class JudgmentOut(BaseModel):
+    """One judgment in a response: score, reward, status and what produced them."""
     score: float | None
     reward: float | None
     status: str
@@ -101,12 +113,15 @@ class JudgmentOut(BaseModel):
 
     @classmethod
     def of(cls, j: Judgment, include_text: bool) -> JudgmentOut:
+        """The response view of a ``Judgment`` (its text only if asked for)."""
         record = judgment_record(j, with_text=include_text)
         record.pop("samples", None)
         return cls.model_validate({**record, "reward": unit_reward(j.score)})
 
 
 class ScoreResponse(BaseModel):
+    """The answer to ``/v1/score``: a score and a reward per response, the criteria, the judgments."""
+
     scores: list[float | None]
     rewards: list[float | None]
     criteria: CriteriaOut
@@ -117,6 +132,7 @@ class ScoreResponse(BaseModel):
 
 
 class CompareResponse(BaseModel):
+    """The answer to ``/v1/compare``: the winner (None if a score is missing) and both judgments."""
     winner: Literal["a", "b", "tie"] | None = Field(description="None: at least one score is missing")
     scores: list[float | None]
     criteria: CriteriaOut
@@ -134,6 +150,7 @@ class ErrorResponse(BaseModel):
 
 
 class HealthResponse(BaseModel):
+    """The answer to ``GET /health``."""
     status: Literal["ok", "draining"]
     model: str
     prompt_version: str

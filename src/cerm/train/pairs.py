@@ -57,6 +57,7 @@ class PreferencePair:
         return render_query(self.prompt)
 
     def to_dict(self) -> dict[str, Any]:
+        """The pair as a JSON-ready dict."""
         return asdict(self)
 
 
@@ -77,6 +78,8 @@ class RowProblem:
 
 @dataclass(frozen=True)
 class LoadResult:
+    """The pairs read from a source and the rows that could not be used."""
+
     pairs: list[PreferencePair]
     problems: list[RowProblem]
 
@@ -279,6 +282,7 @@ def load_pairs(source: str | Path, *, split: str = "train", strict: bool = False
 
 
 def write_pairs(path: str | Path, pairs: list[PreferencePair]) -> None:
+    """Write pairs as JSONL (``PreferencePair.to_dict`` per line)."""
     with open(path, "w", encoding="utf-8") as f:
         for p in pairs:
             f.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")

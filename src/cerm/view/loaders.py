@@ -45,6 +45,7 @@ class RunView:
 
     @property
     def counts(self) -> dict[str, Any]:
+        """What the viewer counts itself: verdicts, statuses, parse failures, flags, subsets."""
         return counts(self.items)
 
 
@@ -102,6 +103,7 @@ def load_bench(run_dir: Path) -> RunView:
 
 
 def load_probe(run_dir: Path) -> RunView:
+    """A ``cerm probe`` folder (probes.json, probe_items.jsonl)."""
     summary = _json(run_dir / "probes.json") if (run_dir / "probes.json").exists() else {}
     path = run_dir / "probe_items.jsonl"
     recs, notes = read_jsonl(path, ("probe", "id"), "a cerm probe record") if path.exists() else ([], [])
@@ -111,6 +113,7 @@ def load_probe(run_dir: Path) -> RunView:
 
 
 def load_scores(path: Path) -> RunView:
+    """A ``cerm score -o`` or ``cerm bon -o`` JSONL file."""
     recs, notes = read_jsonl(path, ("id", "judgments"), "a `cerm score -o` / `cerm bon -o` line")
     items = list(_items(recs, path, item_from_score))
     kind = "bon" if recs and "chosen_index" in recs[0] else "score"

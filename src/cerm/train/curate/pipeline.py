@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CurateResult:
+    """What ``curate`` produced: the two splits, the step counts, the report and the bad input rows."""
+
     train: list[PreferencePair]
     heldout: list[PreferencePair]
     steps: list[StepCount]
@@ -202,6 +204,7 @@ def split_heldout(accepted: dict[str, list[PreferencePair]], cluster: Mapping[st
 
 
 def token_counter(tokenizer: str | None) -> TokenCounter:
+    """A token counter: the tokenizer's, or about 4 characters per token without one."""
     if tokenizer is None:
         return approx_tokens
     from transformers import AutoTokenizer
@@ -252,7 +255,7 @@ def curate(sources: Sequence[str | Path], out_dir: str | Path, config: CurateCon
             f.write(json.dumps({**asdict(pr), "error": str(pr)}, ensure_ascii=False) + "\n")
     steps = [StepCount("validate", len(loaded.problems), len(loaded.pairs))]
     pairs = loaded.pairs
-    removed_file = open(out / "removed.jsonl", "w", encoding="utf-8")
+    removed_file = open(out / "removed.jsonl", "w", encoding="utf-8")  # noqa: SIM115 - entered in the `with` below
 
     def record(step: str, removals: list[Removal], remaining: int) -> None:
         for r in removals:

@@ -59,6 +59,7 @@ class SampledLogprobs(LogitsProcessor):
             self.picked.append(self.pending.gather(-1, tokens[:, None]).squeeze(-1))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """Record the log-prob of the token just sampled; the scores pass through unchanged."""
         self._take(input_ids[:, -1])
         # the ops of logprobs.completion_logprobs (scale, token_logprobs) on one step
         scaled = scores if self.temperature == 1.0 else scores / self.temperature

@@ -59,6 +59,7 @@ class VLLMEngine:
             check_server_logprobs_mode(self.generation, accelerator)
 
     def sync_weights(self) -> None:
+        """Push the trainer's weights into the engine and reset its prefix cache."""
         gen = self.generation
         if gen.mode != "colocate" or gen.enable_sleep_mode:
             gen.sync_weights()
@@ -72,6 +73,7 @@ class VLLMEngine:
         gen.llm.reset_prefix_cache()
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
+        """One completion per prompt, with the sampled tokens' log-probs when they are the loss's."""
         gen = self.generation
         # vLLM treats temperature 0 as greedy; top_k 0 and min_p 0 keep the plain softmax(logits / T) sampler
         gen.temperature, gen.top_p, gen.top_k, gen.min_p = params.temperature, params.top_p, 0, 0.0

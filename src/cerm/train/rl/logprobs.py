@@ -33,6 +33,8 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
 
 @dataclass(frozen=True)
 class TrajectoryBatch:
+    """Trajectories as padded tensors; the completions sit in the last K positions of every row."""
+
     input_ids: torch.Tensor  # (B, T) left-padded prompt + completion
     attention_mask: torch.Tensor  # (B, T)
     position_ids: torch.Tensor  # (B, T) positions restart at 0 on each row's first real token
@@ -40,11 +42,13 @@ class TrajectoryBatch:
     completion_mask: torch.Tensor  # (B, K) 1 on generated tokens only
 
     def to(self, device: torch.device) -> TrajectoryBatch:
+        """The batch on ``device``."""
         return TrajectoryBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.position_ids,
                                                         self.completion_ids, self.completion_mask)))
 
 
 def collate(trajectories: Sequence[Trajectory], pad_id: int) -> TrajectoryBatch:
+    """Left-pad prompt + completion of every trajectory and mask the completions."""
     rows = [list(t.prompt_ids) + list(t.completion_ids) for t in trajectories]
     input_ids, attention_mask = left_pad(rows, pad_id)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)

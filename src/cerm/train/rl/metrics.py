@@ -77,6 +77,7 @@ class MetricsLogger:
             self._file = path.open("a", encoding="utf-8")
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
+        """Write one step's metrics (rank 0) and pass them to the callbacks."""
         if self._file is not None:
             record = {"step": step, **{k: (None if isinstance(v, float) and math.isnan(v) else v)
                                        for k, v in metrics.items()}}
@@ -88,6 +89,7 @@ class MetricsLogger:
             callback(step, metrics)
 
     def close(self) -> None:
+        """Close the metrics file."""
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -49,6 +49,8 @@ class DistillConfig:
 
 @dataclass(frozen=True)
 class DistillResult:
+    """What a distill run did: pairs kept, skipped (already done) and rejected (by reason)."""
+
     kept: int  # pairs kept in this run (2 rows each)
     skipped: int  # pairs already in the output from an earlier run
     rejected: dict[str, int]  # reason -> pairs
@@ -56,6 +58,7 @@ class DistillResult:
 
     @property
     def judged(self) -> int:
+        """Pairs judged in this run."""
         return self.kept + sum(self.rejected.values())
 
 
