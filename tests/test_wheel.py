@@ -46,3 +46,28 @@ def test_plain_wheel_runs_every_core_command(tmp_path: Path) -> None:
     # a command of each kind that has no extra: the criteria cache, the recipes
     assert "key" in run(cerm, "criteria", "list", "--cache", tmp_path / "c.sqlite", cwd=tmp_path).stdout
     assert "ce-rm-4b-sft.yaml" in run(cerm, "recipes").stdout
+
+
+def test_every_third_party_import_is_declared():
+    """Each package src/ imports is a core dependency or in an extra (a new import cannot ride on another's)."""
+    import ast
+    import re
+    from importlib.metadata import packages_distributions
+
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[\s<>=!;\[]", d, maxsplit=1)[0].lower().replace("_", "-")
+                for d in [*project["dependencies"], *(x for extra in project["optional-dependencies"].values()
+                                                       for x in extra)]}
+    dists = {m: {d.lower().replace("_", "-") for d in ds} for m, ds in packages_distributions().items()}
+    dists.update(vllm={"vllm"}, llama_cpp={"llama-cpp-python"})  # not installed in this venv
+    found: dict[str, str] = {}
+    for path in (ROOT / "src" / "cerm").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            for top in {n.split(".")[0] for n in names} - set(sys.stdlib_module_names) - {"cerm"}:
+                found.setdefault(top, str(path.relative_to(ROOT)))
+    undeclared = {m: where for m, where in found.items() if not dists.get(m, {m}) & declared}
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
