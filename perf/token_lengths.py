@@ -41,11 +41,11 @@ def main() -> None:
     caps = (config["criteria_max_new_tokens"], config["eval_max_new_tokens"])
     for kind, lengths, cap in (("criteria", criteria, caps[0]), ("evaluation", evaluations, caps[1])):
         full = sum(x >= cap for x in lengths)
-        print(f"# {kind}: {len(lengths)} calls, mean {sum(lengths) / len(lengths):.1f} tokens, "  # noqa: T201
+        print(f"# {kind}: {len(lengths)} calls, mean {sum(lengths) / len(lengths):.1f} tokens, "
               f"{full} ({100 * full / len(lengths):.0f}%) filled the cap of {cap}")
-    print(f"# items: {json.dumps(ids)}")  # noqa: T201
-    print(f"criteria=LengthSample({tuple(sorted(criteria))}, cap={caps[0]}),")  # noqa: T201
-    print(f"evaluation=LengthSample({tuple(sorted(evaluations))}, cap={caps[1]}),")  # noqa: T201
+    print(f"# items: {json.dumps(ids)}")
+    print(f"criteria=LengthSample({tuple(sorted(criteria))}, cap={caps[0]}),")
+    print(f"evaluation=LengthSample({tuple(sorted(evaluations))}, cap={caps[1]}),")
 
 
 if __name__ == "__main__":

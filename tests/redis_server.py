@@ -44,7 +44,7 @@ class RedisServer:
                 raise RuntimeError(f"redis-server on port {self.port} did not start; see {self.dir / 'redis.log'}")
             time.sleep(0.05)
 
-    def client(self):  # noqa: ANN201 - redis.Redis
+    def client(self):
         import redis
 
         return redis.Redis.from_url(self.url, decode_responses=True)

@@ -70,7 +70,10 @@ def main() -> None:
     rng = random.Random(args.seed)
     if args.max_prompts:
         prompts = rng.sample(prompts, min(args.max_prompts, len(prompts)))
-    n_test = len(prompts) if args.test_only else min(args.test_size, len(prompts) // 10)
+    # a tenth held out, at least one prompt: verl's trainer reads data.val_files, which must exist
+    n_test = len(prompts) if args.test_only else min(args.test_size, max(1, len(prompts) // 10), len(prompts) - 1)
+    if not args.test_only and n_test < 1:
+        raise SystemExit(f"{args.input}: {len(prompts)} prompt(s); a train and a test split need at least 2.")
     splits = {"test": prompts[:n_test], "train": prompts[n_test:]}
     args.output.mkdir(parents=True, exist_ok=True)
     for split, items in splits.items():

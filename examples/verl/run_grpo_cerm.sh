@@ -13,6 +13,10 @@
 # call per prompt. reward.custom_reward_function.name=compute_score_async runs the calls as coroutines (all
 # managers but remote). A judge failure stops the run (VerlRewardAbort), under every manager: never reward 0.
 # Without cerm_url the judge runs in each reward worker (cerm_backend / cerm_model / cerm_cache kwargs).
+#
+# Batch arithmetic (verl's workers assert it; tests/reward/test_verl_real.py runs it): 200 prompts x 8 rollouts
+# = 1,600 samples, 200 per GPU; a mini-batch of 50 prompts x 8 = 400 samples is 50 per GPU, which the actor's
+# micro-batch must divide (2, 5, 10, 25 or 50; 4 does not); the log-prob passes read 200 per GPU in 8s.
 set -euo pipefail
 
 CERM_URL=${CERM_URL:-http://127.0.0.1:8000}
@@ -30,7 +34,7 @@ python -m verl.trainer.main_ppo \
     actor_rollout_ref.model.path="$POLICY" \
     actor_rollout_ref.actor.optim.lr=1e-6 \
     actor_rollout_ref.actor.ppo_mini_batch_size=50 \
-    actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4 \
+    actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2 \
     actor_rollout_ref.actor.use_kl_loss=True \
     actor_rollout_ref.actor.kl_loss_coef=0.001 \
     actor_rollout_ref.actor.kl_loss_type=low_var_kl \

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,12 +68,16 @@ class WriteError(RuntimeError):
 
 
 # ---- text checks ---------------------------------------------------------------------------------
-def find_bad_text(value: Any, path: str = "") -> tuple[str, str] | None:
+def find_bad_text(value: Any, path: str = "", depth: int = 0) -> tuple[str, str] | None:
     r"""(field path, problem) of the first string in ``value`` that is not valid text, else None.
 
     A lone surrogate (``\ud800``) decodes from JSON but cannot be encoded as UTF-8: it would crash the
-    cache's hashing or a tokenizer far from the file that held it.
+    cache's hashing or a tokenizer far from the file that held it. A value nested deeper than
+    ``MAX_DEPTH`` is refused too: every later walk over it (hashing, validation) would hit Python's
+    recursion limit far from the file.
     """
+    if depth > MAX_DEPTH:
+        return _short_field(path), _too_deep_problem()
     if isinstance(value, str):
         if value.isascii():
             return None
@@ -83,14 +88,112 @@ def find_bad_text(value: Any, path: str = "") -> tuple[str, str] | None:
         return None
     if isinstance(value, dict):
         for k, v in value.items():
-            found = find_bad_text(k, path or "<key>") or find_bad_text(v, f"{path}.{k}" if path else str(k))
+            found = (find_bad_text(k, path or "<key>", depth + 1)
+                     or find_bad_text(v, f"{path}.{k}" if path else str(k), depth + 1))
             if found:
                 return found
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
-            if found := find_bad_text(v, f"{path}[{i}]"):
+            if found := find_bad_text(v, f"{path}[{i}]", depth + 1):
                 return found
     return None
+
+
+# ---- JSON decoding: every failure a located problem, never a traceback ---------------------------
+MAX_DEPTH = 100  # [R] rows nest a few levels (chat messages: 3); far below Python's recursion limit (1000)
+
+
+def _too_deep_problem() -> str:
+    return f"nested deeper than {MAX_DEPTH} levels; cerm reads rows nested at most {MAX_DEPTH} deep."
+
+
+def _short_field(path: str) -> str:
+    return path if len(path) <= 40 else path[:40] + "…"
+
+
+def _field_path(path: list[str | int]) -> str:
+    out = ""
+    for step in path:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else step)
+    return _short_field(out)
+
+
+def _deep_place(text: str) -> tuple[int, list[str | int]] | None:
+    """(offset, path of keys/indices) where ``text`` nests deeper than ``MAX_DEPTH``, else None.
+
+    Only run once the decoder has failed: a scan of the raw text, so a line too deep for the decoder's
+    stack still gets its field named.
+    """
+    path: list[Any] = []  # per open container: its current key (object) or index (array)
+    kinds: list[str] = []
+    last, i = "", 0
+    while i < len(text):
+        c = text[i]
+        if c == '"':
+            j = text.find('"', i + 1)
+            while j != -1 and (len(text[i + 1:j]) - len(text[i + 1:j].rstrip("\\"))) % 2:
+                j = text.find('"', j + 1)  # that quote was escaped (an odd run of backslashes before it)
+            if j == -1:
+                return None
+            last, i = text[i + 1:j], j + 1
+            continue
+        if c in "[{":
+            kinds.append(c)
+            path.append(0 if c == "[" else "")
+            if len(kinds) > MAX_DEPTH:
+                return i, path
+        elif c in "]}" and kinds:
+            kinds.pop()
+            path.pop()
+        elif c == ":" and kinds and kinds[-1] == "{":
+            path[-1] = last
+        elif c == "," and kinds and kinds[-1] == "[":
+            path[-1] += 1
+        i += 1
+    return None
+
+
+class _LongInt(str):
+    """An integer literal longer than Python converts (``sys.get_int_max_str_digits``), kept as its digits."""
+
+
+def _find_long_int(value: Any, path: list[str | int]) -> list[str | int] | None:
+    if isinstance(value, _LongInt):
+        return path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        if (found := _find_long_int(v, [*path, k])) is not None:
+            return found
+    return None
+
+
+def decode_json(text: str) -> tuple[Any, str | None, str | None]:
+    """``(value, field, problem)`` of one JSON text: ``problem`` is None when it decoded.
+
+    Besides invalid JSON, two inputs that ``json.loads`` turns into tracebacks without a place are named
+    here with their field: nesting past the decoder's stack (``RecursionError``) and an integer longer
+    than Python converts (4,300 digits by default).
+    """
+    try:
+        return json.loads(text), None, None
+    except json.JSONDecodeError as e:
+        return None, None, f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}" if e.lineno > 1 else (
+            f"invalid JSON at column {e.colno}: {e.msg}")
+    except RecursionError:
+        place = _deep_place(text)
+        return None, _field_path(place[1]) if place and place[1] else None, _too_deep_problem()
+    except ValueError:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        limit = getattr(sys, "get_int_max_str_digits", lambda: 4300)()
+
+        def parse_int(digits: str) -> int | str:
+            return _LongInt(digits) if len(digits.lstrip("-")) > limit else int(digits)
+
+        try:
+            found = _find_long_int(json.loads(text, parse_int=parse_int), [])
+        except ValueError:
+            found = None
+        field = _field_path(found) if found else None
+        return None, field, f"an integer of more than {limit} digits (Python's conversion limit); write it as a string."
 
 
 def check_text(value: str) -> str:
@@ -131,7 +234,10 @@ def read_rows(path: str | Path, *, as_jsonl: bool = False) -> Iterator[RawRow]:
         yield from _line_rows(path, path.read_bytes())
         return
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ImportError(f"{path}: reading parquet needs pyarrow: pip install 'cerm[bench]' (or pyarrow)") from None
 
         for i, obj in enumerate(pq.read_table(path).to_pylist()):
             yield _checked(f"{path}: row {i}", i, obj)
@@ -159,10 +265,9 @@ def _line_rows(path: Path, raw: bytes) -> Iterator[RawRow]:
             continue
         if not text.strip():
             continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            yield RawRow(where, lineno, None, DataError.at(where, None, f"invalid JSON at column {e.colno}: {e.msg}"))
+        obj, field, problem = decode_json(text)
+        if problem is not None:
+            yield RawRow(where, lineno, None, DataError.at(where, field, problem))
             continue
         yield _checked(where, lineno, obj)
 
@@ -178,6 +283,11 @@ def _array_rows(path: Path, raw: bytes) -> Iterator[RawRow]:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError.at(f"{path}:{e.lineno}", None, f"invalid JSON ({e.msg}, column {e.colno}).") from None
+    except (ValueError, RecursionError):  # too deep, or an integer too long: found on the slow path
+        _, field, problem = decode_json(text)
+        place = _deep_place(text)
+        where = f"{path}:{text.count(chr(10), 0, place[0]) + 1}" if place else str(path)
+        raise DataError.at(where, field, problem or "cannot be decoded") from None
     if not isinstance(data, list):
         raise DataError.at(str(path), None, f"expected a JSON array of rows, got {type(data).__name__}.")
     for i, obj in enumerate(data):
@@ -215,6 +325,8 @@ def validation_error(where: str, e: ValidationError) -> DataError:
 
 @dataclass(frozen=True)
 class Line(Generic[T]):
+    """One row validated as a model, or the error that names where it went wrong."""
+
     lineno: int
     record: T | None
     error: DataError | None
@@ -367,37 +479,65 @@ def criteria_record(c: Criteria, *, with_text: bool = True) -> dict[str, Any]:
     return record
 
 
-def read_jsonl_output(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line, record) of an output JSONL a run appends to; a torn last line (a kill during a write) is cut
-    from the file so the next record starts on a line of its own. A bad line elsewhere is an error.
+@dataclass(frozen=True)
+class OutputRead:
+    """What ``read_output`` found: ``(line, record)`` pairs, and whether a torn last line was left out."""
+
+    records: list[tuple[int, dict[str, Any]]]
+    torn_line: int | None = None  # the line number of a partial last record (a kill during a write)
+
+
+def read_output(path: str | Path, *, required: tuple[str, ...] = (), what: str = "", repair: bool = True
+                ) -> OutputRead:
+    """The one reader of cerm's own JSONL outputs (score/bon ``-o``, bench ``items.jsonl``, probe items,
+    RL ``metrics.jsonl``, SFT rows): ``(line, record)`` of every line, each a JSON object with ``required``.
+
+    A torn last line (a kill during a write: no newline after it, and not a whole record) is left out; with
+    ``repair`` (a writer about to resume) it is also cut from the file, and a whole last record without its
+    newline gets one, so the next record starts on a line of its own. A reader (``repair=False``: the
+    viewer, plots) never changes the file. A bad line elsewhere, or a missing
+    field, is a ``DataError`` naming file, line and field (``what`` says what the line should have been).
     """
+    path = Path(path)
     if not path.exists():
-        return []
+        return OutputRead([])
     raw = path.read_bytes()
     out: list[tuple[int, dict[str, Any]]] = []
-    good = 0
+    good = 0  # bytes of whole lines so far
     lines = raw.split(b"\n")
     for lineno, line in enumerate(lines, 1):
-        is_last = lineno == len(lines)
+        is_last = lineno == len(lines)  # the text after the last newline: empty unless a write was cut
         if line.strip():
             try:
-                rec = json.loads(line)
-                problem = None if isinstance(rec, dict) else f"expected a JSON object, got {type(rec).__name__}"
-            except ValueError as e:  # also UnicodeDecodeError
-                problem = f"invalid JSON ({getattr(e, 'msg', e)})"
+                rec, _, problem = decode_json(line.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                rec, problem = None, f"not UTF-8 ({e.reason})"
+            if problem is None and not isinstance(rec, dict):
+                problem = f"expected a JSON object, got {type(rec).__name__}"
             if problem is not None:
-                if is_last:  # no newline after it: the write was cut
-                    logger.warning("%s:%d: dropping a partial last record left by an interrupted run", path, lineno)
-                    with open(path, "r+b") as f:
-                        f.truncate(good)
-                    break
+                if is_last:
+                    if repair:
+                        logger.warning("%s:%d: dropping a partial last record left by an interrupted run", path,
+                                       lineno)
+                        with open(path, "r+b") as f:
+                            f.truncate(good)
+                    return OutputRead(out, lineno)
                 raise DataError.at(f"{path}:{lineno}", None, f"{problem}; fix or delete the line to resume.")
+            if is_last and repair:  # a whole record without its newline: the next one must not join its line
+                with open(path, "ab") as f:
+                    f.write(b"\n")
+            for name in required:
+                if name not in rec:
+                    raise DataError.at(f"{path}:{lineno}", name, f"missing; not {what or 'a cerm output'}.")
             out.append((lineno, rec))
         if not is_last:
             good += len(line) + 1
-        elif line and not line.strip():
-            good += len(line)
-    return out
+    return OutputRead(out)
+
+
+def read_jsonl_output(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """``read_output(path).records``, repairing a torn last line (the name the resume code used)."""
+    return read_output(path).records
 
 
 @contextlib.contextmanager

@@ -35,6 +35,9 @@ _ITEM_RE = re.compile(r"\s*(?:[0-9]+[.)]|[-*•])\s")
 
 @dataclass(frozen=True)
 class ParsedJudgment:
+    """What the parser read from one evaluation: the overall score (or None and why) and the per-criterion
+    scores.
+    """
     score: float | None
     status: ParseStatus
     criterion_scores: tuple[float, ...] = ()
@@ -44,6 +47,8 @@ class ParsedJudgment:
 
 @dataclass(frozen=True)
 class ParsedCriteria:
+    """The criteria items of a criteria text, and a warning when the list could not be read cleanly."""
+
     items: tuple[Criterion, ...]
     warning: str | None
 

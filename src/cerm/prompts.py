@@ -1,6 +1,6 @@
 r"""CE-RM prompt templates and the two-turn message layout (docs/protocol.md §2, §4).
 
-The templates ship as package data, byte-identical to the spec. They are filled with ``str.replace``,
+The templates ship as package data, byte-identical to the published prompts (docs/protocol.md §4). They are filled with ``str.replace``,
 never ``str.format``: ``$\boxed{}$`` is literal text and user text may contain braces.
 """
 

@@ -4,25 +4,29 @@ After an evaluation, the position right after its last ``\boxed{`` is where the 
 score. The readout scores the 21 valid completions ``v}`` (v = 0, 0.5, ..., 10) there and normalises over
 them: ``expected_score = sum p_v * v`` breaks the ties of the greedy grid (docs/protocol.md §10).
 
-Pure helpers shared by every backend: the grid, the continuation strings, the token check (the prefix's
-tokens must be unchanged when a continuation is appended) and the normalisation.
+Pure helpers shared by every backend: the continuation strings, the token check (the prefix's tokens must
+be unchanged when a continuation is appended) and the normalisation. The values they produce (``GRID``,
+``ReadoutRequest``, ``ScoreDistribution``, ``Readout``) live in ``cerm.types`` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cerm.parsing import find_boxes
-from cerm.types import Message
+from cerm.types import GRID, Readout, ReadoutRequest, ScoreDistribution
 
 if TYPE_CHECKING:
     from cerm.types import Generation
 
-GRID: tuple[float, ...] = tuple(i / 2 for i in range(21))
 CONTINUATIONS: tuple[str, ...] = tuple(f"{v:g}}}" for v in GRID)  # "0}", "0.5}", ..., "10}"
+
+# the readout's values live in cerm.types (they cross the backend seam); still importable from here
+__all__ = ["CLOSING_TEXT", "CONTINUATIONS", "GRID", "ReadAt", "Readout", "ReadoutRequest", "ReadoutUnsupported",
+           "ScoreDistribution", "box_prefix", "closing_prefix", "continuation_ids", "from_logprobs",
+           "sequence_logprobs", "trie_nodes", "trie_paths"]
 
 # Appended to an evaluation that ended without a readable overall box (truncated, no box) [R]; the
 # distribution is read right after it. Ours, not the paper's: docs/protocol.md §10.
@@ -32,52 +36,6 @@ CLOSING_TEXT = ("\n\n[The evaluation stops here.]\n\nBased on the analyses above
 
 class ReadoutUnsupported(ValueError):
     """The backend cannot read token probabilities (no silent fallback to greedy scores)."""
-
-
-@dataclass(frozen=True)
-class ReadoutRequest:
-    r"""One readout: the evaluation prompt and the assistant text up to and including ``\boxed{``."""
-
-    messages: list[Message]
-    assistant_prefix: str
-
-
-@dataclass(frozen=True)
-class ScoreDistribution:
-    """Probabilities of the 21 grid values (``GRID`` order), normalised over them; ``error`` on failure."""
-
-    probs: tuple[float, ...] = ()
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Whether the readout succeeded (21 probabilities, no error)."""
-        return self.error is None and len(self.probs) == len(GRID)
-
-    @property
-    def expected(self) -> float:
-        """The expected score, sum p_v * v."""
-        return sum(p * v for p, v in zip(self.probs, GRID, strict=True))
-
-    @property
-    def entropy(self) -> float:
-        """Shannon entropy in nats (0 = certain, ln 21 ~ 3.04 = uniform)."""
-        return -sum(p * math.log(p) for p in self.probs if p > 0)
-
-    @property
-    def mode(self) -> float:
-        """The most probable grid value (what greedy decoding would most likely write)."""
-        return GRID[max(range(len(self.probs)), key=self.probs.__getitem__)]
-
-
-@dataclass(frozen=True)
-class Readout:
-    r"""A distribution read while the generation's KV cache was still alive (hf), and where it was read:
-    the assistant text up to and including ``\boxed{`` that ``ReadAt`` chose.
-    """
-
-    assistant_prefix: str
-    distribution: ScoreDistribution
 
 
 ReadAt = Callable[["Generation"], "str | None"]

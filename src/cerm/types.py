@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
@@ -24,8 +24,55 @@ class Message(TypedDict):
     content: str
 
 
-if TYPE_CHECKING:
-    from cerm.readout import Readout
+# ---- the score readout's values (cerm/readout.py computes them; backends return them) [R] ----------
+GRID: tuple[float, ...] = tuple(i / 2 for i in range(21))  # the 21 valid overall scores: 0, 0.5, ..., 10
+
+
+@dataclass(frozen=True)
+class ReadoutRequest:
+    r"""One readout: the evaluation prompt and the assistant text up to and including ``\boxed{``."""
+
+    messages: list[Message]
+    assistant_prefix: str
+
+
+@dataclass(frozen=True)
+class ScoreDistribution:
+    """Probabilities of the 21 grid values (``GRID`` order), normalised over them; ``error`` on failure."""
+
+    probs: tuple[float, ...] = ()
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the readout succeeded (21 probabilities, no error)."""
+        return self.error is None and len(self.probs) == len(GRID)
+
+    @property
+    def expected(self) -> float:
+        """The expected score, sum p_v * v."""
+        return sum(p * v for p, v in zip(self.probs, GRID, strict=True))
+
+    @property
+    def entropy(self) -> float:
+        """Shannon entropy in nats (0 = certain, ln 21 ~ 3.04 = uniform)."""
+        return -sum(p * math.log(p) for p in self.probs if p > 0)
+
+    @property
+    def mode(self) -> float:
+        """The most probable grid value (what greedy decoding would most likely write)."""
+        return GRID[max(range(len(self.probs)), key=self.probs.__getitem__)]
+
+
+@dataclass(frozen=True)
+class Readout:
+    r"""A distribution read while the generation's KV cache was still alive (hf), and where it was read:
+    the assistant text up to and including ``\boxed{`` that ``cerm.readout.ReadAt`` chose.
+    """
+
+    assistant_prefix: str
+    distribution: ScoreDistribution
+
 
 Query = str | list[Message]
 """A query is a plain string or a chat history whose last message is the user's turn."""

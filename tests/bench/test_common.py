@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cerm.bench import BENCHMARKS, DataError, load_items, select_items
-from cerm.bench.common import data_files, matches_subset, read_rows, resolve_sources
+from cerm.bench.common import bench_rows, data_files, matches_subset, resolve_sources
 
 from .helpers import FIXTURES
 
@@ -13,8 +13,8 @@ from .helpers import FIXTURES
 def test_read_rows_formats(tmp_path):
     (tmp_path / "a.json").write_text('[{"x": 1}, {"x": 2}]')
     (tmp_path / "b.json").write_text('{"x": 1}\n\n{"x": 2}\n')  # JSON Lines under .json (datasets' to_json)
-    assert [r.where.split("/")[-1] for r in read_rows(tmp_path / "a.json")] == ["a.json: element 0", "a.json: element 1"]
-    assert [r.where.split("/")[-1] for r in read_rows(tmp_path / "b.json")] == ["b.json:1", "b.json:3"]
+    assert [r.where.split("/")[-1] for r in bench_rows(tmp_path / "a.json")] == ["a.json: element 0", "a.json: element 1"]
+    assert [r.where.split("/")[-1] for r in bench_rows(tmp_path / "b.json")] == ["b.json:1", "b.json:3"]
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -24,7 +24,7 @@ def test_read_rows_formats(tmp_path):
 def test_read_rows_broken_lines(tmp_path, text, message):
     (tmp_path / "b.jsonl").write_text(text)
     with pytest.raises(DataError, match=message):
-        list(read_rows(tmp_path / "b.jsonl"))
+        list(bench_rows(tmp_path / "b.jsonl"))
 
 
 def test_wrong_type_names_field(tmp_path):

@@ -144,12 +144,12 @@ def test_backend_errors_are_not_results_a_rerun_scores_them_again(tmp_path):
 
 
 def test_bench_data_that_is_not_utf8_or_holds_a_surrogate_names_file_and_line(tmp_path):
-    from cerm.bench.common import DataError, read_rows
+    from cerm.bench.common import DataError, bench_rows
 
     bad = tmp_path / "d.jsonl"
     bad.write_bytes(b'{"a": 1}\n{"a": "\xff"}\n')
     with pytest.raises(DataError, match=r"d\.jsonl:2: not UTF-8: byte b'\\xff' at column 8"):
-        list(read_rows(bad))
+        list(bench_rows(bad))
     bad.write_text('{"a": 1}\n{"a": ["ok", "\\udc00"]}\n')
     with pytest.raises(DataError, match=r"d\.jsonl:2: field 'a\[1\]': lone surrogate"):
-        list(read_rows(bad))
+        list(bench_rows(bad))

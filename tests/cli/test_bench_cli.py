@@ -155,3 +155,15 @@ def test_bench_out_reused_with_another_model_names_the_model(app, tmp_path):
     r = runner.invoke(app, [*args, "--model", "b"])
     assert r.exit_code == 2
     assert "holds a run with other settings (scorer.model: 'fake:a' there, 'fake:b' now)" in _flat(r.output)
+
+
+def test_a_hostile_benchmark_line_is_a_located_error(app, tmp_path):
+    data = tmp_path / "jb"
+    data.mkdir()
+    src = next((FIXTURES / "judgebench").glob("*gpt-4o*.jsonl"))
+    lines = src.read_text().splitlines()[:2]
+    (data / src.name).write_text("\n".join([*lines, '{"pair_id": ' + "[" * 100_000 + "]" * 100_000 + "}"]) + "\n")
+    r = runner.invoke(app, ["bench", "run", "-b", "judgebench", "--data", str(data), "--backend", "fake",
+                            "--model", "m", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2, r.output
+    assert f"{src.name}:3: field 'pair_id[0]" in _flat(r.output) and "nested deeper than 100" in _flat(r.output)

@@ -94,7 +94,12 @@ def test_bon_and_criteria_commands(workdir):
     r = runner.invoke(app, ["-c", "cfg.yaml", "criteria", "generate", "--query", "What is 2+2?"])
     assert r.exit_code == 0 and "Brevity" in r.output and "cache" in r.output
     r = runner.invoke(app, ["criteria", "show", "zzzz", "--cache", "c.sqlite"])
-    assert r.exit_code == 2 and "matches no entries" in r.output
+    assert r.exit_code == 2 and "no cached criteria with key 'zzzz'" in r.output, r.output
+    assert "more characters" not in r.output  # an unknown key is not an ambiguous one
+    r = runner.invoke(app, ["criteria", "delete", "%", "--cache", "c.sqlite"])  # no LIKE wildcard
+    assert r.exit_code == 2 and "no cached criteria" in r.output
+    r = runner.invoke(app, ["criteria", "show", "", "--cache", "c.sqlite"])
+    assert r.exit_code == 2 and "several entries; give more characters" in r.output
 
 
 def test_criteria_edit_opens_editor(workdir, monkeypatch):

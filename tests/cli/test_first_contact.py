@@ -52,8 +52,9 @@ def test_version_backends_and_recipes():
     assert r.exit_code == 0 and r.output.strip() == f"cerm {metadata.version('cerm')}"
     r = runner.invoke(app, ["backends"], env={"COLUMNS": "200"})
     assert r.exit_code == 0
+    rows = {line.split()[0] for line in r.output.splitlines() if line.strip()}
     for name in ("hf", "vllm", "openai", "llamacpp", "fake"):
-        assert f"│ {name} " in r.output
+        assert name in rows
     assert "pip install 'cerm[hf]'" in r.output and "setup_vllm_venv.sh" in r.output
     r = runner.invoke(app, ["recipes"])
     assert "ce-rm-4b-sft.yaml" in r.output.split() and "sft/tiny-cpu.yaml" in r.output.split()

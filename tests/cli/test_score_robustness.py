@@ -188,3 +188,16 @@ def test_an_unreachable_redis_cache_fails_before_judging(workdir):
     assert r.exit_code == 2 and f"Redis store {url} unreachable" in flat(r.output)
     r = runner.invoke(app, ["criteria", "list", "--cache", url])
     assert r.exit_code == 2 and f"Redis store {url} unreachable" in flat(r.output)
+
+
+@pytest.mark.parametrize("bad", ['{"id": 2, "query": ' + "[" * 100_000 + "]" * 100_000 + ', "responses": ["a"]}',
+                                 '{"id": ' + "9" * 5000 + ', "query": "q", "responses": ["a"]}'])
+def test_deep_nesting_and_huge_integers_are_bad_lines_that_skip_bad_skips(workdir, bad):
+    write(workdir / "in.jsonl", {"id": 1, "query": "q", "responses": ["a"]}, bad)
+    r = score("-i", "in.jsonl")
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "in.jsonl:2: field '" in flat(r.output) and ("nested deeper than 100" in flat(r.output)
+                                                          or "more than 4300 digits" in flat(r.output))
+    r = score("-i", "in.jsonl", "--skip-bad", "-o", "o.jsonl")
+    assert r.exit_code == 0, r.output
+    assert [row["id"] for row in out_rows(workdir / "o.jsonl")] == [1]

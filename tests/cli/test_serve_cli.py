@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -105,10 +106,8 @@ def test_bulk_requests_leave_no_memory_behind(tmp_path):
     proc, url = start(tmp_path)
     try:
         def rss_mb() -> float:
-            for line in open(f"/proc/{proc.pid}/status"):
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-            raise AssertionError("no VmRSS")
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            return next(int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmRSS:"))
 
         after = []
         for burst in range(5):

@@ -50,5 +50,5 @@ def test_embedded_suite_estimate_is_within_25_percent_of_the_tokens_generated(tm
     lines.append(f"{'total':<12} estimated {expected_total:.0f}, generated {actual_total:.0f}: {100 * error:+.1f}% "
                  "(target: within 25%)")
     report = "\n".join(lines)
-    print("\ncost estimate before the run vs tokens generated (embedded SmolLM2, hf):\n" + report)  # noqa: T201
+    print("\ncost estimate before the run vs tokens generated (embedded SmolLM2, hf):\n" + report)
     assert abs(error) <= 0.25, report

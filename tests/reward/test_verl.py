@@ -157,6 +157,14 @@ def test_prepare_data_parquet_rows_feed_compute_score(tmp_path):
            for (_, row), r in zip(rows.iterrows(), "abcd", strict=True)]
     assert [o["score"] for o in out] == [hash_score(r) / 10 for r in "abcd"]
 
+    # under 10 prompts the test split still gets one (verl reads data.val_files); train keeps the rest
+    sys.argv = ["prepare_data.py", "--input", str(src), "--output", str(tmp_path / "split")]
+    try:
+        runpy.run_path(str(EXAMPLES / "verl" / "prepare_data.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert [len(pd.read_parquet(tmp_path / "split" / f"{s}.parquet")) for s in ("train", "test")] == [1, 1]
+
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
     sys.argv = ["prepare_data.py", "--input", str(bad), "--output", str(tmp_path / "bad")]

@@ -83,6 +83,53 @@ def test_example_overrides_select_cerm_in_verls_own_config(tmp_path):
     assert manager.compute_score.args[0] is adapter.compute_score  # verl's partial around cerm's function
     # what verl's main_ppo checks before it starts Ray (the micro-batch keys among them)
     validate_config(cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+    # and what its workers assert once the batch reaches them (the old example passed the above, failed here)
+    assert worker_micro_batches(cfg) == {"actor_update": 25 * 4, "log_prob": 25, "ref_log_prob": 25}
+
+
+def worker_micro_batches(cfg) -> dict[str, int]:
+    """Micro-batches per GPU and step of the actor update and the two log-prob passes, cut as verl 0.9.1's
+    engine workers cut them (``verl/workers/engine_workers.py``, the FSDP engine's ``train_batch`` /
+    ``infer_batch``; verl 0.9 has no separate ``fsdp_workers.py``), with verl's own splitting functions:
+
+    - the trainer's dispatch gives each data-parallel rank ``train_batch_size x rollout.n / dp`` samples;
+    - ``RayPPOTrainer._update_actor`` asks for mini-batches of ``ppo_mini_batch_size x rollout.n`` samples and
+      ``TrainingWorker.train_mini_batch`` asserts they divide by ``dp``, then cuts its share with
+      ``tensordict_utils.make_iterator`` (which asserts the mini-batch divides the share);
+    - each mini-batch, and each log-prob pass over the whole share, goes through ``prepare_micro_batches``,
+      which asserts ``micro_batch_size_per_gpu`` divides it (without ``use_dynamic_bsz``).
+    """
+    from tensordict import TensorDict
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.engine.utils import prepare_micro_batches
+
+    actor, rollout, ref = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout, cfg.actor_rollout_ref.ref
+    assert not actor.use_dynamic_bsz, "with dynamic batches verl packs by tokens: no divisibility to check"
+    dp = cfg.trainer.n_gpus_per_node * cfg.trainer.nnodes // actor.ulysses_sequence_parallel_size
+    samples = cfg.data.train_batch_size * rollout.n
+    assert samples % dp == 0, f"{samples} samples do not split over {dp} data-parallel ranks"
+    share = TensorDict({"x": torch.zeros(samples // dp, 1)}, batch_size=[samples // dp])
+    mini = actor.ppo_mini_batch_size * rollout.n
+    assert mini % dp == 0, f"Got mini_batch_size={mini} and data parallel size {dp}"  # train_mini_batch's own
+
+    def micro(batch, per_gpu: int) -> int:
+        batch = batch.clone()
+        tu.assign_non_tensor(batch, use_dynamic_bsz=False, micro_batch_size_per_gpu=per_gpu)
+        return len(prepare_micro_batches(batch)[0])
+
+    per_gpu = actor.ppo_micro_batch_size_per_gpu
+    updates = sum(micro(mb, per_gpu) for mb in tu.make_iterator(share, mini_batch_size=mini // dp, epochs=1))
+    return {"actor_update": updates * actor.ppo_epochs,
+            "log_prob": micro(share, rollout.log_prob_micro_batch_size_per_gpu),
+            "ref_log_prob": micro(share, ref.log_prob_micro_batch_size_per_gpu)}
+
+
+def test_the_worker_arithmetic_refuses_a_micro_batch_that_does_not_divide_the_mini_batch(tmp_path):
+    """The old example: 50 prompts x 8 rollouts / 8 GPUs = 50 samples per GPU, micro-batch 4."""
+    overrides = [o for o in example_overrides(tmp_path) if "ppo_micro_batch_size_per_gpu" not in o]
+    cfg = verl_config([*overrides, "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4"])
+    with pytest.raises(AssertionError, match="divisible by force_group_size \\* micro_batch_size_per_gpu"):
+        worker_micro_batches(cfg)
 
 
 def worker_for(manager: str, fn_name: str, **reward_kwargs) -> RewardLoopWorker:

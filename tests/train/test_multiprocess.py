@@ -138,7 +138,7 @@ def test_sft_fsdp_recipe_on_cpu_says_it_is_not_sharded(tiny_model_dir, sft_rows,
 @pytest.fixture(scope="module")
 def rl_recipe(tiny_model_dir, tmp_path_factory) -> Path:
     from filelock import FileLock
-    from rl_task import TASK_VERSION, build_task
+    from rl.rl_task import TASK_VERSION, build_task
 
     root = tiny_model_dir.parent / f"rl-{TASK_VERSION}"
     with FileLock(str(root) + ".lock"):

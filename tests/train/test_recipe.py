@@ -42,3 +42,16 @@ def test_errors_name_file_line_and_field_for_sft_too(tmp_path):
         SFTRunConfig.from_sources(None, ["train_data=t", "lora=true"])
     with pytest.raises(ValueError, match="overrides: train_data is empty"):
         SFTRunConfig.from_sources(None, [])
+
+
+def test_a_shipped_recipe_is_found_by_name_outside_the_repository(tmp_path, monkeypatch):
+    from cerm.train.recipe import resolve_recipe, shipped_recipe
+
+    monkeypatch.chdir(tmp_path)  # no recipes/ folder here
+    shipped = shipped_recipe("sft/tiny-cpu.yaml")
+    for name in ("recipes/sft/tiny-cpu.yaml", "sft/tiny-cpu.yaml", "sft/tiny-cpu", "tiny-cpu", "tiny-cpu.yaml"):
+        assert resolve_recipe(name) == shipped
+    (tmp_path / "tiny-cpu.yaml").write_text("model: mine\n")
+    assert resolve_recipe("tiny-cpu.yaml").resolve() == tmp_path / "tiny-cpu.yaml"  # a file as given wins
+    with pytest.raises(FileNotFoundError, match=r"nope.yaml: no such file, and no shipped recipe .*sft/tiny-cpu.yaml"):
+        resolve_recipe("nope.yaml")

@@ -9,6 +9,7 @@ browser fails the test; elsewhere it is skipped with the reason.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,8 @@ def test_list_item_back_and_status_filter(browser, site):
     rows = d.find_elements(By.CSS_SELECTOR, "#item-list tbody tr")
     n_items = len(rows)
     assert n_items > 2 and d.find_element(By.ID, "list-count").text.startswith(f"{n_items} of {n_items}")
+    gaps = [r.find_element(By.CSS_SELECTOR, "td:nth-child(6)").text for r in rows]
+    assert all(g == "–" or re.fullmatch(r"-?\d+\.\d\d", g) for g in gaps), gaps  # one format down the column
     _shot(d, "items")
 
     # list -> item: the third row lives in the second data chunk, loaded on demand

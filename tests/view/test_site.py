@@ -78,6 +78,7 @@ def test_view_of_a_bench_run(tmp_path, benchmark, n_candidates):
         assert all(c["response"] is not None and c["spans"] for c in it["candidates"] if c["status"] == "ok")
     html = (site / "index.html").read_text()
     assert summary["headline"]["key"] in html and (site / "plots" / "scores.png").exists()
+    assert "Scripted fake backend" in html and "the official metrics are above" in html
     assert {Path(p).name for p in re.findall(r'src="(plots/[^"]+)"', html)} == {
         p.name for p in (run / "plots").glob("*.png")}
 
@@ -96,6 +97,9 @@ def test_view_of_score_and_bon_files(tmp_path):
         assert items[1]["query"] == "Say hi </script><b>"
         if cmd == "bon":
             assert {i["verdict"] for i in items} <= {"chosen", "tie"}
+        html = (tmp_path / f"{cmd}.view" / "index.html").read_text()
+        assert "Scripted fake backend" in html  # the fake backend's canned texts are labelled on the page
+        assert "official metrics are above" not in html and "no metric" in html  # a score file has none
     # the raw "</script>" never reaches the page source: it is escaped in the data file
     assert "</script><b>" not in (tmp_path / "bon.view" / "data" / "a" / "items-00000.js").read_text()
     assert "</script><b>" not in (tmp_path / "bon.view" / "data" / "index.js").read_text()

@@ -33,6 +33,7 @@ CANNED_CRITERIA = (
 
 
 def canned_evaluation(score: float, criterion_scores: tuple[float, ...] = (4, 3, 5)) -> str:
+    """CE-RM-shaped evaluation text: one boxed score per criterion, then the overall ``score``."""
     parts = [f"Criterion {i + 1}: analysis. Score: $\\boxed{{{s:g}}}$" for i, s in enumerate(criterion_scores)]
     return "\n\n".join(parts) + f"\n\nOverall: the response is assessed as a whole. $\\boxed{{{score:g}}}$"
 
@@ -44,6 +45,7 @@ def hash_score(response: str) -> float:
 
 
 def default_script(messages: list[Message], params: SamplingParams) -> str:
+    """The canned criteria for a criteria turn; an evaluation scored by ``hash_score`` of the response."""
     if len(messages) == 1:
         return CANNED_CRITERIA
     response = messages[-1]["content"].split("[Start of Response]\n", 1)[-1].rsplit("\n[End of Response]", 1)[0]
@@ -81,6 +83,7 @@ class FakeBackend:
         self._lock = threading.Lock()
 
     def score_distributions(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
+        """The scripted distribution of each request (``distribution``), normalised."""
         with self._lock:
             self.readouts.extend(requests)
         out = []
@@ -94,6 +97,7 @@ class FakeBackend:
 
     def generate(self, prompts: list[list[Message]], params: SamplingParams,
                  on_done: OnDone | None = None) -> list[Generation]:
+        """The script on every prompt, in order; ``on_done`` as each one is ready."""
         with self._lock:
             self._log(prompts, params)
         out = []
@@ -111,9 +115,11 @@ class FakeBackend:
         return result
 
     def count_tokens(self, messages: list[Message]) -> int | None:
+        """None: the scripted backend has no tokenizer (no context limit applies)."""
         return None
 
     def close(self) -> None:
+        """Nothing to release."""
         pass
 
     def _log(self, prompts: list[list[Message]], params: SamplingParams) -> None:
@@ -146,6 +152,7 @@ class FakeStreamingBackend(FakeBackend):
         self.latency_s = latency_s
 
     async def agenerate(self, prompts: list[list[Message]], params: SamplingParams) -> list[Generation]:
+        """Each prompt as its own request, after its scripted latency."""
         async def one(messages: list[Message]) -> Generation:
             if self.latency_s is not None:
                 await asyncio.sleep(self.latency_s(messages, params))
@@ -156,4 +163,5 @@ class FakeStreamingBackend(FakeBackend):
         return list(await asyncio.gather(*(one(m) for m in prompts)))
 
     async def ascore_distributions(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:
+        """``score_distributions``, awaitable."""
         return self.score_distributions(requests)

@@ -119,17 +119,20 @@ class HFBackend:
 
     # ---- protocol ---------------------------------------------------------------------------------
     def render(self, messages: list[Message]) -> str:
+        """The prompt text under the model's chat template (thinking off, generation prompt on)."""
         # enable_thinking=False matters for Qwen3 templates (protocol §1) and is ignored by others
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
                                                   enable_thinking=False)
 
     def encode(self, messages: list[Message]) -> list[int]:
+        """The prompt's token ids, as ``generate`` feeds them."""
         return self._tokens(self.render(messages))
 
     def _tokens(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def count_tokens(self, messages: list[Message]) -> int | None:
+        """Prompt tokens of ``messages`` under the chat template."""
         return len(self.encode(messages))
 
     def generate(self, prompts: list[list[Message]], params: SamplingParams, on_done: OnDone | None = None,
@@ -151,6 +154,7 @@ class HFBackend:
         return out  # type: ignore[return-value]
 
     def close(self) -> None:
+        """Drop the model (its memory is freed when nothing else holds it)."""
         self.model = None
 
     def score_distributions(self, requests: list[ReadoutRequest]) -> list[ScoreDistribution]:

@@ -21,9 +21,11 @@ class LengthScorer:
     """Longer is better: the score is the response's length in characters."""
 
     def describe(self) -> dict[str, Any]:
+        """What the run records as its scorer."""
         return {"kind": "baseline", "name": "length", "unit": "characters"}
 
     def score_batch(self, items: Sequence[tuple[Query, Sequence[str]]]) -> list[ScoredItem]:
+        """Each response's length in characters, as its score."""
         return [_item([len(r) for r in responses]) for _, responses in items]
 
 
@@ -50,10 +52,12 @@ class EmbeddingScorer:
         self.batch_size = batch_size
 
     def describe(self) -> dict[str, Any]:
+        """What the run records as its scorer (model, package, truncation length)."""
         return {"kind": "baseline", "name": "embedding", "model": "sentence-transformers/all-MiniLM-L6-v2",
                 "package": self.PACKAGE, "max_seq_length": self.model.max_seq_length}
 
     def score_batch(self, items: Sequence[tuple[Query, Sequence[str]]]) -> list[ScoredItem]:
+        """Each response's cosine similarity to its query, as its score."""
         queries = [render_query(q) for q, _ in items]
         texts = list(dict.fromkeys(queries + [r for _, rs in items for r in rs]))  # encode each text once
         vecs = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,

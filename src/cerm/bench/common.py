@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cerm.io import DataError
-from cerm.io import read_rows as read_raw_rows
+from cerm.io import DataError, read_rows
 from cerm.types import Message, Query
 
 logger = logging.getLogger(__name__)
@@ -66,6 +65,7 @@ class Outcome:
 
     @property
     def incorrect(self) -> tuple[int, ...]:
+        """The indices of the candidates that are not correct."""
         return tuple(i for i in range(len(self.scores)) if i not in self.correct)
 
 
@@ -108,9 +108,11 @@ class Row:
     where: str
 
     def error(self, name: str, problem: str) -> DataError:
+        """A ``DataError`` naming this row's place and ``name``."""
         return DataError(f"{self.where}: field {name!r}: {problem}")
 
     def get(self, name: str, kind: type | tuple[type, ...], *, optional: bool = False) -> Any:
+        """Field ``name``, checked to be a ``kind``; a missing one raises unless ``optional`` (then None)."""
         if name not in self.data or self.data[name] is None:
             if optional:
                 return None
@@ -121,11 +123,13 @@ class Row:
         return value
 
     def str(self, name: str) -> str:
+        """Field ``name`` as a string."""
         return self.get(name, str)
 
     # below the ``str`` method, a bare ``str`` in an annotation would name the method: spell the type in full
     def str_list(self, name: builtins.str, *, length: int | None = None, min_length: int = 1
                  ) -> list[builtins.str]:
+        """Field ``name`` as a list of strings, of ``length`` entries or at least ``min_length``."""
         value = self.get(name, (list, tuple))
         if length is not None and len(value) != length:
             raise self.error(name, f"expected {length} entries, got {len(value)}.")
@@ -158,14 +162,11 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 
 
 # ---- readers ---------------------------------------------------------------------------------
-def read_rows(path: Path) -> Iterator[Row]:
-    """Rows of a JSON array, JSON Lines or parquet file; a broken line raises ``DataError`` with its place
-    (``cerm.io.read_rows`` checks UTF-8, JSON and text).
+def bench_rows(path: Path) -> Iterator[Row]:
+    """One benchmark file's rows as ``Row``s, read by ``cerm.io.read_rows`` (the one row reader: UTF-8, JSON,
+    text, the file types); a benchmark file is official data, so its first bad line raises.
     """
-    path = Path(path)
-    if path.suffix not in SUPPORTED_SUFFIXES:
-        raise DataError.at(str(path), None, "unsupported file type; use .json, .jsonl or .parquet.")
-    for raw in read_raw_rows(path):
+    for raw in read_rows(path):
         if raw.error is not None:
             raise raw.error
         assert raw.data is not None
@@ -202,7 +203,7 @@ def load_items(bench: Benchmark, sources: Sequence[Path | HFSource]) -> list[Ben
             items.extend(bench.parse(hf_rows(src), f"hf:{src.hf_id}"))
         else:
             for f in data_files(src, bench.file_glob):
-                rows = _Counted(read_rows(f))
+                rows = _Counted(bench_rows(f))
                 items.extend(bench.parse(rows, str(f)))
                 if not rows.n:
                     raise DataError.at(str(f), None, f"the file holds no rows (it is empty); {bench.title} "

@@ -23,6 +23,8 @@ class MetricDiff:
 
 @dataclass(frozen=True)
 class ComparisonResult:
+    """Both runs on their shared items: how many, each metric's difference, and the runs' scorers."""
+
     benchmark: str
     scorer_a: str
     scorer_b: str

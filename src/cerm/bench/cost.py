@@ -36,6 +36,7 @@ class Calls:
 
     @property
     def total(self) -> int:
+        """Every call of the plan."""
         return self.criteria + self.evaluations
 
     def __add__(self, other: Calls) -> Calls:
@@ -72,6 +73,7 @@ class TokenModel:
     basis: str  # "measured on N items of this run", "prior: ...", or why there is none
 
     def expected(self, calls: Calls) -> float | None:
+        """The tokens ``calls`` should generate under this prior, or None without one."""
         if self.criteria is None or self.evaluation is None:
             return None
         return calls.criteria * self.criteria + calls.evaluations * self.evaluation

@@ -39,6 +39,7 @@ def split_name(response_model: str) -> str:
 
 
 def parse(rows: Iterable[Row], source: str) -> list[BenchItem]:
+    """JudgeBench rows (both response-model files) as pairwise items, one per pair_id."""
     items = []
     for row in rows:
         src = row.str("source")
@@ -79,6 +80,7 @@ def aggregate(outcomes: Sequence[Outcome]) -> dict[str, float]:
 
 
 def headline(metrics: Mapping[str, float]) -> str:
+    """The headline metric: gpt-4o overall (the paper's number), else all overall."""
     return first_present(metrics, ["gpt-4o/overall", "all/overall"] + sorted(k for k in metrics
                                                                            if k.endswith("/overall")))
 

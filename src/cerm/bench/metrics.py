@@ -11,24 +11,11 @@ from collections.abc import Mapping, Sequence
 from math import comb
 from typing import Literal
 
-Score = float | None
+from cerm.metrics import Score, is_better
+from cerm.metrics import pairwise_accuracy as pairwise_accuracy  # re-exported: the rule bench and RL share
 
 # reward-bench's failed-rating sentinel (rewardbench/utils.py, RB2 ratings path): below every valid score
 FAILED = -1.0
-
-
-def is_better(a: Score, b: Score) -> bool:
-    """Strict ``a > b``; a tie or a missing score is not better."""
-    return a is not None and b is not None and a > b
-
-
-def pairwise_accuracy(chosen: Sequence[Score], rejected: Sequence[Score]) -> float:
-    """Share of pairs where chosen scores strictly higher. Ties and missing scores count as wrong."""
-    if len(chosen) != len(rejected):
-        raise ValueError(f"chosen ({len(chosen)}) and rejected ({len(rejected)}) differ in length.")
-    if not chosen:
-        return math.nan
-    return sum(is_better(c, r) for c, r in zip(chosen, rejected)) / len(chosen)
 
 
 def mean(values: Sequence[float]) -> float:

@@ -33,6 +33,7 @@ class PaperValue:
     also: tuple[str, ...] = ()  # our other keys worth showing beside it (another protocol of the same number)
 
     def as_dict(self) -> dict[str, Any]:
+        """The reported value as a JSON-ready dict."""
         return {"value": self.value, "metric": self.metric, "tag": self.tag, "source": self.source,
                 "protocol": self.protocol, "also": list(self.also)}
 

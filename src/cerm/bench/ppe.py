@@ -41,6 +41,7 @@ def _prompt(row: Row) -> str | list:
 
 
 def parse(rows: Iterable[Row], source: str) -> list[BenchItem]:
+    """PPE rows (human preference pairs, correctness best-of-K sets) as benchmark items."""
     items = []
     dropped = 0
     for row in rows:
@@ -111,6 +112,7 @@ def aggregate(outcomes: Sequence[Outcome]) -> dict[str, float]:
 
 
 def headline(metrics: Mapping[str, float]) -> str:
+    """The headline metric: correctness accuracy, else their mean, else human preference."""
     return first_present(metrics, ["correctness/accuracy"] + [k for k in metrics if k.startswith(
         "correctness/mean[")] + [PREFERENCE])
 

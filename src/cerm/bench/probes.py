@@ -92,6 +92,7 @@ class ProbeResult:
     flagged_variant: float | None = None
 
     def as_dict(self) -> dict:
+        """The result as a JSON-ready dict (``probes.json``)."""
         return asdict(self)
 
 
@@ -125,6 +126,7 @@ def strip_markdown(text: str) -> str:
 
 
 def add_self_praise(text: str) -> str:
+    """The response followed by a self-praising paragraph (the self-praise probe's edit)."""
     return text + "\n\n" + SELF_PRAISE
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cerm.bench.common import BenchItem, Outcome
-from cerm.io import DataError, criteria_record, judgment_record, read_jsonl_output
+from cerm.io import criteria_record, judgment_record, read_output
 from cerm.types import Judgment, ParseStatus, ScoredItem, ScoreMode
 
 logger = logging.getLogger(__name__)
@@ -65,13 +65,8 @@ def outcome_from_record(rec: dict[str, Any], score_mode: ScoreMode = "greedy") -
 
 def read_records(path: Path) -> dict[str, dict[str, Any]]:
     """Records by id. A final line cut short by a kill is dropped (and trimmed from the file)."""
-    out: dict[str, dict[str, Any]] = {}
-    for lineno, rec in read_jsonl_output(Path(path)):
-        for name in ("id", "subset", "mode", "correct", "candidates"):
-            if name not in rec:
-                raise DataError.at(f"{path}:{lineno}", name, "missing; not a cerm bench record.")
-        out[rec["id"]] = rec
-    return out
+    read = read_output(path, required=("id", "subset", "mode", "correct", "candidates"), what="a cerm bench record")
+    return {rec["id"]: rec for _, rec in read.records}
 
 
 def has_backend_error(rec: dict[str, Any]) -> bool:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 MAX_BARS = 40
 
@@ -20,6 +23,7 @@ def _ci(m: dict[str, Any]) -> str:
 
 
 def scorer_label(summary: dict[str, Any]) -> str:
+    """The scorer as a report names it: model and decoding, or the baseline; scripted runs are marked."""
     s = summary.get("scorer", {})
     if s.get("kind") == "judge":
         k = s.get("config", {}).get("samples", 1)
@@ -45,8 +49,16 @@ def rate_groups(summary: dict[str, Any]) -> list[str]:
     return _bar_keys(groups)
 
 
-def _plots(out: Path, summary: dict[str, Any], records: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
-    import matplotlib
+PLOTS_SKIPPED = "Plots skipped: matplotlib is not installed (pip install 'cerm[bench]'); rerun the command to add them."
+
+
+def _plots(out: Path, summary: dict[str, Any], records: Sequence[dict[str, Any]]) -> list[tuple[str, str]] | None:
+    """The plots made (title, path), or None without matplotlib: the report is written all the same."""
+    try:
+        import matplotlib
+    except ImportError:
+        logger.info("%s", PLOTS_SKIPPED)
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -111,6 +123,7 @@ def _plots(out: Path, summary: dict[str, Any], records: Sequence[dict[str, Any]]
 
 
 def headline_row(summary: dict[str, Any]) -> str:
+    """One markdown row of the headline table for a run summary."""
     h = summary["headline"]
     return (f"| {scorer_label(summary)} | {h['key']} | {_pct(h['value'])} | {_ci(h)} | {_pct(summary['tie_rate'])} "
             f"| {_pct(summary['parse_failure_rate'])} | {summary['n_items']} |")
@@ -182,7 +195,8 @@ def write_report(out: Path, summary: dict[str, Any], records: Sequence[dict[str,
         "",
         "## Plots",
         "",
-        *(f"![{title}]({path})\n" for title, path in plots),
+        *(f"![{title}]({path})\n" for title, path in plots or ()),
+        *([PLOTS_SKIPPED, ""] if plots is None else []),
     ]
     path = out / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")

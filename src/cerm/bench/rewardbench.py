@@ -37,6 +37,7 @@ SECTION_OF = {s: section for section, subsets in SUBSET_MAPPING.items() for s in
 
 
 def parse(rows: Iterable[Row], source: str) -> list[BenchItem]:
+    """RewardBench 1 rows (chosen vs rejected) as pairwise items with their subset."""
     items = []
     for row in rows:
         subset = row.str("subset")
@@ -67,6 +68,7 @@ def aggregate(outcomes: Sequence[Outcome]) -> dict[str, float]:
 
 
 def headline(metrics: Mapping[str, float]) -> str:
+    """The headline metric: the section-weighted overall score."""
     return first_present(metrics, ["overall"] + [k for k in metrics if k.startswith("mean[")])
 
 

@@ -18,6 +18,7 @@ SUBSETS = ("Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties")
 
 
 def parse(rows: Iterable[Row], source: str) -> list[BenchItem]:
+    """RewardBench 2 rows (one chosen, three rejected; Ties: several correct) as benchmark items."""
     items = []
     for row in rows:
         subset = row.str("subset")
@@ -70,6 +71,7 @@ def aggregate(outcomes: Sequence[Outcome]) -> dict[str, float]:
 
 
 def headline(metrics: Mapping[str, float]) -> str:
+    """The headline metric: the overall score."""
     return first_present(metrics, ["overall"] + [k for k in metrics if k.startswith("mean[")])
 
 

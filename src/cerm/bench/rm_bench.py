@@ -25,6 +25,7 @@ _TOTAL_DOMAINS = {"chat": "chat", "code": "code", "math": "math", "safety-refuse
 
 
 def parse(rows: Iterable[Row], source: str) -> list[BenchItem]:
+    """RM-Bench rows as 3x3 items (three chosen, three rejected styles), the domain from the file name."""
     stem = Path(source).stem
     if stem not in _FILES and stem != "total_dataset":
         raise ValueError(f"{source}: unknown RM-Bench file; expected one of "
@@ -65,7 +66,7 @@ def aggregate(outcomes: Sequence[Outcome]) -> dict[str, float]:
             out[f"{domain}/{level}"] = v
     if not levels:
         return out
-    # never call a Math-less average "overall" (spec §3): name the domains it covers
+    # never call a Math-less average "overall" (docs/benchmarks.md, RM-Bench): name the domains it covers
     tag = "overall" if set(levels) == set(DOMAINS) else f"mean[{'+'.join(levels)}]"
     out[tag] = mean([out[d] for d in levels])
     for level in ("hard", "normal", "easy"):
@@ -74,6 +75,7 @@ def aggregate(outcomes: Sequence[Outcome]) -> dict[str, float]:
 
 
 def headline(metrics: Mapping[str, float]) -> str:
+    """The headline metric: ``mean[chat+code+safety]`` (never "Overall": Math is not included)."""
     return first_present(metrics, ["overall"] + sorted(k for k in metrics if k.startswith("mean[") and "/" not in k))
 
 

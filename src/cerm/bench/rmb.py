@@ -26,6 +26,7 @@ def _answer(row: Row, name: str, value: object) -> str:
 
 
 def parse(rows: Iterable[Row], source: str) -> list[BenchItem]:
+    """RMB rows (Pairwise_set and BoN_set) as pairwise or best-of-N items with their category path."""
     items = []
     for row in rows:
         path = row.str("category_path")
@@ -58,6 +59,7 @@ def parse(rows: Iterable[Row], source: str) -> list[BenchItem]:
 
 
 def is_correct(o: Outcome) -> bool:
+    """Pairwise: chosen beats rejected; best-of-N: the best beats every loser."""
     return is_better(o.scores[0], o.scores[1]) if o.mode == "pairwise" else bon_correct(o.scores[0], o.scores[1:])
 
 
@@ -77,6 +79,7 @@ def aggregate(outcomes: Sequence[Outcome]) -> dict[str, float]:
 
 
 def headline(metrics: Mapping[str, float]) -> str:
+    """The headline metric: the overall score."""
     return first_present(metrics, ["overall"] + [k for k in metrics if k.startswith("mean[")])
 
 

@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 class Scorer(Protocol):
     """Anything that scores (query, candidates) items; ``cerm.Judge`` and the baselines qualify."""
 
-    def score_batch(self, items: Sequence[tuple[Query, Sequence[str]]]) -> list[ScoredItem]: ...
+    def score_batch(self, items: Sequence[tuple[Query, Sequence[str]]]) -> list[ScoredItem]:
+        """One ``ScoredItem`` per (query, responses) item, in order."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ def describe_scorer(scorer: Scorer) -> dict[str, Any]:
 
 
 def scorer_stats(scorer: Scorer) -> dict[str, Any]:
+    """The judge's counters (criteria, evaluations, cache hits, statuses); a baseline has none."""
     if isinstance(scorer, Judge):
         return scorer.stats.as_dict()
     return {}

@@ -22,6 +22,7 @@ class Interval:
     high: float
 
     def as_dict(self) -> dict[str, float | None]:
+        """The estimate as JSON: NaN becomes null."""
         return {"value": json_number(self.value), "ci_low": json_number(self.low), "ci_high": json_number(self.high)}
 
 

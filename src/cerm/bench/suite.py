@@ -71,6 +71,7 @@ def plan_benchmark(name: str, title: str, out_dir: Path, items: list[BenchItem],
 
 
 def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file's object, or an empty dict when the file is missing."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -109,6 +110,7 @@ def check_judge(root: Path, fingerprint: Mapping[str, Any]) -> None:
 # ---- the ledger: wall time and tokens per session and benchmark ---------------------------------------
 def append_ledger(root: Path, session: str, benchmark: str, wall_s: float, items_done: int, tokens_out: int,
                   calls: int, *, finished: bool = False) -> None:
+    """Append one benchmark session to the suite's ledger (wall time and work, summed over resumes)."""
     line = {"session": session, "benchmark": benchmark, "wall_s": round(wall_s, 3), "items_done": items_done,
             "tokens_out": tokens_out, "calls": calls, "finished": finished, "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     with open(root / LEDGER_FILE, "a", encoding="utf-8") as f:
@@ -167,6 +169,7 @@ def _pct(x: Any) -> str:
 
 
 def headline_cell(row: Mapping[str, Any]) -> str:
+    """The headline metric and its CI as the summary table prints it."""
     h = row.get("headline") or {}
     if h.get("value") is None:
         return "–"
@@ -175,11 +178,13 @@ def headline_cell(row: Mapping[str, Any]) -> str:
 
 
 def paper_cell(row: Mapping[str, Any]) -> str:
+    """The paper's reported value as the summary table prints it."""
     p = row.get("paper") or {}
     return "–" if p.get("value") is None else f"{p['value']:.1f} [{p['tag']}]"
 
 
 def duration(seconds: float | None) -> str:
+    """Seconds as a short human duration."""
     if seconds is None:
         return "–"
     s = int(round(seconds))
@@ -191,6 +196,7 @@ def duration(seconds: float | None) -> str:
 
 
 def count(n: float | None) -> str:
+    """A count with thousands separators, or a dash."""
     if n is None:
         return "–"
     if n >= 1e6:

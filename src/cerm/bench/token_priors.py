@@ -22,6 +22,7 @@ class LengthSample:
 
 @dataclass(frozen=True)
 class TokenPrior:
+    """Measured generation lengths of one model under one budget (see perf/token_lengths.py)."""
     criteria: LengthSample
     evaluation: LengthSample
     source: str  # what was measured, how, and when

@@ -47,8 +47,10 @@ class CriteriaCache:
     def find(self, prefix: str) -> CriteriaRecord:
         """The one record whose key starts with ``prefix`` (as git resolves short hashes)."""
         found = self.store.find_criteria(prefix, limit=2)
-        if len(found) != 1:
-            raise KeyError(f"criteria key prefix {prefix!r} matches {len(found) or 'no'} entries; give more characters.")
+        if not found:
+            raise KeyError(f"no cached criteria with key {prefix!r}; `cerm criteria list` shows the keys.")
+        if len(found) > 1:
+            raise KeyError(f"criteria key prefix {prefix!r} matches several entries; give more characters.")
         return found[0]
 
     def export_jsonl(self, path: str | Path) -> int:

@@ -177,7 +177,7 @@ def _renew_loop(ref: weakref.ref[Store]) -> None:
         held = store.held_leases()
         try:
             lost = store._renew_leases(held, store.lease_ttl_s) if held else set()
-        except Exception as e:  # the renewer outlives one failed renewal (a busy file, a blip)
+        except Exception as e:  # noqa: BLE001 - the renewer outlives one failed renewal (a busy file, a blip)
             logger.warning("renewing criteria leases in %s failed (retried): %s", store.location, e)
             lost = set()
         with store._held_lock:
@@ -195,7 +195,7 @@ def release_all_leases() -> int:
     for store in list(_STORES):
         try:
             released += store.release_all()
-        except Exception as e:  # one unreachable store must not keep the others' leases
+        except Exception as e:  # noqa: BLE001 - one unreachable store must not keep the others' leases
             logger.warning("releasing criteria leases in %s failed: %s (they expire by themselves)",
                            store.location, e)
     return released

@@ -88,6 +88,7 @@ def root(
     show_version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                                help="print the version and exit")] = False,
 ) -> None:
+    """Read --config and set up logging for the subcommand that runs."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if config is not None:
@@ -103,4 +104,5 @@ def root(
 
 
 def main() -> None:
+    """The ``cerm`` entry point."""
     app()

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import textwrap
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,13 +23,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from cerm.backends.embedded import embedded_warning
 from cerm.bench import BENCHMARKS, load_items, resolve_sources, select_items
 from cerm.bench.common import DataError, HFSource, data_files
 from cerm.bench.runner import RunConfig, Scorer, describe_scorer, run_benchmark
-from cerm.cli.common import JudgeOptions, fail, with_judge_options
+from cerm.cli.common import JudgeOptions, console, fail, with_judge_options
+from cerm.cli.extras import require, warn_without_plots
+from cerm.cli.tables import narrow_table
 
 app = typer.Typer(
     rich_markup_mode=None,  # plain click help: wraps at 80 columns, never truncates (rich's table cut names)
@@ -52,6 +54,7 @@ SCORERS = ("judge", "length", "embedding")
 
 
 def default_data_root() -> Path:
+    """Where local benchmark copies live: $CERM_DATA_ROOT, else ../shared/data or ./shared/data."""
     env = os.environ.get("CERM_DATA_ROOT")
     if env:
         return Path(env)
@@ -125,6 +128,9 @@ def run(
     for b in baselines or []:
         if b not in SCORERS[1:]:
             raise fail(f"--baselines {b!r} must be length or embedding.")
+    if benchmark == "rewardbench2":
+        require("RewardBench 2's Ties metric", "bench", ["numpy"])
+    warn_without_plots("report.md", "bench")
     seed = judge_opts.seed
     bench, items, labels = _load(benchmark, data, data_root, subset, limit, seed)
     if not items:
@@ -139,6 +145,7 @@ def run(
                             selection=selection)
     except ValueError as e:
         raise fail(str(e)) from None
+    main_scorer = _make_scorer(scorer, judge_opts, out)  # a missing backend or extra fails before any work
     rows = []
     for b in baselines or []:
         result = _run_one(bench, items, _make_scorer(b, judge_opts, out),
@@ -146,7 +153,7 @@ def run(
                                     bootstrap=bootstrap, selection=selection), labels, [])
         rows.append(result.summary)
     warnings = [w for w in [embedded_warning(judge_opts.model)] if w and scorer == "judge"]
-    result = _run_one(bench, items, _make_scorer(scorer, judge_opts, out), run_cfg, labels, warnings, rows)
+    result = _run_one(bench, items, main_scorer, run_cfg, labels, warnings, rows)
     s = result.summary
     h = s["headline"]
     ci = "" if h["ci_low"] is None else f" [95% CI {100 * h['ci_low']:.1f}, {100 * h['ci_high']:.1f}]"
@@ -154,7 +161,7 @@ def run(
                       f"{_pct(s['tie_rate'])}%  parse failures {_pct(s['parse_failure_rate'])}%  "
                       f"({s['n_items']} items; {result.n_scored} scored, {result.n_resumed} resumed)")
     for w in warnings:
-        out_console.print(f"[bold yellow]{w}[/]")
+        console.print(f"[bold yellow]{w}[/]")
     out_console.print(f"report: {out / 'report.md'}")
     if result.n_backend_errors:
         raise fail(f"{result.n_backend_errors} item(s) ended in backend errors (not results; the metrics above "
@@ -220,10 +227,12 @@ def compare(
         result = compare_runs(run_a, run_b, n_resamples=bootstrap, seed=seed)
     except (DataError, ValueError, FileNotFoundError) as e:
         raise fail(str(e)) from None
-    table = Table(title=f"{result.benchmark}: B − A on {result.n_shared} shared items "
-                        f"(only A {result.n_only_a}, only B {result.n_only_b})")
-    for col in ("metric", f"A: {result.scorer_a}", f"B: {result.scorer_b}", "B − A", "95% CI"):
-        table.add_column(escape(col))
+    # the scorers' names are long ("fake:m (greedy) [SCRIPTED ...]"): named above the table, so the metric
+    # column keeps its full names at 80 columns
+    out_console.print(f"{result.benchmark}: B − A on {result.n_shared} shared items (only A {result.n_only_a}, "
+                      f"only B {result.n_only_b})\n  A = {escape(result.scorer_a)}\n  B = {escape(result.scorer_b)}",
+                      highlight=False)
+    table = narrow_table("metric", "A", "B", "B − A", "95% CI", keep=("metric", "95% CI"))
 
     def pct(x: float | None) -> str:
         return "–" if x is None else f"{100 * x:.1f}"
@@ -242,20 +251,23 @@ def compare(
 def list_benchmarks(data_root: DataRootOpt = None) -> None:
     """Benchmarks, their subsets, and whether a local copy is available."""
     root = data_root or default_data_root()
-    table = Table(title=f"benchmarks (data root: {root})")
-    for col in ("name", "title", "subsets", "local copy", "HF sources"):
-        table.add_column(col, overflow="fold")
+    # one block per benchmark, wrapped between names: a table's narrow cells split subset names at 80 columns
+    width = max(40, out_console.width)
+    lines = [f"benchmarks (data root: {root})"]
     for name, b in BENCHMARKS.items():
         local = "–"
         if b.local_dir:
             path = root / b.local_dir
             try:
-                local = f"yes: {path} ({len(data_files(path, b.file_glob))} files)"
+                local = f"yes, {path} ({len(data_files(path, b.file_glob))} files)"
             except FileNotFoundError:
                 local = f"no ({path} missing; pass --data)"
         hf = ", ".join(f"{s.hf_id}[{s.split}]" for s in b.hf) or "–"
-        table.add_row(name, b.title, escape(", ".join(b.subsets)), escape(local), escape(hf))
-    out_console.print(table)
+        lines += ["", f"{name}: {b.title}"]
+        for label, value in (("subsets", ", ".join(b.subsets)), ("local copy", local), ("HF sources", hf)):
+            lines += textwrap.wrap(value, width, initial_indent=f"  {label + ':':<12}", subsequent_indent=" " * 14,
+                                   break_long_words=False, break_on_hyphens=False)
+    typer.echo("\n".join(lines))
 
 
 @with_judge_options
@@ -298,11 +310,13 @@ def probe(
         raise fail(str(e)) from None
     s = _make_scorer(scorer, judge_opts, out)
     warnings = [w for w in [embedded_warning(judge_opts.model)] if w and scorer == "judge"]
-    table = Table(title=f"bias probes on {bench.title} ({len(items)} items); shift = variant − original")
+    table = narrow_table("probe", "pairs (valid)", "orig", "var", "shift", "95% CI", "up/down/= %", keep=("probe",),
+                         title=f"bias probes on {bench.title} ({len(items)} items): mean score of the original "
+                               "and of the variant; shift = var − orig")
     injection = any(p.startswith("injection/") for p in chosen)
-    for col in ("probe", "pairs (valid)", "mean original", "mean variant", "shift", "95% CI", "up/down/equal %",
-                *(("flip rate [95% CI]", "flagged orig/var %") if injection else ())):
-        table.add_column(col)
+    flips = narrow_table("probe", "flip rate [95% CI] of pairs", "flagged orig/var %", keep=("probe",),
+                         title="injections: how often the injected incorrect response overtakes the correct one, "
+                               "and how often cerm flagged it")
     results = []
 
     def num(x: float | None, fmt: str = "{:.2f}") -> str:
@@ -322,18 +336,20 @@ def probe(
             table.add_row(p, f"{result.n_pairs} ({result.n_valid})", num(result.mean_original),
                           num(result.mean_variant), num(result.shift, "{:+.2f}"),
                           "–" if result.ci_low is None or result.ci_high is None else
-                          f"[{result.ci_low:+.2f}, {result.ci_high:+.2f}]",
+                          f"[{result.ci_low:+.2f},{result.ci_high:+.2f}]",
                           "–" if result.share_up is None or result.share_down is None or result.share_equal is None
                           else f"{100 * result.share_up:.0f}/{100 * result.share_down:.0f}/"
-                               f"{100 * result.share_equal:.0f}",
-                          *(_flip_cells(result) if result.probe.startswith("injection/") else ("", "")
-                            if injection else ()))
+                               f"{100 * result.share_equal:.0f}")
+            if result.probe.startswith("injection/"):
+                flips.add_row(p, *_flip_cells(result))
     summary = {"benchmark": bench.name, "data": labels, "selection": {"subsets": subset or [], "limit": limit},
                "seed": seed, "scorer": describe_scorer(s), "warnings": warnings, "probes": results}
     (out / "probes.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     out_console.print(table)
+    if injection:
+        out_console.print(flips)
     for w in warnings:
-        out_console.print(f"[bold yellow]{w}[/]")
+        console.print(f"[bold yellow]{w}[/]")
     out_console.print(f"results: {out / 'probes.json'}")
 
 

@@ -27,7 +27,8 @@ from cerm.io import append_line
 from cerm.judge import Judge, JudgeConfig, config_for_model, default_for
 from cerm.types import SAMPLE_TEMPERATURE
 
-console = Console(stderr=True)
+console = Console(stderr=True)  # logs, progress, warnings and errors
+stdout = Console()  # results: tables, chosen answers, where the outputs went (pipe-able)
 
 BackendOpt = Annotated[str, typer.Option(help="hf | vllm | vllm-offline | openai | llamacpp | fake")]
 ModelOpt = Annotated[str, typer.Option(help="HF id or local path; 'embedded' = packaged SmolLM2 (plumbing only)")]
@@ -55,6 +56,7 @@ SCRIPTED_WARNING = ("--backend fake returns scripted text (scores hashed from th
 
 
 def default_cache_path() -> Path:
+    """The judge cache file: $CERM_CACHE, else ~/.cache/cerm/cache.sqlite."""
     return Path(os.environ.get("CERM_CACHE", Path.home() / ".cache" / "cerm" / "cache.sqlite"))
 
 
@@ -70,6 +72,7 @@ class BackendOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> Backend:
+        """The backend; an ``openai`` pool is checked before it is returned (a dead URL fails here)."""
         kwargs = dict(self.extra)
         if self.backend == "openai":
             kwargs["base_urls"] = self.base_url or [os.environ.get("OPENAI_BASE_URL", "http://localhost:8000/v1")]
@@ -95,7 +98,8 @@ def make_judge(opts: BackendOptions, config: JudgeConfig, cache: str | Path | No
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print an error the user can act on and return the Exit to raise."""
-    console.print(f"[bold red]error:[/] {escape(message)}")  # escaped: "cerm[hf]" is not markup
+    # escaped: "cerm[hf]" is not markup; soft-wrapped: a long path stays whole (the terminal wraps the line)
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -130,6 +134,7 @@ class JudgeOptions:
     backend_arg: list[str] | None = None
 
     def config(self) -> JudgeConfig:
+        """The ``JudgeConfig`` these flags ask for, with the model's own budgets where no flag is given."""
         return config_for_model(
             self.model, criteria_max_new_tokens=self.criteria_max_new_tokens,
             eval_max_new_tokens=self.eval_max_new_tokens, samples=self.samples, criteria_samples=self.criteria_samples,
@@ -139,6 +144,7 @@ class JudgeOptions:
         )
 
     def backend_options(self) -> BackendOptions:
+        """What ``BackendOptions.build`` needs from these flags."""
         return BackendOptions(self.backend, self.model, self.base_url, concurrency_limit=self.concurrency_limit,
                               extra=parse_backend_args(self.backend_arg or []))
 
@@ -148,6 +154,7 @@ class JudgeOptions:
         return f"scripted-fake_{self.model}" if self.backend == "fake" else self.model
 
     def make_judge(self) -> Judge:
+        """The judge, or a ``fail`` the user can act on (unreachable pool, model not found, missing extra)."""
         if self.backend == "fake":
             console.print(f"[yellow]warning:[/] {SCRIPTED_WARNING}")
         try:

@@ -7,18 +7,20 @@ from typing import Annotated, Any
 
 import click
 import typer
-from rich.table import Table
+from rich.markup import escape
 
-from cerm.cache import CriteriaCache, Store
+from cerm.cache import CriteriaCache, CriteriaRecord, Store
 from cerm.cli.common import (
     JudgeOptions,
     console,
     default_cache_path,
     fail,
+    stdout,
     with_judge_options,
     write_jsonl_line,
 )
 from cerm.cli.judging import criteria_record
+from cerm.cli.tables import narrow_table
 from cerm.io import WriteError, read_jsonl
 from cerm.parsing import parse_criteria
 from cerm.types import Criteria
@@ -40,7 +42,7 @@ def _cache(path: str | None) -> CriteriaCache:
         raise fail(str(e)) from None
 
 
-def _find(cache: CriteriaCache, key: str):  # noqa: ANN202
+def _find(cache: CriteriaCache, key: str) -> CriteriaRecord:
     try:
         return cache.find(key)
     except KeyError as e:
@@ -99,29 +101,31 @@ GENERATE_CHUNK = 64  # queries in flight at once; each chunk's criteria are stor
 def _print_generated(q: object, c: Criteria, out_f: Any) -> None:
     if out_f:
         write_jsonl_line(out_f, {"query": q, **criteria_record(c)})
-    console.print(f"[bold]{c.key[:12]}[/] ({c.source}, {len(c.items)} items)")
+    stdout.print(f"[bold]{c.key[:12]}[/] ({c.source}, {len(c.items)} items)")
     for k, item in enumerate(c.items, 1):
-        console.print(f"  {k}. [cyan]{item.term}[/]: {item.description}")
+        stdout.print(f"  {k}. [cyan]{escape(item.term)}[/]: {escape(item.description)}")
     if c.parse_warning:
-        console.print(f"  [yellow]{c.parse_warning}[/]")
+        console.print(f"  [yellow]{escape(c.parse_warning)}[/]")
 
 
 @app.command("list")
 def list_(cache: CachePathOpt = None) -> None:
     """List cached criteria: key, model, items, edited flag, query."""
-    table = Table("key", "model", "items", "edited", "query")
+    table = narrow_table("key", "model", "items", "edited", "query", keep=("key", "model", "items", "edited"),
+                         left=("model", "query"))
+    table.columns[-1].no_wrap = True  # one line per entry: the query is cut at the table's edge (with …)
     for r in _cache(cache).records():
-        table.add_row(r.key[:12], r.model[:30], str(len(parse_criteria(r.text).items)),
-                      "yes" if r.is_edited else "", " ".join(r.query.split())[:60])
-    console.print(table)
+        table.add_row(r.key[:12], escape(r.model[:30]), str(len(parse_criteria(r.text).items)),
+                      "yes" if r.is_edited else "", escape(" ".join(r.query[:400].split())))
+    stdout.print(table)
 
 
 @app.command()
 def show(key: Annotated[str, typer.Argument(help="key or unique key prefix")], cache: CachePathOpt = None) -> None:
     """Print one entry's full criteria text."""
     r = _find(_cache(cache), key)
-    console.print(f"[bold]{r.key}[/]  model={r.model}  prompt={r.prompt_version}  edited={r.is_edited}")
-    console.print(f"[dim]query:[/] {r.query}")
+    stdout.print(f"[bold]{r.key}[/]  model={escape(r.model)}  prompt={r.prompt_version}  edited={r.is_edited}")
+    stdout.print(f"[dim]query:[/] {escape(r.query)}")
     print(r.text)
 
 

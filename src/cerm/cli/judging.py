@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cerm.backends.embedded import embedded_warning
-from cerm.cli.common import JudgeOptions, console, fail, with_judge_options, write_jsonl_line
+from cerm.cli.common import JudgeOptions, console, fail, stdout, with_judge_options, write_jsonl_line
 from cerm.io import (
     DataError,
     ScoreRow,
@@ -190,9 +190,9 @@ def score(
     table = Table("id", "response", "score", "expected", "status")
     for rec, row in zip(records, [r for r in rows if r.id in {x["id"] for x in records}]):
         for k, (j, resp) in enumerate(zip(rec["judgments"], row.responses)):
-            table.add_row(str(rec["id"]) if k == 0 else "", _short(resp), _fmt(j["score"]),
+            table.add_row(str(rec["id"]) if k == 0 else "", escape(_short(resp)), _fmt(j["score"]),
                           _fmt(j.get("expected_score"), 2), j["status"])
-    console.print(table)
+    _results(output).print(table)
     _print_summary(judge, records)
 
 
@@ -226,36 +226,42 @@ def bon(
     records = _run(rows, judge, output, batch_size, record)
     for rec in records:
         tied = f" tied {rec['tied']}" if len(rec["tied"]) > 1 else ""  # one index is no tie
-        console.print(f"{rec['id']}: chosen {rec['chosen_index']} scores {[j['score'] for j in rec['judgments']]}{tied}")
+        _results(output).print(f"{escape(str(rec['id']))}: chosen {rec['chosen_index']} scores "
+                               f"{[j['score'] for j in rec['judgments']]}{tied}", highlight=False)
     _print_summary(judge, records)
 
 
+def _results(output: Path | None) -> Any:
+    """Where a command's human-readable results go: stdout, unless stdout already carries the JSONL."""
+    return console if output == STDOUT else stdout
+
+
 def print_bon(query: str, responses: list[str], result: BestOfNResult, tie_policy: TiePolicy) -> None:
-    """Human-readable Best-of-N result: criteria, a score table, the chosen answer."""
-    console.rule(f"[bold]{_short(query, 100)}")
-    console.print("[bold]Criteria[/] (generated once from the query alone):")
+    """Human-readable Best-of-N result on stdout: criteria, a score table, the chosen answer."""
+    stdout.rule(f"[bold]{escape(_short(query, 100))}")
+    stdout.print("[bold]Criteria[/] (generated once from the query alone):")
     if result.criteria.items:
         for k, c in enumerate(result.criteria.items, 1):
-            console.print(f"  {k}. [cyan]{c.term}[/]: {c.description}")
+            stdout.print(f"  {k}. [cyan]{escape(c.term)}[/]: {escape(c.description)}")
     else:
-        console.print(f"  [yellow](no parsable list: {result.criteria.parse_warning})[/] raw: "
-                      f"{_short(result.criteria.text, 300)}")
+        stdout.print(f"  [yellow](no parsable list: {escape(str(result.criteria.parse_warning))})[/] raw: "
+                  f"{escape(_short(result.criteria.text, 300))}")
     expected = any(j.expected_score is not None for j in result.judgments)
     table = Table("#", "response", "score", *(("expected", "entropy") if expected else ()), "status")
     for k, (resp, j) in enumerate(zip(responses, result.judgments)):
         mark = " <- chosen" if k == result.index else ""
         extra = (_fmt(j.expected_score, 2), _fmt(j.score_entropy, 2)) if expected else ()
-        table.add_row(str(k), _short(resp), _fmt(j.score) + mark, *extra, j.status.value)
-    console.print(table)
+        table.add_row(str(k), escape(_short(resp)), _fmt(j.score) + mark, *extra, j.status.value)
+    stdout.print(table)
     if any(j.status is ParseStatus.COMPLETED for j in result.judgments):
-        console.print("[yellow]completed = the evaluation ended without a readable score; our closing text was "
-                      "appended and the score read there [R] (counted apart from ok)[/]")
+        stdout.print("[yellow]completed = the evaluation ended without a readable score; our closing text was "
+                  "appended and the score read there [R] (counted apart from ok)[/]")
     if result.index is None:
         why = f"tied {list(result.tied)}" if len(result.tied) > 1 else "no valid score"
-        console.print(f"[yellow]no response chosen (tie policy {tie_policy!r}; {why}; "
-                      "failed scores are never ranked)[/]")
+        stdout.print(f"[yellow]no response chosen (tie policy {tie_policy!r}; {why}; "
+                  "failed scores are never ranked)[/]")
     else:
-        console.print(f"[bold green]Chosen answer #{result.index}:[/]\n{_short(responses[result.index], 800)}")
+        stdout.print(f"[bold green]Chosen answer #{result.index}:[/]\n{escape(_short(responses[result.index], 800))}")
 
 
 def _short(text: str | Any, n: int = 60) -> str:

@@ -35,6 +35,7 @@ class Meter:
         self.seen: set[str] = set()
 
     def begin(self, index: int, judge: Judge) -> None:
+        """Start timing benchmark ``index`` with ``judge``."""
         self.index, self.judge, self.start = index, judge, time.monotonic()
         plan = self.plans[index]
         self.offset = 0
@@ -59,6 +60,7 @@ class Meter:
         self.evaluation_lengths += evals
 
     def __call__(self, done: int, total: int, *, final: bool = False) -> None:
+        """Report ``done`` of ``total`` items (and a measured ETA once some are done)."""
         assert self.judge is not None
         plan, stats = self.plans[self.index], self.judge.stats
         wall = time.monotonic() - self.start
@@ -85,6 +87,7 @@ class Meter:
         typer.echo(line, err=True)
 
     def end(self) -> None:
+        """Finish the current benchmark's line."""
         assert self.judge is not None
         self.wall_before += time.monotonic() - self.start
         self.tokens_before += self.judge.stats.tokens_out

@@ -14,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from cerm.cli.common import console, fail
+from cerm.cli.common import console, fail, stdout
+from cerm.cli.extras import TRAIN_MODULES, require
 
 app = typer.Typer(
     rich_markup_mode=None,  # plain click help: wraps at 80 columns, never truncates (rich's table cut names)
@@ -51,6 +52,7 @@ def rl(
         cfg = load_rl_config(config, [*(overrides or []), *([f"resume_from={resume}"] if resume else [])])
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
+    require("cerm train rl", "train", TRAIN_MODULES)
     from cerm.train.rl.trainer import train_rl  # imports torch: only once the config is known to be good
 
     logging.getLogger("cerm.train").setLevel(logging.INFO)
@@ -59,7 +61,7 @@ def rl(
     except (OSError, ValueError) as e:
         raise fail(str(e), code=1) from None
     final = summary["eval"].get(str(summary["step"]), {})
-    console.print(f"[bold green]done[/]: {summary['step']} steps; model in {Path(cfg.output_dir) / 'final'}; "
+    stdout.print(f"[bold green]done[/]: {summary['step']} steps; model in {Path(cfg.output_dir) / 'final'}; "
                   f"metrics in {Path(cfg.output_dir) / 'metrics.jsonl'}"
                   + (f"; held-out pairwise accuracy {final['eval/pairwise_accuracy']:.3f}" if final else ""))
 
@@ -69,6 +71,7 @@ def plot(
     out: Annotated[Path | None, typer.Option(help="where to write the PNGs (default: RUN/plots)")] = None,
 ) -> None:
     """Render an RL run's curves (accuracy, rewards, advantages, KL/clip, lengths, throughput) as PNGs."""
+    require("cerm train plot", "train", ["matplotlib"])
     from cerm.train.rl.plot import plot_run
 
     try:
@@ -76,7 +79,7 @@ def plot(
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
     for path in paths:
-        console.print(str(path))
+        typer.echo(str(path))
 
 
 app.command("rl")(rl)

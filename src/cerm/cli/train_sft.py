@@ -14,7 +14,8 @@ from typing import Annotated
 
 import typer
 
-from cerm.cli.common import console, fail
+from cerm.cli.common import fail, stdout
+from cerm.cli.extras import TRAIN_MODULES, require
 
 
 def sft(
@@ -32,6 +33,7 @@ def sft(
         cfg.gradient_accumulation_steps(SFTRunConfig.world_size())
     except (OSError, ValueError) as e:
         raise fail(str(e)) from None
+    require("cerm train sft", "train", [*TRAIN_MODULES, "datasets"])
     if cfg.model == "embedded":  # the packaged SmolLM2 as an HF directory (converted once; plumbing only)
         from dataclasses import replace
 
@@ -52,7 +54,7 @@ def sft(
     except (OSError, ValueError) as e:
         raise fail(str(e), code=1) from None
     first, last = (result.losses[0], result.losses[-1]) if result.losses else (float("nan"), float("nan"))
-    console.print(f"[bold green]done[/]: {result.steps} steps on {result.rows} rows "
+    stdout.print(f"[bold green]done[/]: {result.steps} steps on {result.rows} rows "
                   f"({len(result.dropped_overlong)} over max_length dropped); loss {first:.4f} -> {last:.4f}; "
                   f"model in {final_dir(cfg)}; log in {Path(cfg.output_dir) / 'run.json'}")
 

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from cerm.cli.common import console, fail
+from cerm.cli.extras import require
 
 
 def default_out(path: Path) -> Path:
@@ -29,6 +30,7 @@ def view(
     """Write a static site (index.html + assets, no server or internet needed) to read criteria, judgments
     and scores item by item; --serve also serves it and prints the URL.
     """
+    require("cerm view", "view", ["jinja2"])
     from cerm.view import ViewError, build_site, load
     from cerm.view.suite import is_suite_root
 
@@ -70,7 +72,7 @@ def view(
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: object) -> None:  # `format`: the stdlib's parameter name
         pass
 
 

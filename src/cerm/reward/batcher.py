@@ -146,6 +146,7 @@ class DynamicBatcher:
 
     @property
     def queue_depth(self) -> int:
+        """Requests (or slices of large ones) waiting for the worker."""
         return self._queue.qsize()
 
     @property
@@ -230,7 +231,7 @@ class DynamicBatcher:
         try:
             scored = self.judge.score_batch([(i.query, i.responses) for i in items],
                                             criteria=[i.criteria for i in items])
-        except Exception as e:  # noqa: BLE001 - the worker must survive any backend exception
+        except Exception as e:
             logger.exception("judge call failed for %d requests", len(live))
             if len(live) > 1:
                 # one bad request must never fail its batch-mates: judge each alone (finished work is cached)

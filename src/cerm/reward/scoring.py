@@ -71,11 +71,14 @@ class Verdict(Protocol):
     """What the rule reads of a judgment: a ``Judgment``, or a judgment a ``cerm serve`` replica returned."""
 
     @property
-    def score(self) -> float | None: ...
+    def score(self) -> float | None:
+        """The judge's score (0-10), or None when it could not be read."""
     @property
-    def status(self) -> ParseStatus | str: ...
+    def status(self) -> ParseStatus | str:
+        """The parse status."""
     @property
-    def error(self) -> str | None: ...
+    def error(self) -> str | None:
+        """What went wrong, if anything."""
 
 
 def is_backend_failure(v: Verdict) -> bool:
@@ -134,22 +137,27 @@ class RolloutRewards:
 
     @property
     def statuses(self) -> list[str]:
+        """Each judgment's status."""
         return [j.status.value for j in self.judgments]
 
     @property
     def parse_failures(self) -> int:
+        """How many judgments have no score."""
         return sum(1 for s in self.scores if s is None)
 
     @property
     def parse_fail_rate(self) -> float:
+        """The share of judgments without a score."""
         return self.parse_failures / len(self.judgments) if self.judgments else 0.0
 
     @property
     def tie_rate(self) -> float | None:
+        """The share of same-group pairs with equal valid scores (None with no such pair)."""
         return pairwise_tie_rate(self.scores, self.group_ids)
 
     @property
     def num_groups(self) -> int:
+        """How many prompt groups the batch held."""
         return len(set(self.group_ids))
 
 

@@ -44,6 +44,8 @@ class SplitError(ValueError):
 
 @dataclass(frozen=True)
 class SplitResult:
+    """The user query and the response recovered from an OpenRLHF sample."""
+
     query: Query
     response: str
 

@@ -95,6 +95,7 @@ class CermReward:
     def __call__(self, prompts: list, completions: list, completion_ids: list | None = None, *,
                  log_metric: LogMetric | None = None, log_extra: LogExtra | None = None,
                  **kwargs: Any) -> list[float | None]:
+        """TRL's reward call: one reward per completion (the batch grouped by prompt)."""
         result = self.score(prompts, completions)
         self.log(result, log_metric, log_extra)
         return result.rewards
@@ -195,6 +196,7 @@ class AsyncCermReward(CermReward):
     async def __call__(self, prompts: list, completions: list, completion_ids: list | None = None, *,  # type: ignore[override]
                        log_metric: LogMetric | None = None, log_extra: LogExtra | None = None,
                        **kwargs: Any) -> list[float | None]:
+        """TRL's async reward call: the judge runs off TRL's event loop."""
         # the judge blocks (model calls, SQLite); never block TRL's loop, never asyncio.run inside it
         result = await asyncio.to_thread(self.score, prompts, completions)
         self.log(result, log_metric, log_extra)

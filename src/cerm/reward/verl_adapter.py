@@ -227,14 +227,14 @@ def _results(ids: list[int], groups: dict, verdicts: list[list[Verdict]], s: Ver
 async def _ascore(scorer: _LocalScorer | _RemoteScorer, groups: dict) -> list[list[Verdict]]:
     try:
         return await scorer.ascore(groups)
-    except Exception as e:  # noqa: BLE001 - server down, HTTP 502...: stop the run (see VerlRewardAbort)
+    except Exception as e:
         raise VerlRewardAbort(f"cerm reward: the judge failed ({type(e).__name__}: {e}).") from e
 
 
 def _score(scorer: _LocalScorer | _RemoteScorer, groups: dict) -> list[list[Verdict]]:
     try:
         return scorer.score(groups)
-    except Exception as e:  # noqa: BLE001 - as in _ascore
+    except Exception as e:
         raise VerlRewardAbort(f"cerm reward: the judge failed ({type(e).__name__}: {e}).") from e
 
 

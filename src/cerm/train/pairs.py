@@ -57,6 +57,7 @@ class PreferencePair:
         return render_query(self.prompt)
 
     def to_dict(self) -> dict[str, Any]:
+        """The pair as a JSON-ready dict."""
         return asdict(self)
 
 
@@ -77,6 +78,8 @@ class RowProblem:
 
 @dataclass(frozen=True)
 class LoadResult:
+    """The pairs read from a source and the rows that could not be used."""
+
     pairs: list[PreferencePair]
     problems: list[RowProblem]
 
@@ -128,7 +131,8 @@ class _BadRow:
     error: DataError
 
 
-def _files(path: Path) -> list[Path]:
+def source_files(path: Path) -> list[Path]:
+    """A file as given, or every .jsonl/.json/.parquet file under a directory (sorted)."""
     if path.is_dir():
         found = sorted(p for p in path.rglob("*") if p.suffix in (".jsonl", ".json", ".parquet") and p.is_file())
         if not found:
@@ -243,7 +247,7 @@ def load_pairs(source: str | Path, *, split: str = "train", strict: bool = False
     """
     path = Path(source)
     if path.exists():
-        streams = [(str(f), f.stem, _raw_rows(f)) for f in _files(path)]
+        streams = [(str(f), f.stem, _raw_rows(f)) for f in source_files(path)]
     elif _HF_ID_RE.match(str(source)):
         streams = [(str(source), str(source), _hf_rows(str(source), split))]
     else:
@@ -282,40 +286,7 @@ def load_pairs(source: str | Path, *, split: str = "train", strict: bool = False
 
 
 def write_pairs(path: str | Path, pairs: list[PreferencePair]) -> None:
+    """Write pairs as JSONL (``PreferencePair.to_dict`` per line)."""
     with open(path, "w", encoding="utf-8") as f:
         for p in pairs:
             f.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
-
-
-# ---- evaluation prompts for decontamination -----------------------------------------------------
-_PROMPT_FIELDS = ("prompt", "question", "conversation_input", "turns")
-
-
-def load_prompts(source: str | Path) -> list[str]:
-    """Every prompt in a benchmark file or directory (fields: prompt, question, conversation_input, turns).
-
-    In a directory, files whose first row has no prompt field (e.g. Arena-Hard's model answers) are skipped
-    with a warning; a named file must hold prompts.
-    """
-    out = []
-    path = Path(source)
-    for f in _files(path):
-        for pos, raw, unit in _raw_rows(f):
-            if isinstance(raw, _BadRow):  # a prompt we cannot read cannot be decontaminated against
-                raise raw.error
-            if not isinstance(raw, dict):
-                continue
-            field = next((k for k in _PROMPT_FIELDS if raw.get(k)), None)
-            if field is None and path.is_dir() and pos == 1:
-                logger.warning("%s: no prompt field in its first row; skipped for decontamination", f)
-                break
-            if field is None:
-                raise ValueError(f"{f} {unit} {pos}: no prompt field (looked for {', '.join(_PROMPT_FIELDS)}).")
-            value = raw[field]
-            if field == "turns":  # arena-hard v0.1 style: [{"content": ...}]
-                value = "\n".join(t.get("content", "") for t in value if isinstance(t, dict))
-            try:
-                out.append(render_query(value) if not isinstance(value, str) else value)
-            except ValueError as e:
-                raise ValueError(f"{f} {unit} {pos}: field {field!r}: {e}") from None
-    return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -75,7 +76,7 @@ def load_recipe(cls: type[T], path: str | Path | None = None, overrides: list[st
     lines: dict[str, int] = {}
     where = "overrides"
     if path is not None:
-        path = Path(path)
+        path = resolve_recipe(path)
         where = str(path)
         text = path.read_text(encoding="utf-8")
         node = yaml.compose(text, Loader=_RecipeLoader)
@@ -97,6 +98,37 @@ def load_recipe(cls: type[T], path: str | Path | None = None, overrides: list[st
         key = str(first["loc"][0])
         origin = "override" if key in override_values else f"{where}:{lines.get(key, '?')}"
         raise ValueError(f"{origin}: field {key!r}: {first['msg']} (got {first.get('input')!r:.80}).") from None
+
+
+def shipped_recipes() -> list[str]:
+    """The recipes that ship inside the package, as names relative to it (``sft/tiny-cpu.yaml``)."""
+    root = Path(str(resources.files("cerm"))) / "recipes"
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.yaml"))
+
+
+def shipped_recipe(name: str | Path) -> Path:
+    """The shipped recipe ``name`` names: ``recipes/sft/tiny-cpu.yaml`` (the repository's path),
+    ``sft/tiny-cpu.yaml``, ``sft/tiny-cpu`` or ``tiny-cpu`` (a unique file name).
+
+    Raises:
+        FileNotFoundError: no shipped recipe of that name, listing the shipped ones.
+    """
+    root = Path(str(resources.files("cerm"))) / "recipes"
+    wanted = Path(name).as_posix().removeprefix("recipes/")
+    wanted = wanted if wanted.endswith((".yaml", ".yml")) else f"{wanted}.yaml"
+    shipped = shipped_recipes()
+    matches = [r for r in shipped if r == wanted] or [r for r in shipped if r.rsplit("/", 1)[-1] == wanted]
+    if len(matches) != 1:
+        raise FileNotFoundError(f"{name}: no such file, and no shipped recipe of that name; shipped: "
+                                f"{', '.join(shipped)} (`cerm recipes NAME` prints one).")
+    return root / matches[0]
+
+
+def resolve_recipe(path: str | Path) -> Path:
+    """A recipe file as given, else the shipped recipe of that name (so the README's commands work
+    outside a clone too).
+    """
+    return Path(path) if Path(path).exists() else shipped_recipe(path)
 
 
 def _check_key(cls: type, key: str, origin: str, renamed: dict[str, str] | None) -> None:

@@ -12,7 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cerm.io import DataError, read_output
 from cerm.view.model import counts, item_from_bench, item_from_probe, item_from_score
+
+# the fake backend's model ids read "fake:<name>"; its texts are canned, and every page must say so
+SCRIPTED_WARNING = ("Scripted fake backend: the criteria, judgments and scores are canned (scores hashed from the "
+                    "response text), not judgments of any model. This run tests the plumbing only.")
+
+
+def run_warnings(model: object, warnings: list[str]) -> list[str]:
+    """The run's own warnings, plus the scripted-backend banner when the model is the fake backend's."""
+    scripted = [SCRIPTED_WARNING] if str(model).startswith("fake:") and SCRIPTED_WARNING not in warnings else []
+    return [*scripted, *warnings]
 
 
 class ViewError(ValueError):
@@ -34,32 +45,22 @@ class RunView:
 
     @property
     def counts(self) -> dict[str, Any]:
+        """What the viewer counts itself: verdicts, statuses, parse failures, flags, subsets."""
         return counts(self.items)
 
 
 def read_jsonl(path: Path, required: tuple[str, ...], what: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """Objects of a JSONL file. A last line cut short (a run still writing, or killed) is skipped with a
-    note; any other bad line raises ``ViewError`` naming file, line and field.
+    """Objects of a JSONL output (``cerm.io.read_output``, never repairing: the viewer only reads). A last
+    line cut short (a run still writing, or killed) is skipped with a note; any other bad line raises
+    ``ViewError`` naming file, line and field.
     """
-    lines = path.read_bytes().split(b"\n")
-    out, notes = [], []
-    for lineno, raw in enumerate(lines, 1):
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            if lineno == len(lines):  # no newline after it: the write was cut
-                notes.append(f"{path}:{lineno}: skipped a partial last line (run interrupted or still writing)")
-                break
-            raise ViewError(f"{path}:{lineno}: invalid JSON ({e}).") from None
-        if not isinstance(rec, dict):
-            raise ViewError(f"{path}:{lineno}: expected a JSON object, got {type(rec).__name__}.")
-        for name in required:
-            if name not in rec:
-                raise ViewError(f"{path}:{lineno}: field {name!r}: missing; not {what}.")
-        out.append(rec)
-    return out, notes
+    try:
+        read = read_output(path, required=required, what=what, repair=False)
+    except DataError as e:
+        raise ViewError(str(e)) from None
+    notes = [f"{path}:{read.torn_line}: skipped a partial last line (run interrupted or still writing)"
+             ] if read.torn_line else []
+    return [rec for _, rec in read.records], notes
 
 
 def _items(recs: list[dict[str, Any]], path: Path, build: Callable[[dict[str, Any]], dict[str, Any]]
@@ -97,26 +98,29 @@ def load_bench(run_dir: Path) -> RunView:
         notes.append("this run predates judgment texts in items.jsonl: scores only (rerun to record texts)")
     bench = summary.get("title") or (recs[0].get("benchmark") if recs else "benchmark")
     return RunView("bench", run_dir, f"{bench} — {_scorer(summary)}", items, summary,
-                   sorted((run_dir / "plots").glob("*.png")), list(summary.get("warnings", [])), notes)
+                   sorted((run_dir / "plots").glob("*.png")), run_warnings(_model(summary), summary.get("warnings", [])),
+                   notes)
 
 
 def load_probe(run_dir: Path) -> RunView:
+    """A ``cerm probe`` folder (probes.json, probe_items.jsonl)."""
     summary = _json(run_dir / "probes.json") if (run_dir / "probes.json").exists() else {}
     path = run_dir / "probe_items.jsonl"
     recs, notes = read_jsonl(path, ("probe", "id"), "a cerm probe record") if path.exists() else ([], [])
     items = list(_items(recs, path, item_from_probe))
     return RunView("probe", run_dir, f"bias probes on {summary.get('benchmark', '?')} — {_scorer(summary)}",
-                   items, summary, [], list(summary.get("warnings", [])), notes)
+                   items, summary, [], run_warnings(_model(summary), summary.get("warnings", [])), notes)
 
 
 def load_scores(path: Path) -> RunView:
+    """A ``cerm score -o`` or ``cerm bon -o`` JSONL file."""
     recs, notes = read_jsonl(path, ("id", "judgments"), "a `cerm score -o` / `cerm bon -o` line")
     items = list(_items(recs, path, item_from_score))
     kind = "bon" if recs and "chosen_index" in recs[0] else "score"
     if items and all(c["response"] is None for it in items for c in it["candidates"]):
         notes.append("the file has no response texts (written before `responses` was recorded)")
-    warnings = sorted({r["warning"] for r in recs if r.get("warning")})
     model = recs[0].get("model", "?") if recs else "?"
+    warnings = run_warnings(model, sorted({r["warning"] for r in recs if r.get("warning")}))
     return RunView(kind, path, f"cerm {kind} — {model}: {path.name}", items, {}, [], warnings, notes)
 
 
@@ -141,3 +145,7 @@ def _scorer(summary: dict[str, Any]) -> str:
         k = (s.get("config") or {}).get("samples", 1)
         return str(s.get("model")) + (f" (k={k})" if k and k > 1 else "")
     return str(s.get("name", s.get("kind", "unknown scorer")))
+
+
+def _model(summary: dict[str, Any]) -> object:
+    return (summary.get("scorer") or {}).get("model")

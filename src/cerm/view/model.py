@@ -168,6 +168,7 @@ def candidate_view(judgment: Mapping[str, Any], *, index: int, role: str, is_cor
 
 
 def criteria_view(c: Mapping[str, Any]) -> dict[str, Any]:
+    """The viewer's form of one criteria record: its items and text."""
     items = [{"term": str(x.get("term", "")), "description": str(x.get("description", ""))}
              for x in c.get("items") or [] if isinstance(x, Mapping)]
     return {"key": c.get("key"), "source": c.get("source"), "text": c.get("text"), "items": items,

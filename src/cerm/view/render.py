@@ -26,6 +26,8 @@ ASSETS = ("view.js", "view.css")
 
 @dataclass(frozen=True)
 class SiteStats:
+    """What ``build_site`` wrote: where, how many items and chunks, bytes and seconds."""
+
     out_dir: Path
     n_items: int
     n_chunks: int
@@ -57,6 +59,7 @@ def _ci(m: Any, scale: float = 100.0, signed: bool = False) -> str:
 
 
 def environment() -> jinja2.Environment:
+    """The Jinja environment of the site's templates: autoescaped, with the pct/num/ci/js filters."""
     env = jinja2.Environment(loader=jinja2.PackageLoader("cerm.view", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.ChainableUndefined,
                              trim_blocks=True, lstrip_blocks=True)

@@ -22,6 +22,7 @@ SUITE_FILE = "suite.json"  # as cerm.bench.suite writes it (view reads files, ne
 
 @dataclass(frozen=True)
 class SuiteSiteStats:
+    """What writing a suite summary page produced."""
     out_dir: Path
     n_benchmarks: int  # benchmark sites written
     n_items: int
@@ -29,6 +30,7 @@ class SuiteSiteStats:
 
 
 def is_suite_root(path: Path) -> bool:
+    """Whether ``path`` is the root folder of a ``cerm bench suite`` run."""
     return Path(path).is_dir() and (Path(path) / SUITE_FILE).is_file()
 
 

@@ -59,6 +59,8 @@ class CurateConfig:
 
 @dataclass(frozen=True)
 class StepCount:
+    """One curation step: how many pairs it removed and how many remain."""
+
     step: str
     removed: int
     remaining: int

@@ -35,6 +35,7 @@ def drop_exact_duplicates(pairs: Sequence[PreferencePair]) -> FilterResult:
 
 
 def shingles(text: str, k: int = SHINGLE_CHARS) -> set[bytes]:
+    """The ``k``-character shingles of the normalised text (the whole text if shorter)."""
     norm = normalise_text(text)
     if len(norm) <= k:
         return {norm.encode("utf-8")}

@@ -25,6 +25,8 @@ TokenCounter = Callable[[str], int]
 
 @dataclass(frozen=True)
 class Removal:
+    """Why one pair was removed, and at which step."""
+
     id: str
     step: str
     reason: str
@@ -32,6 +34,8 @@ class Removal:
 
 @dataclass(frozen=True)
 class FilterResult:
+    """The pairs a filter kept and the ones it removed (with reasons)."""
+
     kept: list[PreferencePair]
     removed: list[Removal]
 
@@ -42,6 +46,7 @@ def normalise_text(text: str) -> str:
 
 
 def text_hash(text: str) -> str:
+    """The sha256 of the normalised text (exact-duplicate key)."""
     return hashlib.sha256(normalise_text(text).encode("utf-8")).hexdigest()
 
 
@@ -123,6 +128,7 @@ class EvalIndex:
 
     @classmethod
     def build(cls, prompts: Sequence[str]) -> EvalIndex:
+        """The n-gram index of evaluation prompts."""
         grams: set[int] = set()
         for text in prompts:
             grams |= ngram_hashes(text)

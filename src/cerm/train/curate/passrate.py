@@ -28,10 +28,12 @@ class PassRate:
 
     @property
     def comparisons(self) -> int:
+        """Chosen-vs-rejected comparisons made."""
         return self.wins + self.ties + self.losses
 
     @property
     def is_all_tie(self) -> bool:
+        """Whether every comparison was a tie."""
         return self.comparisons > 0 and self.ties == self.comparisons
 
 

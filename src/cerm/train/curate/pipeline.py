@@ -31,6 +31,7 @@ from cerm.cache import Store
 from cerm.judge import Judge, JudgeConfig
 from cerm.train.curate.config import CurateConfig, StepCount
 from cerm.train.curate.dedup import cluster_near_duplicates, drop_exact_duplicates
+from cerm.train.curate.eval_prompts import load_prompts
 from cerm.train.curate.filters import (
     EvalIndex,
     FilterResult,
@@ -44,13 +45,15 @@ from cerm.train.curate.filters import (
 )
 from cerm.train.curate.passrate import PassRate, judge_pass_rates
 from cerm.train.curate.report import build_report, write_report
-from cerm.train.pairs import LoadResult, PreferencePair, RowProblem, load_pairs, load_prompts, write_pairs
+from cerm.train.pairs import LoadResult, PreferencePair, RowProblem, load_pairs, write_pairs
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class CurateResult:
+    """What ``curate`` produced: the two splits, the step counts, the report and the bad input rows."""
+
     train: list[PreferencePair]
     heldout: list[PreferencePair]
     steps: list[StepCount]
@@ -201,6 +204,7 @@ def split_heldout(accepted: dict[str, list[PreferencePair]], cluster: Mapping[st
 
 
 def token_counter(tokenizer: str | None) -> TokenCounter:
+    """A token counter: the tokenizer's, or about 4 characters per token without one."""
     if tokenizer is None:
         return approx_tokens
     from transformers import AutoTokenizer
@@ -254,7 +258,7 @@ def curate(sources: Sequence[str | Path], out_dir: str | Path, config: CurateCon
             f.write(json.dumps({**asdict(pr), "error": str(pr)}, ensure_ascii=False) + "\n")
     steps = [StepCount("validate", len(loaded.problems), len(loaded.pairs))]
     pairs = loaded.pairs
-    removed_file = open(out / "removed.jsonl", "w", encoding="utf-8")
+    removed_file = open(out / "removed.jsonl", "w", encoding="utf-8")  # noqa: SIM115 - entered in the `with` below
 
     def record(step: str, removals: list[Removal], remaining: int) -> None:
         for r in removals:

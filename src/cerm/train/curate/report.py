@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -15,6 +16,8 @@ from cerm.prompts import PROMPT_VERSION
 from cerm.train.curate.config import CurateConfig, StepCount
 from cerm.train.curate.passrate import PassRate
 from cerm.train.pairs import PreferencePair, RowProblem
+
+logger = logging.getLogger(__name__)
 
 HIST_BINS = 10
 MAX_PROBLEMS_IN_REPORT = 50
@@ -70,13 +73,16 @@ def build_report(cfg: CurateConfig, sources: Sequence[str | Path], steps: Sequen
 
 
 def write_report(report: dict[str, Any], out: Path, rates: Mapping[str, PassRate], cfg: CurateConfig) -> None:
-    """``report.json`` plus ``pass_rate_hist.png`` (the kept band shaded)."""
-    import matplotlib
-
+    """``report.json`` plus ``pass_rate_hist.png`` (the kept band shaded; skipped without matplotlib)."""
+    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    try:
+        import matplotlib
+    except ImportError:
+        logger.info("pass_rate_hist.png skipped: matplotlib is not installed (pip install 'cerm[train]')")
+        return
     matplotlib.use("Agg")  # files only; never open a window
     import matplotlib.pyplot as plt
 
-    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     valid = [r.rate for r in rates.values() if r.rate is not None]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist(valid, bins=HIST_BINS, range=(0, 1), color="#4c72b0", edgecolor="white")

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RoleRewardConfig:
+    """How a judgment and a criteria sample are rewarded (docs/training.md §3.2) [R]."""
+
     mode: Literal["indicator", "margin"] = "indicator"
     tie_credit: float = 0.0
     format_penalty: float = -1.0
@@ -146,6 +148,8 @@ def normalize_in_groups(rewards: Sequence[float], keys: Sequence[Hashable]) -> l
 
 @dataclass(frozen=True)
 class ScoredTrajectories:
+    """A rollout's trajectories with their rewards and advantages, and what the rewards came from."""
+
     trajectories: list[Trajectory]
     rewards: list[float]
     advantages: list[float]
@@ -169,6 +173,8 @@ def score_pair_rollouts(rollouts: Sequence[PairRollout], reward_cfg: RoleRewardC
 
 @dataclass(frozen=True)
 class LossOutput:
+    """The PPO-clip + KL loss of one micro-batch and what it is made of."""
+
     loss: torch.Tensor  # scalar, differentiable
     policy_loss: float
     kl: float  # mean k3 KL to the reference (trajectory-averaged)

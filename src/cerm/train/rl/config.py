@@ -1,7 +1,7 @@
 """Configuration of the two-stage rollout RL trainer (docs/training.md §3), checked on construction.
 
 A run is one flat YAML file plus ``key=value`` overrides (verl/OpenRLHF style, docs/training.md §5).
-Values tagged [T] in the spec are the defaults where known (lr 2e-6, KL 1e-3, 4 mini-batches, 4 criteria
+Values tagged [T] in docs/training.md (the paper's, docs/protocol.md "Tags") are the defaults where known (lr 2e-6, KL 1e-3, 4 mini-batches, 4 criteria
 + 16 judgments); everything else is our choice [R] and says so below.
 """
 
@@ -135,9 +135,11 @@ class RLConfig:
 
     @property
     def trajectories_per_pair(self) -> int:
+        """Trajectories per pair: C criteria samples, each with 2J judgments."""
         return self.num_criteria * (1 + 2 * self.num_judgments)
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as a dict (written to run.json)."""
         return dataclasses.asdict(self)
 
 

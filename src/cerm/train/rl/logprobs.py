@@ -17,12 +17,24 @@ from typing import Any
 
 import torch
 
-from cerm.train.rl.engine_hf import left_pad
 from cerm.train.rl.rollout import Trajectory
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), both (B, T), padded on the left so every row ends at T."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row):] = 1
+    return ids, mask
 
 
 @dataclass(frozen=True)
 class TrajectoryBatch:
+    """Trajectories as padded tensors; the completions sit in the last K positions of every row."""
+
     input_ids: torch.Tensor  # (B, T) left-padded prompt + completion
     attention_mask: torch.Tensor  # (B, T)
     position_ids: torch.Tensor  # (B, T) positions restart at 0 on each row's first real token
@@ -30,11 +42,13 @@ class TrajectoryBatch:
     completion_mask: torch.Tensor  # (B, K) 1 on generated tokens only
 
     def to(self, device: torch.device) -> TrajectoryBatch:
+        """The batch on ``device``."""
         return TrajectoryBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.position_ids,
                                                         self.completion_ids, self.completion_mask)))
 
 
 def collate(trajectories: Sequence[Trajectory], pad_id: int) -> TrajectoryBatch:
+    """Left-pad prompt + completion of every trajectory and mask the completions."""
     rows = [list(t.prompt_ids) + list(t.completion_ids) for t in trajectories]
     input_ids, attention_mask = left_pad(rows, pad_id)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)

@@ -11,18 +11,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from cerm.io import read_output
+from cerm.metrics import pairwise_accuracy  # also re-exported for the trainer
 from cerm.train.rl.rollout import PairRollout
 
 Callback = Callable[[int, dict[str, float]], None]
-
-
-def pairwise_accuracy(chosen: Sequence[float | None], rejected: Sequence[float | None]) -> float:
-    """Share of pairs where chosen scores strictly higher. Ties and missing scores count as wrong."""
-    if len(chosen) != len(rejected):
-        raise ValueError(f"{len(chosen)} chosen scores but {len(rejected)} rejected scores.")
-    if not chosen:
-        return float("nan")
-    return sum(a is not None and b is not None and a > b for a, b in zip(chosen, rejected, strict=True)) / len(chosen)
 
 
 def tie_rate(chosen: Sequence[float | None], rejected: Sequence[float | None]) -> float:
@@ -84,6 +77,7 @@ class MetricsLogger:
             self._file = path.open("a", encoding="utf-8")
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
+        """Write one step's metrics (rank 0) and pass them to the callbacks."""
         if self._file is not None:
             record = {"step": step, **{k: (None if isinstance(v, float) and math.isnan(v) else v)
                                        for k, v in metrics.items()}}
@@ -95,6 +89,7 @@ class MetricsLogger:
             callback(step, metrics)
 
     def close(self) -> None:
+        """Close the metrics file."""
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -102,15 +97,4 @@ class MetricsLogger:
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """Records of a ``metrics.jsonl``; a torn last line (a killed run) is skipped, any other bad line raises."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    records = []
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if i == len(lines):
-                break
-            raise ValueError(f"{path}:{i}: not valid JSON ({err.msg}).") from None
-    return records
+    return [rec for _, rec in read_output(path, what="a metrics record", repair=False).records]

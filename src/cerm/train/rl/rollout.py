@@ -19,11 +19,11 @@ from typing import Any, Literal, Protocol
 from cerm.parsing import parse_judgment
 from cerm.prompts import criteria_messages, evaluation_messages, render_query
 from cerm.train.pairs import PreferencePair
+from cerm.train.rl.algorithm import Role
 from cerm.types import FinishReason, Message, ParseStatus, Query, SamplingParams
 
 logger = logging.getLogger(__name__)
 
-Role = Literal["criteria", "chosen", "rejected"]
 _SLOT = "<<cerm-criteria-slot>>"  # stands in for the criteria while the chat template is rendered
 
 
@@ -53,7 +53,8 @@ class RolloutEngine(Protocol):
     tokens' log-probs where the engine can give them (else ``Completion.logprobs`` is None).
     """
 
-    def generate(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]: ...
+    def generate(self, prompt_ids: Sequence[Sequence[int]], params: SamplingParams) -> list[Completion]:
+        """One completion per prompt (token ids in, ids and optional log-probs out)."""
 
     def sync_weights(self) -> None:
         """Make the engine sample from the trainer's current weights (a no-op when they share the module)."""
@@ -82,6 +83,7 @@ class Trajectory:
 
     @property
     def length(self) -> int:
+        """Prompt plus completion tokens."""
         return len(self.prompt_ids) + len(self.completion_ids)
 
 
@@ -95,6 +97,7 @@ class PairRollout:
     rejected: tuple[Trajectory, ...]
 
     def trajectories(self) -> list[Trajectory]:
+        """Every trajectory of the pair: criteria, then chosen and rejected judgments."""
         return [*self.criteria, *self.chosen, *self.rejected]
 
     def scores(self, role: Literal["chosen", "rejected"], k: int) -> list[float | None]:
@@ -120,6 +123,7 @@ class ChatLayout:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def criteria_prompt_ids(self, query: Query) -> list[int]:
+        """The token ids of the criteria prompt for ``query`` (the chat template applied)."""
         return self._ids(self._render(criteria_messages(render_query(query))))
 
     def judgment_prompt_ids(
@@ -145,6 +149,7 @@ class ChatLayout:
         return ids, (start, start + len(body))
 
     def decode(self, ids: Sequence[int]) -> str:
+        """Token ids as text, special tokens dropped."""
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
 

@@ -23,6 +23,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "auto": "auto"}
 
 
 def load_tokenizer(cfg: RLConfig) -> Any:
+    """The policy's tokenizer; it must have a chat template."""
     tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     if tokenizer.chat_template is None:
         raise ValueError(f"the tokenizer of {cfg.model!r} has no chat template; CE-RM turns need one.")
@@ -40,6 +41,7 @@ def stop_token_ids(tokenizer: Any, model: Any) -> set[int]:
 
 
 def load_policy(cfg: RLConfig) -> Any:
+    """The policy model (LoRA-wrapped if asked), with gradient checkpointing as configured."""
     model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=DTYPES[cfg.model_dtype])
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -68,6 +70,7 @@ def load_reference(cfg: RLConfig, accelerator: Any) -> Any | None:
 
 
 def build_optimizer(cfg: RLConfig, model: Any) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over the trainable parameters and its learning-rate scheduler."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the policy has no trainable parameters; check use_lora / lora_target_modules.")
@@ -79,6 +82,7 @@ def build_optimizer(cfg: RLConfig, model: Any) -> tuple[torch.optim.Optimizer, A
 
 
 def build_engine(cfg: RLConfig, model: Any, accelerator: Any, tokenizer: Any, stop_ids: set[int]) -> RolloutEngine:
+    """The rollout engine the config names (hf or vllm)."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids)
     logprobs = cfg.old_logprobs == "rollout"  # the engine computes them only when the trainer uses them
     if cfg.engine == "hf":

@@ -1,8 +1,10 @@
 """The two-stage rollout RL trainer (``cerm train rl``; docs/training.md §3). Reads top to bottom.
 
-One step, per preference pair: C criteria rollouts, then J judgment rollouts per (criteria, response) ->
-rewards per role (``rewards.py``) -> advantages in three groups (``advantages.py``) -> old and reference
-log-probs -> ``num_mini_batches`` PPO-clip updates (``rl_loss.py``), each over whole pairs.
+One step, per preference pair: C criteria rollouts, then J judgment rollouts per (criteria, response)
+(``rollout.py``, on the engine of ``engine_hf.py`` or ``engine_vllm.py``) -> rewards per role and advantages
+in three groups (``algorithm.py``) -> old and reference log-probs (``logprobs.py``) -> ``num_mini_batches``
+PPO-clip updates (``algorithm.py``'s loss), each over whole pairs; metrics in ``metrics.py``, the model, the
+optimiser and the engine built by ``setup.py``.
 
 Departures from the paper, whose equations are not public (all ours, [R]): the reward formulas and their
 tie / invalid conventions, population-std normalisation, k3 KL in the loss, token-mean-then-trajectory-mean
@@ -70,9 +72,11 @@ class TrainerState:
     status_counts: dict[str, int] = field(default_factory=dict)  # judgment parse statuses over the run
 
     def state_dict(self) -> dict[str, Any]:
+        """The state as a dict for a checkpoint."""
         return asdict(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state from a checkpoint's dict."""
         self.step, self.consumed_pairs = int(state["step"]), int(state["consumed_pairs"])
         self.status_counts = dict(state["status_counts"])
 
@@ -134,6 +138,7 @@ class RLTrainer:
 
     # ---------------------------------------------------------------- one RL step
     def step(self) -> dict[str, float]:
+        """One RL step: roll out, reward, then the PPO updates; returns the step's metrics."""
         cfg, acc = self.cfg, self.accelerator
         pairs = self.stream.take_shard(self.state.consumed_pairs, cfg.num_mini_batches, self.pairs_per_update,
                                        acc.process_index, acc.num_processes)
@@ -332,6 +337,7 @@ class RLTrainer:
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoint_dir(self, step: int) -> Path:
+        """Where the checkpoint of ``step`` is written."""
         return self.out / "checkpoints" / f"step-{step:06d}"
 
     def save_checkpoint(self) -> Path:
@@ -346,6 +352,7 @@ class RLTrainer:
         return path
 
     def resume(self, where: str) -> None:
+        """Resume from ``where``: "auto" (the latest checkpoint in output_dir) or a checkpoint directory."""
         path = Path(where)
         if where == "auto":
             found = sorted((self.out / "checkpoints").glob("step-*"))

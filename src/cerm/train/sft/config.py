@@ -90,4 +90,5 @@ class SFTRunConfig:
         return load_recipe(cls, path, overrides, renamed=RENAMED)
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as a dict (written to run.json)."""
         return dataclasses.asdict(self)

@@ -34,6 +34,7 @@ class SFTRow(BaseModel):
     domain: str = "chat"
 
     def message_dicts(self) -> list[Message]:
+        """The messages as plain ``{role, content}`` dicts."""
         return [{"role": m.role, "content": m.content} for m in self.messages]
 
 

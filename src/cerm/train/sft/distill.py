@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cerm.backends.embedded import embedded_warning
+from cerm.io import read_output
 from cerm.judge import Judge
 from cerm.prompts import PROMPT_VERSION, evaluation_messages
 from cerm.train.pairs import PreferencePair
@@ -48,6 +49,8 @@ class DistillConfig:
 
 @dataclass(frozen=True)
 class DistillResult:
+    """What a distill run did: pairs kept, skipped (already done) and rejected (by reason)."""
+
     kept: int  # pairs kept in this run (2 rows each)
     skipped: int  # pairs already in the output from an earlier run
     rejected: dict[str, int]  # reason -> pairs
@@ -55,6 +58,7 @@ class DistillResult:
 
     @property
     def judged(self) -> int:
+        """Pairs judged in this run."""
         return self.kept + sum(self.rejected.values())
 
 
@@ -101,21 +105,14 @@ def done_pair_ids(path: Path) -> set[str]:
     """
     if not path.exists():
         return set()
-    data = path.read_bytes()
-    lines = data.decode("utf-8", errors="replace").split("\n")  # a cut may split a character
-    complete, cut = lines[:-1], lines[-1]  # the text after the last newline is an unfinished line
-    ids: list[str] = []
-    for lineno, line in enumerate(complete, 1):
-        try:
-            ids.append(json.loads(line)["pair_id"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ValueError(f"{path}:{lineno}: field 'pair_id': not an SFT row; refusing to append to it."
-                             ) from None
-    rows = Counter(ids)
+    # read_output cuts a torn last line; the other half of a pair is removed here
+    records = read_output(path, required=("pair_id",), what="an SFT row; refusing to append to it").records
+    rows = Counter(rec["pair_id"] for _, rec in records)
     whole = {pid for pid, n in rows.items() if n == 2}
-    if cut or len(whole) * 2 != len(ids):
+    if len(whole) * 2 != len(records):
         logger.warning("%s: removing rows of pairs an interrupted run left half-written", path)
-        path.write_text("".join(line + "\n" for line, pid in zip(complete, ids, strict=True) if pid in whole), encoding="utf-8")
+        lines = path.read_bytes().split(b"\n")  # the rows kept stay byte for byte as written
+        path.write_bytes(b"".join(lines[lineno - 1] + b"\n" for lineno, rec in records if rec["pair_id"] in whole))
     return whole
 
 

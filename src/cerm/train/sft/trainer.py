@@ -47,16 +47,21 @@ class Example:
 
 @dataclass(frozen=True)
 class TokenizedRows:
+    """Tokenized SFT examples and the ids of rows dropped as longer than max_length."""
+
     examples: list[Example]
     dropped_overlong: list[str]  # row ids longer than max_length
 
     @property
     def trained_tokens(self) -> int:
+        """Tokens with a loss (the assistant turns)."""
         return sum(sum(e.assistant_masks) for e in self.examples)
 
 
 @dataclass(frozen=True)
 class SFTResult:
+    """What an SFT run produced: where, its losses, steps and rows."""
+
     output_dir: Path
     losses: list[float]  # training loss at each logging step
     steps: int
@@ -115,6 +120,7 @@ def build_example(tokenizer: Any, messages: list[Message], trained: Sequence[boo
 
 
 def tokenize_rows(rows: Sequence[SFTRow], tokenizer: Any, max_length: int) -> TokenizedRows:
+    """Tokenize rows with their loss masks; a row longer than ``max_length`` is dropped and named."""
     examples, dropped = [], []
     for row in rows:
         ex = build_example(tokenizer, row.message_dicts(), trained_turns(row))

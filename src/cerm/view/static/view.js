@@ -23,6 +23,8 @@ const CERM = (() => {
   }
   const fmt = (x, d = 2) => (typeof x === "number" ? (Number.isInteger(x) ? String(x) : x.toFixed(d)) : "–");
   const scoresText = (scores) => scores.map((s) => (s === null ? "✗" : fmt(s, 1))).join(" · ");
+  // a gap column reads down: every value with the same decimals (-3.50 above -2.00, never -2)
+  const gapText = (x) => (typeof x === "number" ? x.toFixed(2) : "–");
 
   // ---- data --------------------------------------------------------------------------------
   function chunk(run, k, items) {
@@ -123,7 +125,7 @@ const CERM = (() => {
       el("tr", { class: "row", "data-n": r.n, onclick: () => { location.hash = `#item/${r.n}`; } },
         el("td", {}, r.n), el("td", {}, el("a", { href: `#item/${r.n}` }, r.id)), el("td", {}, r.subset),
         el("td", {}, el("span", { class: `verdict v-${r.verdict}` }, r.verdict)),
-        el("td", { class: "num" }, scoresText(r.scores)), el("td", { class: "num" }, fmt(r.gap)),
+        el("td", { class: "num" }, scoresText(r.scores)), el("td", { class: "num" }, gapText(r.gap)),
         el("td", {}, r.statuses.map((s) => el("span", { class: `status s-${s}` }, s)),
           r.flags.map((f) => el("span", { class: "flag" }, f))),
         el("td", { class: "q" }, r.q))));
@@ -247,7 +249,7 @@ const CERM = (() => {
       const head = el("h2", {}, el("span", { class: "item-id" }, item.id), " ",
         el("span", { class: "subset" }, item.subset), " ",
         el("span", { class: `verdict v-${item.verdict}` }, item.verdict),
-        el("span", { class: "gap" }, ` gap ${fmt(item.gap)}`), run === "b" ? el("span", { class: "badge" }, " run B") : null);
+        el("span", { class: "gap" }, ` gap ${gapText(item.gap)}`), run === "b" ? el("span", { class: "badge" }, " run B") : null);
       const grid = el("div", { class: "cands", style: `--cols:${Math.min(item.candidates.length, 3)}` },
         item.candidates.map((c) => candidateCard(c, item, run)));
       v.replaceChildren(nav, head,

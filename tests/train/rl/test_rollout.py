@@ -8,7 +8,8 @@ import pytest
 
 from cerm.prompts import evaluation_messages
 from cerm.train.pairs import PreferencePair
-from cerm.train.rl.engine_hf import cut_at_stop, left_pad
+from cerm.train.rl.engine_hf import cut_at_stop
+from cerm.train.rl.logprobs import left_pad
 from cerm.train.rl.rollout import ChatLayout, Completion, rollout_pairs
 from cerm.types import ParseStatus, SamplingParams
 

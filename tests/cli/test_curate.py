@@ -112,3 +112,19 @@ def test_curate_strict_refuses_an_empty_input_and_a_number_as_text(tmp_path: Pat
     assert res.exit_code == 2 and f"{numbered}:2: field 'chosen': a number (42), not text" in _out(res), _out(res)
     # without --strict both stay warnings, as before
     assert runner.invoke(_app(), ["curate", str(numbered), *args[:-1]]).exit_code == 0
+
+
+def test_deep_nesting_and_huge_integers_are_reported_rows(tmp_path: Path) -> None:
+    src = _pairs(tmp_path / "raw.jsonl", 6)
+    lines = src.read_text().splitlines()
+    lines[1] = '{"prompt": ' + "[" * 100_000 + "]" * 100_000 + ', "chosen": "c", "rejected": "r"}'
+    lines[3] = '{"prompt": "q", "chosen": "c", "rejected": ' + "9" * 5000 + "}"
+    src.write_text("\n".join(lines) + "\n")
+    runner = CliRunner()
+    res = runner.invoke(_app(), ["curate", str(src), "-o", str(tmp_path / "o"), "--target-size", "2",
+                                 "--heldout-size", "1", "--pass-k", "0", "--language", "all"])
+    assert res.exit_code == 0, res.output
+    invalid = [json.loads(x) for x in (tmp_path / "o" / "invalid.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["field"][:9]) for r in invalid] == [(2, "prompt[0]"), (4, "rejected")]
+    res = runner.invoke(_app(), ["distill", str(src), "-o", str(tmp_path / "d.jsonl"), "--backend", "fake"])
+    assert res.exit_code == 2 and "raw.jsonl:2: field 'prompt[0]" in _out(res) and "more than 4300" in _out(res)

@@ -11,7 +11,7 @@ import pytest
 from cerm.train.rl.config import RLConfig, load_rl_config, parse_overrides
 from cerm.train.rl.metrics import MetricsLogger, describe, pairwise_accuracy, read_metrics, tie_rate
 
-RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "ce-rm-4b-rl.yaml"
+RECIPE = Path(__file__).resolve().parents[3] / "recipes" / "ce-rm-4b-rl.yaml"
 
 
 def test_paper_recipe_loads_with_paper_values():

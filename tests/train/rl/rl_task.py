@@ -14,8 +14,8 @@ A cold start that writes the score with no quote did not learn within the CI bud
 issue 7).
 
 Kept small on purpose (1 layer, hidden 64, real 49k-token SmolLM2 vocabulary) so a whole run fits the CI
-budget on two CPU cores; used by tests/train/test_rl_trainer.py and runnable by hand:
-``python tests/train/rl_task.py OUT_DIR [three_group|single_group] [key=value ...]``.
+budget on two CPU cores; used by tests/train/rl/test_trainer.py and runnable by hand:
+``python tests/train/rl/rl_task.py OUT_DIR [three_group|single_group] [key=value ...]``.
 """
 
 from __future__ import annotations
@@ -212,7 +212,7 @@ def run(train: Path, held: Path, sft: Path, out: Path, grouping: str, **override
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, for support
     from support import smollm2_tokenizer_dir
 
     root = Path(sys.argv[1])

@@ -5,7 +5,7 @@ Task of the one-step, KL, resume, LoRA and CLI tests (generated here): "What is 
 response ``2a`` (correct) and the rejected one an odd off-by-some answer; SFT cold start on the tiny random
 Qwen3 (real SmolLM2 tokenizer) teaching only the output format with label-free random scores.
 
-The learnability proof itself (bottom of this file) runs on a smaller task and model, tests/train/rl_task.py:
+The learnability proof itself (bottom of this file) runs on a smaller task and model, tests/train/rl/rl_task.py:
 "What is a + b?", chosen "The answer is <a+b>.", rejected "I do not know.", a 1-layer random Qwen3 (hidden 64,
 real 49k vocabulary), a label-free cold start that quotes the response and then writes a score uniform in 2..8.
 The single-group ablation runs with ``CERM_RL_ABLATION=1`` (figures only).
@@ -80,7 +80,8 @@ def task(tiny_model_dir, tmp_path_factory):
 def cached_sft(tiny_model_dir: Path, rows: list[dict]) -> Path:
     """The SFT cold start, built once per machine next to the tiny model (keyed by its recipe and data)."""
     from filelock import FileLock
-    from rl_task import sft_cold_start
+
+    from rl.rl_task import sft_cold_start
 
     key = hashlib.sha256(json.dumps([SFT_VERSION, CRITERIA_TEXT, rows]).encode()).hexdigest()[:12]
     out = tiny_model_dir.parent / f"rl-sft-{key}"
@@ -368,7 +369,7 @@ def test_cli_train_rl_and_plot(task, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- learnability
-# The proof runs on its own, smaller task and model (tests/train/rl_task.py): "What is a + b?", chosen "The
+# The proof runs on its own, smaller task and model (tests/train/rl/rl_task.py): "What is a + b?", chosen "The
 # answer is <a+b>.", rejected "I do not know.", a 1-layer random Qwen3 and a label-free cold start that quotes
 # the response, then writes a score drawn uniformly from 2..8.
 
@@ -377,7 +378,8 @@ def test_cli_train_rl_and_plot(task, tmp_path):
 def sum_task(tiny_model_dir):
     """(train.jsonl, held.jsonl, SFT dir), built once per machine next to the tiny model (keyed by version)."""
     from filelock import FileLock
-    from rl_task import TASK_VERSION, build_task
+
+    from rl.rl_task import TASK_VERSION, build_task
 
     root = tiny_model_dir.parent / f"rl-{TASK_VERSION}"
     with FileLock(str(root) + ".lock"):
@@ -393,7 +395,7 @@ def record(tmp_path: Path, grouping: str, figures: dict) -> None:
 
 def test_two_stage_rl_learns_the_preference(sum_task, tmp_path):
     """20 RL steps (8 pairs each, default 4 + 16 rollouts per pair) take held-out accuracy from chance to >= 0.9."""
-    from rl_task import run, score_margins
+    from rl.rl_task import run, score_margins
 
     train, held, sft = sum_task
     before = score_margins(sft, held)
@@ -415,7 +417,7 @@ def test_two_stage_rl_learns_the_preference(sum_task, tmp_path):
 @pytest.mark.skipif(os.environ.get("CERM_RL_ABLATION") != "1", reason="ablation figures: set CERM_RL_ABLATION=1")
 def test_single_group_ablation_figures(sum_task, tmp_path):
     """Same budget with plain single-group GRPO: figures reported, not asserted (beyond the run completing)."""
-    from rl_task import run, score_margins
+    from rl.rl_task import run, score_margins
 
     train, held, sft = sum_task
     evals = run(train, held, sft, tmp_path / "rl", "single_group")

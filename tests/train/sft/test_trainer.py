@@ -16,7 +16,7 @@ from cerm.train.sft.config import SFTRunConfig
 from cerm.train.sft.data import SFTRow, load_sft_rows
 from cerm.train.sft.distill import distill
 
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+RECIPES = Path(__file__).resolve().parents[3] / "recipes"
 
 
 def _rows(tmp_path: Path, n: int = 3) -> Path:

@@ -68,7 +68,7 @@ def test_label_agreement_filter_and_rows(tmp_path: Path) -> None:
     assert good_r.message_dicts()[:2] == expected[:2]  # the shared criteria turn
     assert conv_c.messages[0].content == criteria_prompt("[User]\nHi\n\n[Assistant]\nYes?\n\n[Current User Turn]\n"
                                                          "Explain X")
-    rejected = {json.loads(line)["pair_id"]: json.loads(line) for line in Path(f"{out}.rejected.jsonl").open()}
+    rejected = {json.loads(line)["pair_id"]: json.loads(line) for line in Path(f"{out}.rejected.jsonl").read_text().splitlines()}
     assert rejected["close"] == {"pair_id": "close", "reason": "below_margin", "chosen_score": 6.0,
                                  "rejected_score": 5.5}
     summary = json.loads(Path(f"{out}.summary.json").read_text())

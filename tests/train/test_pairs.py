@@ -1,4 +1,4 @@
-"""Preference-pair and SFT-row readers: every TRL format, RMB files, parquet, and located errors."""
+"""cerm.train.pairs: preference pairs in every TRL format, RMB files, parquet, and located errors."""
 
 from __future__ import annotations
 
@@ -7,15 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from cerm.io import DataError
 from cerm.train.pairs import (
     PreferencePair,
     infer_domain,
     load_pairs,
-    load_prompts,
     write_pairs,
 )
-from cerm.train.sft.data import load_sft_rows
 
 
 def _jsonl(path: Path, rows: list) -> Path:
@@ -122,38 +119,6 @@ def test_infer_domain() -> None:
     assert infer_domain("Helpfulness/Open QA/Factual") == "chat"
 
 
-def test_load_prompts_from_benchmarks(shared_data: Path) -> None:
-    # a directory: question files are read, model-answer files (no prompt field) skipped
-    prompts = load_prompts(shared_data / "arena-hard")
-    assert len(prompts) == 1250 and all(isinstance(p, str) and p for p in prompts)
-    assert len(load_prompts(shared_data / "judgebench")) > 100
-    answers = next((shared_data / "arena-hard").rglob("model_answer/*.jsonl"))
-    with pytest.raises(ValueError, match=r"line 1: no prompt field"):
-        load_prompts(answers)
-
-
-def _sft_row(**kw) -> dict:
-    row = {"id": "p:chosen", "pair_id": "p", "response_role": "chosen", "train_criteria": True, "score": 8,
-           "partner_score": 3, "teacher": "t", "prompt_version": "v",
-           "messages": [{"role": r, "content": "x"} for r in ("user", "assistant", "user", "assistant")]}
-    row.update(kw)
-    return row
-
-
-def test_load_sft_rows_errors(tmp_path: Path) -> None:
-    good = _jsonl(tmp_path / "ok.jsonl", [_sft_row()])
-    assert load_sft_rows(good)[0].pair_id == "p"
-    bad = _jsonl(tmp_path / "bad.jsonl", [_sft_row(), _sft_row(score="high")])
-    with pytest.raises(ValueError, match=r"bad\.jsonl:2: field 'score'"):
-        load_sft_rows(bad)
-    roles = _jsonl(tmp_path / "roles.jsonl", [_sft_row(messages=[{"role": "user", "content": "x"}])])
-    with pytest.raises(ValueError, match=r"roles\.jsonl:1: field 'messages'"):
-        load_sft_rows(roles)
-    empty = _jsonl(tmp_path / "empty.jsonl", [])
-    with pytest.raises(ValueError, match="cerm distill"):
-        load_sft_rows(empty)
-
-
 def test_non_utf8_and_surrogate_rows_are_reported_not_fatal(tmp_path):
     path = tmp_path / "p.jsonl"
     good = json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"})
@@ -175,15 +140,3 @@ def test_numbers_read_as_text_are_warned_about(tmp_path, caplog):
     res = load_pairs(path)
     assert res.pairs[0].chosen == "4"
     assert "a number as prompt/chosen/rejected, read as text" in caplog.text
-
-
-def test_sft_loader_names_line_and_field(tmp_path):
-    from cerm.train.sft.data import load_sft_rows
-
-    path = tmp_path / "sft.jsonl"
-    path.write_bytes(b"\xff\n")
-    with pytest.raises(DataError, match=r"sft\.jsonl:1: not UTF-8"):
-        load_sft_rows(path)
-    path.write_text("")
-    with pytest.raises(DataError, match="no SFT rows"):
-        load_sft_rows(path)

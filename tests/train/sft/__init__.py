@@ -1,0 +1,1 @@
+"""Tests of cerm.train.sft (a package, so its test module names may repeat those of the other pipelines)."""
