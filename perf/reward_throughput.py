@@ -216,7 +216,8 @@ class Run:
     calls: dict[str, int] = field(default_factory=dict)  # criteria / evaluation prompts sent to the engine
     proxy_generated: int = 0  # generated tokens the counting proxy saw
     engine: dict[str, int] = field(default_factory=dict)  # vLLM's counters, this run's delta
-    prefetch_seconds: float = 0.0  # (a''): the criteria sent ahead, off the critical path
+    prefetch_seconds: float = 0.0  # (a''): the criteria sent ahead, off the critical path (its tokens are not
+    # in ``engine``, which counts the critical path: the evaluations)
 
 
 def judge_config(args: argparse.Namespace) -> JudgeConfig:
@@ -234,14 +235,18 @@ def cerm_reward(meter: Meter, batch: Batch, config: JudgeConfig) -> tuple[list[f
     return result.rewards, result.parse_failures
 
 
-def prefetched_reward(meter: Meter, batch: Batch, config: JudgeConfig) -> tuple[list[float | None], int, float]:
-    """(a''): the batch's prompts sent ahead and waited for (timed apart), then the reward: its evaluations."""
+def prefetched_reward(meter: Meter, batch: Batch, config: JudgeConfig
+                      ) -> tuple[list[float | None], int, float, dict[str, int]]:
+    """(a''): the batch's prompts sent ahead and waited for (timed apart), then the reward: its evaluations.
+    Also the engine's counters when the prefetch ended (the critical path's tokens are those after it).
+    """
     judge = Judge(meter, config)
     start = time.perf_counter()
     judge.prefetch(list(dict.fromkeys(batch[0]))).result()
     prefetch_s = time.perf_counter() - start
+    at_prefetch = engine_counters()
     result = CermReward(judge).score(*batch)
-    return result.rewards, result.parse_failures, prefetch_s
+    return result.rewards, result.parse_failures, prefetch_s, at_prefetch
 
 
 def naive_reward(meter: Meter, batch: Batch, config: JudgeConfig) -> tuple[list[float | None], int]:
@@ -286,7 +291,7 @@ def run_in_process(method: str, engines: Engines, batch: Batch, config: JudgeCon
     if base in ("a", "a1"):
         rewards, no_score = cerm_reward(meter, batch, config)
     elif base == "a2":
-        rewards, no_score, prefetch_s = prefetched_reward(meter, batch, config)
+        rewards, no_score, prefetch_s, before = prefetched_reward(meter, batch, config)  # the path's tokens only
     elif base == "b":
         rewards, no_score = naive_reward(meter, batch, config)
     else:
@@ -301,8 +306,9 @@ def run_in_process(method: str, engines: Engines, batch: Batch, config: JudgeCon
     kinds: dict[str, int] = {}
     for c in calls:
         kinds[c.kind] = kinds.get(c.kind, 0) + 1
-    return Run(seconds, rewards, no_score, kinds, sum(c.tokens_out for c in calls),
-               {k: after[k] - before[k] for k in after}, prefetch_s)
+    # (a''): the engine's counters cover the critical path, i.e. the evaluations (every criteria turn was sent ahead)
+    proxy = sum(c.tokens_out for c in calls if base != "a2" or c.kind == "evaluation")
+    return Run(seconds, rewards, no_score, kinds, proxy, {k: after[k] - before[k] for k in after}, prefetch_s)
 
 
 class CermServe(ServerProcess):

@@ -79,3 +79,62 @@ def test_timeout_must_be_positive():
 
     with pytest.raises(ValueError, match="must be > 0"):
         with_header_timeout(H11Protocol, 0)
+
+
+@pytest.mark.slow  # starts a server
+@pytest.mark.parametrize("parser", ["h11", "httptools"])
+def test_what_uvicorns_parser_refuses_is_answered_in_json(parser):
+    """issue 28 item 5: both Content-Length and Transfer-Encoding got uvicorn's plain-text 400 (httptools refuses
+    that request; h11 accepts it, so a header line without a colon stands in for it there)."""
+    if parser == "httptools":
+        pytest.importorskip("httptools")
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    else:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+    import json as jsonlib
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(_app(), host="127.0.0.1", port=port, log_level="critical",
+                                           http=with_header_timeout(base, 5.0), lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        sock = socket.create_connection(("127.0.0.1", port))
+        if parser == "httptools":
+            sock.sendall(b"POST /ping HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n"
+                         b"\r\n4\r\nabcd\r\n0\r\n\r\n")
+        else:
+            sock.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\nthis is no header\r\n\r\n")
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+        sock.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head.lower(), reply[:300]
+    assert jsonlib.loads(body)["error"] == "bad_request"
+
+
+@pytest.mark.slow  # starts a server
+def test_an_over_limit_chunked_body_gets_a_readable_413(serve_app):
+    """issue 28 item 5: a chunked body over the limit got a 413 and then a reset before the client read it."""
+    from support import scripted_judge_app  # noqa: F401 - the reward app's own gate and limits
+
+    from cerm import Judge
+    from cerm.backends.fake import FakeBackend
+    from cerm.reward.server import ServerConfig, create_app
+
+    app = create_app(Judge(FakeBackend()), ServerConfig(max_body_bytes=1000, freeze_gc=False))
+    with serve_app(app) as srv:
+        body = b'{"query": ["' + b"x" * 5000 + b'"]}'
+
+        def chunks():
+            for i in range(0, len(body), 256):
+                yield body[i:i + 256]
+
+        r = httpx.post(f"{srv.url}/get_reward", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"] == "body_too_large"

@@ -122,3 +122,26 @@ def test_get_reward_logs_the_flags_of_every_score():
     assert r.status_code == 200, r.text
     logs = r.json()["extra_logs"]
     assert logs["cerm_injection_flagged"] == [0.0, 1.0] and logs["cerm_off_grid"] == [0.0, 0.0]
+
+
+def test_a_huge_integer_and_a_message_without_content_name_their_field():
+    """issue 28 item 3: a 5,000-digit integer used to be "the body is not valid UTF-8 JSON", and a message
+    without content "field 'query.str': Input should be a valid string"."""
+    from fastapi.testclient import TestClient
+
+    from cerm import Judge
+    from cerm.backends.fake import FakeBackend
+    from cerm.reward.server import ServerConfig, create_app
+
+    client = TestClient(create_app(Judge(FakeBackend()), ServerConfig(freeze_gc=False)))
+    with client:
+        huge = client.post("/v1/score", content=b'{"query": "q", "responses": [' + b"9" * 5000 + b"]}",
+                           headers={"content-type": "application/json"})
+        no_content = client.post("/v1/score", json={"query": [{"role": "user"}], "responses": ["a"]})
+    assert huge.status_code == 422 and huge.json()["error"] == "invalid_request"
+    # pydantic's JSON parser names the place (column) and the problem, not "UTF-8"
+    assert "number out of range at line 1 column" in huge.json()["detail"][0]["msg"], huge.json()
+    assert no_content.status_code == 422
+    detail = no_content.json()["detail"]
+    assert [d["loc"] for d in detail] == [["body", "query", 0, "content"]], detail
+    assert detail[0]["msg"] == "Field required"
