@@ -27,6 +27,7 @@ from cerm.bench.common import BenchItem
 from cerm.bench.cost import Calls, bound_tokens, count_calls
 from cerm.bench.paper import PAPER, comparability
 from cerm.bench.records import has_backend_error, read_records
+from cerm.humanize import count, duration
 from cerm.judge import JudgeConfig
 
 SUITE_VERSION = 1
@@ -181,29 +182,6 @@ def paper_cell(row: Mapping[str, Any]) -> str:
     """The paper's reported value as the summary table prints it."""
     p = row.get("paper") or {}
     return "–" if p.get("value") is None else f"{p['value']:.1f} [{p['tag']}]"
-
-
-def duration(seconds: float | None) -> str:
-    """Seconds as a short human duration."""
-    if seconds is None:
-        return "–"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
-
-
-def count(n: float | None) -> str:
-    """A count with thousands separators, or a dash."""
-    if n is None:
-        return "–"
-    if n >= 1e6:
-        return f"{n / 1e6:.1f}M"
-    if n >= 1e4:
-        return f"{n / 1e3:.0f}K"
-    return f"{int(n):,}"
 
 
 def write_report(root: Path, suite: Mapping[str, Any]) -> Path:

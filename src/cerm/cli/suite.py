@@ -28,8 +28,6 @@ from cerm.bench.suite import (
     BenchPlan,
     SuiteError,
     check_judge,
-    count,
-    duration,
     headline_cell,
     judge_fingerprint,
     paper_cell,
@@ -42,6 +40,7 @@ from cerm.bench.suite_data import Loaded, MissingData, fix_for, load_benchmark
 from cerm.cache import Store
 from cerm.cli.common import SCRIPTED_WARNING, JudgeOptions, fail, with_judge_options
 from cerm.cli.suite_progress import ETA_EVERY_S, Meter
+from cerm.humanize import count, duration
 from cerm.io import DataError
 from cerm.judge import Judge, JudgeConfig
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import typer
 
 from cerm.bench.cost import Calls, TokenModel, measured_lengths, token_model
-from cerm.bench.suite import BenchPlan, append_ledger, count, duration
+from cerm.bench.suite import BenchPlan, append_ledger
+from cerm.humanize import count, duration
 from cerm.judge import Judge, JudgeConfig
 
 ETA_EVERY_S = 30.0  # at most one ETA line per this many seconds (plus the first chunk and each benchmark's end)

@@ -57,18 +57,7 @@ def view(
     typer.echo(f"{stats.n_items} items -> {site / 'index.html'} ({stats.n_chunks} data chunks, "
                f"{stats.bytes_total / 1e6:.1f} MB, {stats.seconds:.1f} s)")
     if serve:
-        handler = functools.partial(_QuietHandler, directory=str(site))
-        try:
-            server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-        except OSError as e:
-            raise fail(f"cannot listen on 127.0.0.1:{port}: {e}; pass --port 0 for any free port.") from None
-        typer.echo(f"serving http://127.0.0.1:{server.server_address[1]}/  (Ctrl-C to stop)")
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.server_close()
+        _serve(site, port)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -92,15 +81,20 @@ def _view_suite(path: Path, out: Path | None, compare: Path | None, serve: bool,
     typer.echo(f"suite: {stats.n_benchmarks} benchmark sites, {stats.n_items} items -> {site / 'index.html'} "
                f"({stats.seconds:.1f} s)")
     if serve:
-        handler = functools.partial(_QuietHandler, directory=str(site))
-        try:
-            server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
-        except OSError as e:
-            raise fail(f"cannot listen on 127.0.0.1:{port}: {e}; pass --port 0 for any free port.") from None
-        typer.echo(f"serving http://127.0.0.1:{server.server_address[1]}/  (Ctrl-C to stop)")
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.server_close()
+        _serve(site, port)
+
+
+def _serve(site: Path, port: int) -> None:
+    """Serve the written site on 127.0.0.1 until Ctrl-C."""
+    handler = functools.partial(_QuietHandler, directory=str(site))
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError as e:
+        raise fail(f"cannot listen on 127.0.0.1:{port}: {e}; pass --port 0 for any free port.") from None
+    typer.echo(f"serving http://127.0.0.1:{server.server_address[1]}/  (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
+from cerm.humanize import count, duration
 from cerm.view.loaders import ViewError, load_bench
 from cerm.view.render import build_site, environment
 
@@ -32,23 +32,6 @@ class SuiteSiteStats:
 def is_suite_root(path: Path) -> bool:
     """Whether ``path`` is the root folder of a ``cerm bench suite`` run."""
     return Path(path).is_dir() and (Path(path) / SUITE_FILE).is_file()
-
-
-def _duration(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)):
-        return "–"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
-
-
-def _count(n: Any) -> str:
-    if not isinstance(n, (int, float)):
-        return "–"
-    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{int(n):,}"
 
 
 def build_suite_site(root: Path, out_dir: Path) -> SuiteSiteStats:
@@ -73,8 +56,8 @@ def build_suite_site(root: Path, out_dir: Path) -> SuiteSiteStats:
         if (folder / "items.jsonl").is_file():
             stats = build_site(load_bench(folder), out / folder.name)
             link, n_sites, n_items = f"{folder.name}/index.html", n_sites + 1, n_items + stats.n_items
-        rows.append({**row, "link": link, "wall": _duration(row.get("wall_s")),
-                     "tokens": _count(row.get("tokens_generated")),
+        rows.append({**row, "link": link, "wall": duration(row.get("wall_s")),
+                     "tokens": count(row.get("tokens_generated")),
                      "comparable": "yes" if row.get("headline") and not row.get("not_comparable")
                      else "; ".join(row.get("not_comparable") or []) or "–"})
     html = environment().get_template("suite.html.j2").render(

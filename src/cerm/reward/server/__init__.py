@@ -4,7 +4,8 @@ shape), ``metrics`` (Prometheus), ``schemas`` (the wire formats, shared with the
 protocol with a request-head timeout).
 
 Importing this package is light (the client imports ``schemas``); ``create_app`` and ``ServerConfig`` load
-FastAPI on first use.
+FastAPI on first use. May import: the core, the backend seam and the rest of ``cerm.reward``; never ``bench``,
+``train`` or ``cli``.
 """
 
 from __future__ import annotations
