@@ -16,7 +16,7 @@ python3 -m venv .venv-gpu
 . .venv-gpu/bin/activate
 pip install vllm
 pip install --no-deps -e .
-pip install "pydantic>=2.6" "typer>=0.12" "rich>=13" "httpx>=0.27" "pyyaml>=6" "typing-extensions>=4.8" "tenacity==9.1.2" "matplotlib>=3.8" "numpy>=1.26" "jinja2==3.1.6" datasets
+pip install "pydantic>=2.6" "typer>=0.12" "click>=8.1" "rich>=13" "httpx>=0.27" "pyyaml>=6" "typing-extensions>=4.8" "tenacity==9.1.2" "matplotlib>=3.8" "numpy>=1.26" "pyarrow>=15" "jinja2==3.1.6" datasets
 nvidia-smi
 
 # 2. data, pinned: GitHub copies at the commits ../shared/data was taken from, HF datasets exported as parquet

@@ -86,9 +86,9 @@ def test_both_stores_keep_the_same_records(any_store, tmp_path):
     key = _record(1).key
     assert cache.get(key) == _record(1).model_copy(update={"created_at": 101.0})
     assert cache.find(key[:6]).key == key
-    with pytest.raises(KeyError, match="matches no entries"):
+    with pytest.raises(KeyError, match="no cached criteria with key"):
         cache.find("zz")
-    with pytest.raises(KeyError, match="matches 2 entries"):
+    with pytest.raises(KeyError, match="matches several entries"):
         cache.put(_record(3).model_copy(update={"key": key[:6] + "x"}))
         cache.find(key[:6])
     assert cache.delete(key) and not cache.delete(key) and cache.get(key) is None

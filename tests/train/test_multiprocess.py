@@ -84,7 +84,7 @@ def assert_close(xs: list[float], ys: list[float]) -> None:
 
 @pytest.fixture(scope="module")
 def sft_rows(tmp_path_factory) -> Path:
-    from test_sft import _rows
+    from sft.test_trainer import _rows  # pytest puts tests/train on sys.path (sft is a package)
 
     return _rows(tmp_path_factory.mktemp("mp-sft"), n=8)
 
