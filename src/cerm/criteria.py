@@ -99,6 +99,23 @@ class CriteriaResolver:
         if self._inflight.get(key) is task:
             del self._inflight[key]
 
+    async def get_many(self, slots: list[Slot]) -> dict[Slot, Criteria]:
+        """Each distinct slot's criteria: the cached ones read at once (no task), the others awaited together
+        from the one generation of their key.
+        """
+        found: dict[Slot, Criteria] = {}
+        waiting: dict[Slot, asyncio.Future[Criteria]] = {}
+        for slot in dict.fromkeys(slots):
+            key = self.key(slot)
+            cached = None if key in self._inflight else self.cached(key)
+            if cached is not None:
+                found[slot] = cached
+            else:
+                waiting[slot] = asyncio.shield(self.start(slot, key))
+        if waiting:
+            found.update(zip(waiting, await asyncio.gather(*waiting.values())))
+        return found
+
     async def get(self, slot: Slot) -> Criteria:
         """``slot``'s criteria: cached, or awaited from the one generation of its key."""
         key = self.key(slot)

@@ -122,10 +122,8 @@ class Judge:
         return aio.submit(self._prefetch(texts))
 
     async def _prefetch(self, texts: list[str]) -> list[Criteria]:
-        slots = [Slot(t, c) for t in texts for c in range(self.config.criteria_samples)]
-        found = await asyncio.gather(*(self._criteria.get(s) for s in dict.fromkeys(slots)))
-        by_slot = dict(zip(dict.fromkeys(slots), found))
-        return [by_slot[Slot(t, 0)] for t in texts]
+        found = await self._criteria.get_many([Slot(t, c) for t in texts for c in range(self.config.criteria_samples)])
+        return [found[Slot(t, 0)] for t in texts]
 
     # ---- scoring --------------------------------------------------------------------------------
     def score(self, query: Query, responses: Sequence[str], *, criteria: Supplied = None) -> list[Judgment]:
@@ -171,16 +169,14 @@ class Judge:
         return [[Slot(query_text, c, None if cfg.unified_criteria else r) for c in range(cfg.criteria_samples)]
                 for r in range(n)]
 
-    async def _resolve(self, slots: list[list[Slot]]) -> list[list[Criteria]]:
-        unique = list(dict.fromkeys(s for per_r in slots for s in per_r))
-        found = dict(zip(unique, await asyncio.gather(*(self._criteria.get(s) for s in unique))))
-        return [[found[s] for s in per_r] for per_r in slots]
-
     async def _score_batch(self, items: list[tuple[str, list[str]]], supplied: list[Supplied]) -> list[ScoredItem]:
         if isinstance(self._engine, CollectingEngine):
             # one worker thread: the best schedule is the largest batches, every criteria turn then every
             # evaluation of the call (what is ready across concurrent calls still merges in the collector)
-            crits = await asyncio.gather(*(self._item_criteria(q, r, u) for (q, r), u in zip(items, supplied)))
+            slots = [None if u is not None else self._slots(q, len(r)) for (q, r), u in zip(items, supplied)]
+            found = await self._criteria.get_many([s for per in slots if per for per_r in per for s in per_r])
+            crits = [self._fixed(u, r) if u is not None else [[found[s] for s in per_r] for per_r in per or ()]
+                     for (_, r), u, per in zip(items, supplied, slots)]
             tasks = [self._tasks(q, r, c) for (q, r), c in zip(items, crits)]
             flat = await self._evaluator.evaluate([t for ts in tasks for t in ts])
             out, pos = [], 0
@@ -198,9 +194,16 @@ class Judge:
 
     async def _item_criteria(self, query_text: str, responses: list[str], user: Supplied) -> list[list[Criteria]]:
         if user is not None:
-            fixed = user if isinstance(user, Criteria) else _user_criteria(user)
-            return [[fixed] for _ in responses]
-        return await self._resolve(self._slots(query_text, len(responses)))
+            return self._fixed(user, responses)
+        slots = self._slots(query_text, len(responses))
+        found = await self._criteria.get_many([s for per_r in slots for s in per_r])
+        return [[found[s] for s in per_r] for per_r in slots]
+
+    @staticmethod
+    def _fixed(user: Criteria | str, responses: list[str]) -> list[list[Criteria]]:
+        """User-supplied criteria, the same for every response."""
+        fixed = user if isinstance(user, Criteria) else _user_criteria(user)
+        return [[fixed] for _ in responses]
 
     def _tasks(self, query_text: str, responses: list[str], crits: list[list[Criteria]]) -> list[EvalTask]:
         return [EvalTask(query_text, c, response, s) for response, per_r in zip(responses, crits)

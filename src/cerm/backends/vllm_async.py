@@ -102,7 +102,10 @@ class AsyncVLLMBackend(VLLMCommon):
         self._closed = True
         engine = getattr(self, "engine", None)
         if engine is not None:
+            # the output handler first: stopped after the engine process, it logs the dead engine as an error
+            asyncio.run_coroutine_threadsafe(_cancel(engine.output_handler), self._loop).result()
             engine.shutdown()
+            self.engine = None  # collected now, while the interpreter is whole (vLLM's __del__ shuts down again)
         self._stop_loop()
 
     def __enter__(self) -> AsyncVLLMBackend:
@@ -162,3 +165,14 @@ class AsyncVLLMBackend(VLLMCommon):
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
+
+
+async def _cancel(task: asyncio.Task | None) -> None:
+    """Cancel ``task`` and wait until it has stopped."""
+    if task is None or task.done():
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
