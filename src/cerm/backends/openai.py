@@ -5,9 +5,10 @@ loop owns the HTTP client, the concurrency bound and the per-server in-flight co
 the whole backend even when TRL's async reward functions, FastAPI handlers and plain threads share it, and
 the sync ``generate`` works inside a running event loop without ``asyncio.run`` (prometheus-eval#69).
 
-A pool of several base URLs is how users scale past one machine: each request goes to the server with the
-fewest requests in flight, a retry goes to another server when the pool has one, and a server that refuses
-connections sits out for a while (balancing and failover rules are our choice).
+A pool of several base URLs is how users scale past one machine: the requests of one query go to one
+server, whose prefix cache then holds their shared prefix (``cerm.backends.routing``; least-loaded on
+request), a retry goes to another server when the pool has one, and a server that refuses connections sits
+out for a while (balancing and failover rules are our choice).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, TypeVar
 import httpx
 
 from cerm.backends.base import Capabilities, OnDone
+from cerm.backends.routing import PoolRouter, affinity_key
 from cerm.readout import CONTINUATIONS, ReadoutRequest, ScoreDistribution, from_logprobs
 from cerm.retry import Backoff, Retryable, parse_retry_after
 from cerm.types import FinishReason, Generation, Message, ParseStatus, SamplingParams
@@ -70,6 +72,11 @@ class OpenAIBackend:
         model: the model name the server serves (sent as ``model``).
         base_urls: API roots including the version prefix, as in the OpenAI SDK: ``http://host:8000/v1``.
             Requests go to ``{base_url}/chat/completions``. Several URLs form a load-balanced pool.
+        routing: ``"affine"`` sends the requests that share a first user message (a query's criteria turn
+            and its evaluations) to one server, chosen by rendezvous hashing over the servers that are up;
+            ``"least-loaded"`` sends each request to the server with the fewest in flight.
+        spill_above: under ``"affine"``, a request whose server already has this many in flight goes to the
+            least-loaded one instead; default: the fair share, ``concurrency_limit / servers`` rounded up.
         api_key: sent as ``Authorization: Bearer``; None sends no header (local servers).
         concurrency_limit: requests in flight for the whole backend, across the pool. Raise it with the
             pool size so every server stays busy.
@@ -88,7 +95,8 @@ class OpenAIBackend:
     capabilities = Capabilities(streaming=True, readout=True)
 
     def __init__(self, model: str, base_urls: list[str] | str, api_key: str | None = None,
-                 concurrency_limit: int = 16, timeout_s: float = 600.0, max_retries: int = 4,
+                 concurrency_limit: int = 16, routing: str = "affine", spill_above: int | None = None,
+                 timeout_s: float = 600.0, max_retries: int = 4,
                  backoff_base_s: float = 1.0, backoff_max_s: float = 30.0, send_chat_template_kwargs: bool = True,
                  extra_body: dict[str, Any] | None = None, seed: int = 0) -> None:
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls or [])
@@ -117,10 +125,8 @@ class OpenAIBackend:
         # per-try lines at debug: _set_failing logs each server's state changes instead
         self._backoff = Backoff(max_retries + 1, backoff_base_s, backoff_max_s, random.Random(seed), "openai",
                                 logging.DEBUG)
-        self._in_flight = dict.fromkeys(self.base_urls, 0)
-        self._down_until = dict.fromkeys(self.base_urls, 0.0)  # monotonic time a dead server is skipped until
+        self.router = PoolRouter(self.base_urls, routing, spill_above, concurrency_limit, backoff_max_s)
         self._failing: dict[str, bool] = dict.fromkeys(self.base_urls, False)  # logged once per state change
-        self._turn = 0  # rotates ties between equally loaded servers
         self._closed = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="cerm-openai", daemon=True)
@@ -273,18 +279,6 @@ class OpenAIBackend:
             body["chat_template_kwargs"] = {"enable_thinking": False}
         return body | self.extra_body
 
-    def _pick_url(self, avoid: str | None) -> str:
-        """The least-loaded reachable server, preferring one other than ``avoid`` (the one that just failed).
-
-        A server that refused a connection sits out for ``backoff_max_s``; then one request probes it again.
-        """
-        now = time.monotonic()
-        up = [u for u in self.base_urls if self._down_until[u] <= now] or self.base_urls
-        candidates = [u for u in up if u != avoid] or up
-        self._turn += 1
-        order = candidates[self._turn % len(candidates):] + candidates[:self._turn % len(candidates)]
-        return min(order, key=self._in_flight.__getitem__)
-
     async def _generate_one(self, messages: list[Message], body: dict[str, Any]) -> Generation:
         start = time.perf_counter()
         failed: list[str] = []  # servers whose try failed; the next try prefers another one
@@ -307,20 +301,20 @@ class OpenAIBackend:
 
     async def _try_once(self, payload: dict[str, Any], failed: list[str], parse: Any = None) -> Any:
         async with self._semaphore:
-            url = self._pick_url(failed[-1] if failed else None)
-            self._in_flight[url] += 1
+            url = self.router.pick(affinity_key(payload["messages"]), failed[-1] if failed else None)
+            self.router.start(url)
             try:
                 reply = await self._post(url, payload, parse)
             except Retryable as e:
                 self._set_failing(url, str(e))
                 failed.append(url)
-                if e.is_down and len(self.base_urls) > 1:
-                    self._down_until[url] = time.monotonic() + self.backoff_max_s
+                if e.is_down:
+                    self.router.mark_down(url)
                 raise Retryable(f"{e} [{url}]", e.retry_after_s, e.is_down) from e
             except _Fatal as e:
                 raise _Fatal(f"{e} [{url}]", e.status) from e
             finally:
-                self._in_flight[url] -= 1
+                self.router.finish(url)
             self._set_failing(url, None)
             return reply
 

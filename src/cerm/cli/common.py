@@ -41,6 +41,11 @@ CacheOpt = Annotated[str | None, typer.Option(
     help="SQLite cache file (default: ~/.cache/cerm/cache.sqlite), or redis://HOST:PORT/DB to share criteria, "
          "judgments and leases between replicas on several hosts (pip install 'cerm[redis]')")]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency-limit", help="openai: requests in flight")]
+RoutingOpt = Annotated[Literal["affine", "least-loaded"], typer.Option(
+    help="openai pool: 'affine' sends a query's criteria turn and its evaluations to one server (rendezvous "
+         "hash of the first user message; its prefix cache serves the shared prefix), spilling to the least-"
+         "loaded server when that one already has its fair share in flight (concurrency-limit/servers, "
+         "rounded up; --backend-arg spill_above=N); 'least-loaded' spreads every request")]
 CriteriaTokensOpt = Annotated[int | None, typer.Option(
     help=f"criteria turn budget (default {default_for(DEFAULT_MODEL, 'criteria_max_new_tokens')}; "
          f"embedded: {default_for('embedded', 'criteria_max_new_tokens')})")]
@@ -69,6 +74,7 @@ class BackendOptions:
     base_url: list[str] | None = None
     api_key: str | None = None
     concurrency_limit: int = 16
+    routing: str = "affine"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> Backend:
@@ -78,6 +84,7 @@ class BackendOptions:
             kwargs["base_urls"] = self.base_url or [os.environ.get("OPENAI_BASE_URL", "http://localhost:8000/v1")]
             kwargs["api_key"] = self.api_key or os.environ.get("OPENAI_API_KEY")
             kwargs["concurrency_limit"] = self.concurrency_limit
+            kwargs["routing"] = self.routing
         backend = get_backend(self.backend, self.model, **kwargs)
         if self.backend == "openai":
             try:
@@ -118,6 +125,7 @@ class JudgeOptions:
     model: str = DEFAULT_MODEL
     base_url: list[str] | None = None
     concurrency_limit: int = 16
+    routing: str = "affine"
     cache: str | Path | None = None  # a SQLite path or a redis:// URL
     criteria_max_new_tokens: int | None = None  # None: the model's default (cerm.judge.MODEL_OVERRIDES)
     eval_max_new_tokens: int | None = None
@@ -146,7 +154,7 @@ class JudgeOptions:
     def backend_options(self) -> BackendOptions:
         """What ``BackendOptions.build`` needs from these flags."""
         return BackendOptions(self.backend, self.model, self.base_url, concurrency_limit=self.concurrency_limit,
-                              extra=parse_backend_args(self.backend_arg or []))
+                              routing=self.routing, extra=parse_backend_args(self.backend_arg or []))
 
     @property
     def run_name(self) -> str:
@@ -173,6 +181,7 @@ _JUDGE_PARAMS: list[tuple[str, Any]] = [
     ("model", ModelOpt),
     ("base_url", BaseUrlOpt),
     ("concurrency_limit", ConcurrencyOpt),
+    ("routing", RoutingOpt),
     ("cache", CacheOpt),
     ("criteria_max_new_tokens", CriteriaTokensOpt),
     ("eval_max_new_tokens", EvalTokensOpt),
