@@ -87,11 +87,11 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, vllm_python: str, model: Path) -> None:
-        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    def start(self, vllm_python: str, model: Path, max_model_len: int = MAX_MODEL_LEN, **env_vars: str) -> None:
+        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **env_vars)
         cmd = [vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
                "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(self.port),
-               "--max-model-len", str(MAX_MODEL_LEN), "--dtype", "float32", "--enforce-eager", "--seed", "0"]
+               "--max-model-len", str(max_model_len), "--dtype", "float32", "--enforce-eager", "--seed", "0"]
         # a session of its own, so a kill reaches the engine-core and worker processes too
         self.proc = subprocess.Popen(cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
@@ -115,11 +115,14 @@ class Server:
             self.proc.wait()
         self.proc = None
 
+    def counter(self, name: str) -> float:
+        """One of vLLM's own ``/metrics`` counters, summed over its labels (``vllm:request_success_total``)."""
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        return sum(float(m.group(1)) for m in re.finditer(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? (\S+)$", text, re.M))
+
     def requests(self) -> float:
         """Finished requests by vLLM's own counter (``vllm:request_success_total``, summed over reasons)."""
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        return sum(float(m.group(1)) for m in re.finditer(r"^vllm:request_success_total\{[^}]*\} (\S+)$",
-                                                          text, re.M))
+        return self.counter("vllm:request_success_total")
 
 
 @dataclass
