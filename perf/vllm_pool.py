@@ -87,11 +87,13 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, vllm_python: str, model: Path, max_model_len: int = MAX_MODEL_LEN, **env_vars: str) -> None:
+    def start(self, vllm_python: str, model: Path, max_model_len: int = MAX_MODEL_LEN, extra_args: tuple = (),
+              **env_vars: str) -> None:
         env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", **env_vars)
         cmd = [vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
                "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(self.port),
-               "--max-model-len", str(max_model_len), "--dtype", "float32", "--enforce-eager", "--seed", "0"]
+               "--max-model-len", str(max_model_len), "--dtype", "float32", "--enforce-eager", "--seed", "0",
+               *extra_args]
         # a session of its own, so a kill reaches the engine-core and worker processes too
         self.proc = subprocess.Popen(cmd, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
@@ -147,7 +149,8 @@ def cerm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def pool_flags(*servers: Server) -> list[str]:
-    flags = ["--backend", "openai", "--model", MODEL_NAME, "--concurrency-limit", "4"]
+    # least-loaded: check 1 asks both servers to work, which 4 queries placed by hash need not do
+    flags = ["--backend", "openai", "--model", MODEL_NAME, "--concurrency-limit", "4", "--routing", "least-loaded"]
     for s in servers:
         flags += ["--base-url", f"{s.url}/v1"]
     return flags + JUDGE_FLAGS

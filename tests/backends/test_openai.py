@@ -221,7 +221,7 @@ def test_two_base_urls_both_receive_traffic(servers: tuple[ScriptedServer, Scrip
     a, b = servers
     for s in servers:
         s.reset(lambda req, i: Reply(chat_reply("ok"), delay_s=0.05))
-    with make_backend(a.url, b.url, concurrency_limit=4) as backend:
+    with make_backend(a.url, b.url, concurrency_limit=4, routing="least-loaded") as backend:
         gens = backend.generate([prompt(str(i)) for i in range(16)], PARAMS)
     assert all(g.text == "ok" for g in gens)
     # least-in-flight with 4 slots over 2 equal servers never stacks more than 2 on one of them

@@ -34,7 +34,7 @@ def test_rendezvous_spreads_keys_and_a_dead_server_moves_only_its_own():
     assert all(after[k] == before[k] for k in KEYS if before[k] != URLS[2])
 
 
-def test_the_preferred_server_spills_to_the_least_loaded_at_the_bound():
+def test_the_preferred_server_spills_to_the_least_loaded_when_it_is_the_bound_ahead():
     router = PoolRouter(URLS[:2], spill_above=2)
     key = KEYS[0]
     home = router.pick(key)
@@ -42,12 +42,13 @@ def test_the_preferred_server_spills_to_the_least_loaded_at_the_bound():
     for _ in range(2):
         assert router.pick(key) == home
         router.start(home)
-    assert router.pick(key) == other and router.spilled == 1  # home holds 2 in flight
+    assert router.pick(key) == other and router.spilled == 1  # home is 2 ahead of an idle server
+    router.start(other)
+    assert router.pick(key) == home  # 2 vs 1: within the bound, the group stays home
     router.finish(home)
     assert router.pick(key) == home
     assert router.pick(key, avoid=home) == other  # a retry leaves the server that just failed
-    assert PoolRouter(URLS, concurrency_limit=16).spill_above == 4  # the fair share
-    assert PoolRouter(URLS, concurrency_limit=5).spill_above == 2  # rounded up
+    assert PoolRouter(URLS, concurrency_limit=16).spill_above == 16  # a group is not split for balance alone
     with pytest.raises(ValueError, match="routing"):
         PoolRouter(URLS, routing="random")
     with pytest.raises(ValueError, match="spill_above"):

@@ -20,7 +20,7 @@ from cerm.backends.routing import affinity_key, rendezvous
 from cerm.prompts import criteria_messages
 
 BUDGETS = (24, 24)
-MAX_LEN = 1024
+MAX_LEN = 4096
 
 
 def free_ports(n: int) -> list[int]:

@@ -95,7 +95,9 @@ def test_pool_of_openai_servers_stays_busy(tmp_path):
             s.reset(lambda request, index: Reply(delay_s=0.2), shared_in_flight=total)  # slow enough to overlap
         from cerm.backends.base import get_backend
 
-        backend = get_backend("openai", "test-model", base_urls=[s.url for s in servers], concurrency_limit=9)
+        # least-loaded: the spread is what this checks (affine routing would place 5 prompts by hash)
+        backend = get_backend("openai", "test-model", base_urls=[s.url for s in servers], concurrency_limit=9,
+                              routing="least-loaded")
         judge = Judge(backend, JudgeConfig(), Store(tmp_path / "cache.sqlite"))
         bench = BENCHMARKS["rm-bench"]
         items = select_items(load_items(bench, resolve_sources(bench, None, FIXTURES)))

@@ -75,8 +75,9 @@ class OpenAIBackend:
         routing: ``"affine"`` sends the requests that share a first user message (a query's criteria turn
             and its evaluations) to one server, chosen by rendezvous hashing over the servers that are up;
             ``"least-loaded"`` sends each request to the server with the fewest in flight.
-        spill_above: under ``"affine"``, a request whose server already has this many in flight goes to the
-            least-loaded one instead; default: the fair share, ``concurrency_limit / servers`` rounded up.
+        spill_above: under ``"affine"``, a request whose server has this many more in flight than the
+            least-loaded one goes there instead; default ``concurrency_limit`` (a group is not split for
+            balance alone).
         api_key: sent as ``Authorization: Bearer``; None sends no header (local servers).
         concurrency_limit: requests in flight for the whole backend, across the pool. Raise it with the
             pool size so every server stays busy.

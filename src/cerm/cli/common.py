@@ -44,8 +44,8 @@ ConcurrencyOpt = Annotated[int, typer.Option("--concurrency-limit", help="openai
 RoutingOpt = Annotated[Literal["affine", "least-loaded"], typer.Option(
     help="openai pool: 'affine' sends a query's criteria turn and its evaluations to one server (rendezvous "
          "hash of the first user message; its prefix cache serves the shared prefix), spilling to the least-"
-         "loaded server when that one already has its fair share in flight (concurrency-limit/servers, "
-         "rounded up; --backend-arg spill_above=N); 'least-loaded' spreads every request")]
+         "loaded server only when that one is ahead of it by --concurrency-limit requests in flight (lower it "
+         "with --backend-arg spill_above=N); 'least-loaded' spreads every request")]
 CriteriaTokensOpt = Annotated[int | None, typer.Option(
     help=f"criteria turn budget (default {default_for(DEFAULT_MODEL, 'criteria_max_new_tokens')}; "
          f"embedded: {default_for('embedded', 'criteria_max_new_tokens')})")]
