@@ -107,3 +107,19 @@ def test_affine_routing_keeps_each_query_on_one_server_and_changes_no_result(poo
     spread, _ = _judge_pool(pool, routing="least-loaded")
     assert any(len(servers) > 1 for servers in _servers_per_query(pool).values())  # least-loaded splits groups
     assert affine == spread and all(s is not None for row in affine for s in row)
+
+
+@pytest.mark.slow  # starts HTTP servers
+def test_the_cli_flag_reaches_the_pool(pool):
+    from typer.testing import CliRunner
+
+    from cerm.cli import app
+    from cerm.cli.common import JudgeOptions
+
+    urls = [s.url for s in pool]
+    for routing in ("affine", "least-loaded"):
+        opts = JudgeOptions(backend="openai", model="test-model", base_url=urls, routing=routing)
+        with opts.backend_options().build() as backend:
+            assert backend.router.routing == routing and backend.router.urls == urls
+    out = CliRunner().invoke(app, ["score", "--help"], env={"COLUMNS": "200"}).output
+    assert "--routing" in out and "least-loaded" in out and "spill_above" in out

@@ -72,15 +72,15 @@ class OpenAIBackend:
         model: the model name the server serves (sent as ``model``).
         base_urls: API roots including the version prefix, as in the OpenAI SDK: ``http://host:8000/v1``.
             Requests go to ``{base_url}/chat/completions``. Several URLs form a load-balanced pool.
+        api_key: sent as ``Authorization: Bearer``; None sends no header (local servers).
+        concurrency_limit: requests in flight for the whole backend, across the pool. Raise it with the
+            pool size so every server stays busy.
         routing: ``"affine"`` sends the requests that share a first user message (a query's criteria turn
             and its evaluations) to one server, chosen by rendezvous hashing over the servers that are up;
             ``"least-loaded"`` sends each request to the server with the fewest in flight.
         spill_above: under ``"affine"``, a request whose server has this many more in flight than the
             least-loaded one goes there instead; default ``concurrency_limit`` (a group is not split for
             balance alone).
-        api_key: sent as ``Authorization: Bearer``; None sends no header (local servers).
-        concurrency_limit: requests in flight for the whole backend, across the pool. Raise it with the
-            pool size so every server stays busy.
         timeout_s: limit on one HTTP request, start to finish.
         max_retries: extra tries after a 408/409/429/5xx reply, a timeout or a connection error.
         backoff_base_s: first retry delay; it doubles per try, capped at ``backoff_max_s``, with jitter.

@@ -43,9 +43,9 @@ CacheOpt = Annotated[str | None, typer.Option(
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency-limit", help="openai: requests in flight")]
 RoutingOpt = Annotated[Literal["affine", "least-loaded"], typer.Option(
     help="openai pool: 'affine' sends a query's criteria turn and its evaluations to one server (rendezvous "
-         "hash of the first user message; its prefix cache serves the shared prefix), spilling to the least-"
-         "loaded server only when that one is ahead of it by --concurrency-limit requests in flight (lower it "
-         "with --backend-arg spill_above=N); 'least-loaded' spreads every request")]
+         "hash of the first user message; its prefix cache serves the shared prefix); a request leaves its server "
+         "for the least-loaded one only when its server is --concurrency-limit requests in flight ahead (lower "
+         "the bound with --backend-arg spill_above=N); 'least-loaded' spreads every request")]
 CriteriaTokensOpt = Annotated[int | None, typer.Option(
     help=f"criteria turn budget (default {default_for(DEFAULT_MODEL, 'criteria_max_new_tokens')}; "
          f"embedded: {default_for('embedded', 'criteria_max_new_tokens')})")]
