@@ -38,7 +38,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # perf/ is no package; tests load this file by path
-from criteria_reuse import load_items
+from criteria_reuse import DEFAULT_DATA, load_items
 from vllm_pool import MODEL_NAME, Server
 
 from cerm import Judge, JudgeConfig
@@ -46,9 +46,8 @@ from cerm.backends.openai import OpenAIBackend
 from cerm.backends.routing import ROUTINGS
 from cerm.judge import default_for
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "arena-hard" / "arena-hard-v0.1"
 
-def workload(prompts: int, n: int, data: Path = DATA, response_chars: int = 300) -> list[tuple[str, list[str]]]:
+def workload(prompts: int, n: int, data: Path = DEFAULT_DATA, response_chars: int = 300) -> list[tuple[str, list[str]]]:
     """P Arena-Hard prompts, each with N answers cut to ``response_chars`` (deterministic)."""
     return load_items(data, prompts, n, response_chars)
 
@@ -114,7 +113,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--criteria-tokens", type=int, default=default_for("embedded", "criteria_max_new_tokens"))
     ap.add_argument("--eval-tokens", type=int, default=default_for("embedded", "eval_max_new_tokens"))
-    ap.add_argument("--data", type=Path, default=DATA, help="an Arena-Hard v0.1 folder")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="an Arena-Hard v0.1 folder")
     ap.add_argument("--concurrency-limit", type=int, default=16)
     ap.add_argument("--max-model-len", type=int, default=4096)
     ap.add_argument("--spill-above", type=int, default=None, help="the router's bound (default: its own)")

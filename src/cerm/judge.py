@@ -173,10 +173,7 @@ class Judge:
         if isinstance(self._engine, CollectingEngine):
             # one worker thread: the best schedule is the largest batches, every criteria turn then every
             # evaluation of the call (what is ready across concurrent calls still merges in the collector)
-            slots = [None if u is not None else self._slots(q, len(r)) for (q, r), u in zip(items, supplied)]
-            found = await self._criteria.get_many([s for per in slots if per for per_r in per for s in per_r])
-            crits = [self._fixed(u, r) if u is not None else [[found[s] for s in per_r] for per_r in per or ()]
-                     for (_, r), u, per in zip(items, supplied, slots)]
+            crits = await self._criteria_of(items, supplied)
             tasks = [self._tasks(q, r, c) for (q, r), c in zip(items, crits)]
             flat = await self._evaluator.evaluate([t for ts in tasks for t in ts])
             out, pos = [], 0
@@ -188,16 +185,17 @@ class Judge:
 
     async def _score_item(self, query_text: str, responses: list[str], user: Supplied) -> ScoredItem:
         """One item on a streaming engine: its evaluations go out the moment its own criteria exist."""
-        crits = await self._item_criteria(query_text, responses, user)
+        [crits] = await self._criteria_of([(query_text, responses)], [user])
         tasks = self._tasks(query_text, responses, crits)
         return self._item(responses, crits, await self._evaluator.evaluate(tasks))
 
-    async def _item_criteria(self, query_text: str, responses: list[str], user: Supplied) -> list[list[Criteria]]:
-        if user is not None:
-            return self._fixed(user, responses)
-        slots = self._slots(query_text, len(responses))
-        found = await self._criteria.get_many([s for per_r in slots for s in per_r])
-        return [[found[s] for s in per_r] for per_r in slots]
+    async def _criteria_of(self, items: list[tuple[str, list[str]]], supplied: list[Supplied]
+                           ) -> list[list[list[Criteria]]]:
+        """Per item, per response, its criteria: the user's, or resolved for all items in one call."""
+        slots = [None if u is not None else self._slots(q, len(r)) for (q, r), u in zip(items, supplied)]
+        found = await self._criteria.get_many([s for per in slots if per for per_r in per for s in per_r])
+        return [self._fixed(u, r) if u is not None else [[found[s] for s in per_r] for per_r in per or ()]
+                for (_, r), u, per in zip(items, supplied, slots)]
 
     @staticmethod
     def _fixed(user: Criteria | str, responses: list[str]) -> list[list[Criteria]]:
