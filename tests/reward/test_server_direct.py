@@ -47,7 +47,7 @@ def test_auto_dispatch_follows_the_engine():
 
 
 def test_contracts_on_a_streaming_engine_and_no_batch_window():
-    client, backend = direct_client(batch=BatcherConfig(window_s=2.0))  # a window that would cost 2 s a request
+    client, backend = direct_client(batch=BatcherConfig(window_s=5.0))  # a window that would cost 5 s a request
     prompts = ["<|im_start|>user\nWhy is the sky blue?<|im_end|>\n<|im_start|>assistant\n"] * 2
     with client:
         t0 = time.monotonic()
@@ -61,7 +61,7 @@ def test_contracts_on_a_streaming_engine_and_no_batch_window():
     assert reward.json()["rewards"] == pytest.approx([hash_score("x") / 10, hash_score("y") / 10])
     assert score.json()["scores"] == [hash_score("a"), hash_score("b")]
     assert compare.json()["winner"] in ("a", "b", "tie")
-    assert elapsed < 1.5, "a request waited for a batch window"
+    assert elapsed < 3.0, "a request waited for a batch window"  # ~0.05 s idle; one window alone is 5 s
     assert health["status"] == "ok" and health["queue_depth"] == 0
     assert criteria_calls(backend) == 2  # the OpenRLHF prompt, then "q" (cached for /v1/compare)
 
