@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import pytest
-from support import MODEL_CACHE, ROOT, build_tiny_qwen3
+from support import MODEL_CACHE, build_tiny_qwen3, run_vllm
 
 PROBE = Path(__file__).with_name("vllm_probe.py")
 VLLM_PYTHON = os.environ.get("CERM_VLLM_PYTHON")
@@ -39,8 +38,7 @@ def run_probe(model: str, tmp_path: Path, timeout_s: float = 300) -> dict:
     out = tmp_path / "probe.json"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1",
                CERM_CACHE_DIR=str(MODEL_CACHE))
-    proc = subprocess.run([VLLM_PYTHON, str(PROBE), "--model", model, "--out", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout_s)
+    proc = run_vllm([VLLM_PYTHON, str(PROBE), "--model", model, "--out", str(out)], env=env, timeout=timeout_s)
     assert proc.returncode == 0, f"probe failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
     return json.loads(out.read_text())
 
@@ -207,9 +205,8 @@ def test_async_engine_gives_the_offline_engines_outputs_byte_for_byte(tmp_path: 
     out = tmp_path / "async.json"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1",
                CERM_CACHE_DIR=str(MODEL_CACHE))
-    proc = subprocess.run([VLLM_PYTHON, str(PROBE.with_name("vllm_async_probe.py")), "--model",
-                           str(tiny_qwen3_vllm_dir()), "--out", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = run_vllm([VLLM_PYTHON, str(PROBE.with_name("vllm_async_probe.py")), "--model",
+                     str(tiny_qwen3_vllm_dir()), "--out", str(out)], env=env, timeout=600)
     assert proc.returncode == 0, f"probe failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
     d = json.loads(out.read_text())
     offline, streaming = d["offline"], d["async"]

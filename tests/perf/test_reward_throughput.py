@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
-from support import MODEL_CACHE, ROOT, load_bench_script
+from support import MODEL_CACHE, ROOT, load_bench_script, run_vllm
 
 SCRIPT = ROOT / "perf" / "reward_throughput.py"
 ARENA = "arena-hard/arena-hard-v0.1"
@@ -69,10 +68,10 @@ def test_tiny_run_counts_agree(shared_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "rt.json"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", CERM_CACHE_DIR=str(MODEL_CACHE),
                VLLM_CPU_KVCACHE_SPACE="1")
-    proc = subprocess.run([VLLM_PYTHON, str(SCRIPT), "--prompts", "2", "--n", "2", "--rounds", "1", "--sweep", "1",
-                           "--criteria-tokens", "4", "--eval-tokens", "4", "--varied", "2,6", "--latency-reps", "1",
-                           "--response-chars", "100", "--data", str(shared_data / ARENA),
-                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_vllm([VLLM_PYTHON, str(SCRIPT), "--prompts", "2", "--n", "2", "--rounds", "1", "--sweep", "1",
+                     "--criteria-tokens", "4", "--eval-tokens", "4", "--varied", "2,6", "--latency-reps", "1",
+                     "--response-chars", "100", "--data", str(shared_data / ARENA),
+                     "--out", str(out)], env=env, timeout=600)
     # the speed targets may miss at this size; every count must hold
     assert proc.returncode in (0, 1), proc.stdout[-2000:] + proc.stderr[-4000:]
     figures = json.loads(out.read_text())

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
-from support import MODEL_CACHE, ROOT, smollm2_tokenizer_dir
+from support import MODEL_CACHE, ROOT, run_vllm, smollm2_tokenizer_dir
 
 PROBE = Path(__file__).with_name("vllm_rl_probe.py")
 VLLM_PYTHON = os.environ.get("CERM_VLLM_PYTHON")
@@ -58,9 +57,8 @@ def test_rl_steps_on_colocated_vllm(vllm_task, tmp_path: Path) -> None:
     out = tmp_path / "probe.json"
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1",
                PYTHONPATH=str(ROOT / "src"))
-    proc = subprocess.run([VLLM_PYTHON, str(PROBE), "--model", str(sft), "--train-data", str(train), "--out", str(out),
-                           "--work", str(tmp_path / "run"), "--steps", "3"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=900)
+    proc = run_vllm([VLLM_PYTHON, str(PROBE), "--model", str(sft), "--train-data", str(train), "--out", str(out),
+                     "--work", str(tmp_path / "run"), "--steps", "3"], env=env, timeout=900, fresh=tmp_path / "run")
     assert proc.returncode == 0, f"probe failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
     d = json.loads(out.read_text())
     views = [d["before"], *d["steps"]]
