@@ -123,7 +123,9 @@ def test_list_item_back_and_status_filter(browser, site):
 
     # filter by status: only the items with a failed judgment remain
     Select(d.find_element(By.CSS_SELECTOR, "#filters [name=status]")).select_by_value("no_box")
-    wait.until(lambda _: "status=no_box" in d.current_url)
+    # the hash changes at once, the list on the hashchange event after it: wait for the list itself
+    wait.until(lambda _: "status=no_box" in d.current_url
+               and not d.find_element(By.ID, "list-count").text.startswith(f"{n_items} of "))
     filtered = d.find_elements(By.CSS_SELECTOR, "#item-list tbody tr")
     assert 0 < len(filtered) < n_items
     for r in filtered:
