@@ -59,6 +59,17 @@ def run_vllm(cmd: list[str], *, env: dict[str, str], timeout: float,
     return proc
 
 
+def eventually(predicate, timeout_s: float = 10.0, what: str = "the condition") -> None:
+    """Poll ``predicate`` until it holds: the way to wait for another thread, server or process (a fixed
+    sleep is a guess that a busy machine proves wrong)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what} did not hold within {timeout_s} s"
+        time.sleep(0.01)
+
+
 def _lock(name: str):
     from filelock import FileLock
 

@@ -63,7 +63,9 @@ def test_serve_process_auth_reward_and_sigterm(tmp_path, smollm2_tokenizer):
         sock = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=60)
         sock.sendall(f"POST /v1/score HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok\r\n"
                      f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
-        time.sleep(0.3)  # parsed and in the judge: 5000 judgments take seconds (~0.5 ms each)
+        # parsed and in the judge: 5000 judgments take seconds (~0.5 ms each, longer on a busy machine); a
+        # request head still unread at SIGTERM would be closed, one read by then is answered
+        time.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
         reply = b""
         while chunk := sock.recv(65536):

@@ -13,12 +13,6 @@ import pytest
 import uvicorn
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class LiveServer:
     url: str
@@ -34,12 +28,17 @@ class LiveServer:
 
 @contextmanager
 def live_server(app, *, graceful_timeout_s: float = 10.0) -> Iterator[LiveServer]:
-    """uvicorn serving ``app`` on 127.0.0.1:<free port>; stopped (gracefully) on exit."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+    """uvicorn serving ``app`` on 127.0.0.1:<free port>; stopped (gracefully) on exit.
+
+    The socket is bound here and handed to uvicorn, so no other process can take the port in between.
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=graceful_timeout_s, lifespan="on")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
@@ -52,6 +51,7 @@ def live_server(app, *, graceful_timeout_s: float = 10.0) -> Iterator[LiveServer
     finally:
         if thread.is_alive():
             live.stop()
+        sock.close()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import time
 from concurrent.futures import Future
 
 import pytest
+from support import eventually
 
 from cerm import Judge
 from cerm.backends.base import Capabilities
@@ -75,7 +76,7 @@ def test_max_batch_size_splits_batches():
 
 def test_window_collects_requests_that_arrive_later():
     backend = FakeBackend()
-    batcher = DynamicBatcher(Judge(backend), BatcherConfig(window_s=0.3))
+    batcher = DynamicBatcher(Judge(backend), BatcherConfig(window_s=1.0))  # room for a stall between the two
     a = batcher.submit([BatchItem("q", ["a"])])
     time.sleep(0.05)
     b = batcher.submit([BatchItem("q", ["b"])])
@@ -94,7 +95,7 @@ def test_queue_full_raises_and_close_drains_then_refuses():
         batcher.submit([BatchItem("q", ["r3"])])
     closer = threading.Thread(target=batcher.close, args=(10,))
     closer.start()
-    time.sleep(0.05)
+    eventually(lambda: batcher.is_closing, what="close called")
     with pytest.raises(BatcherClosed):
         batcher.submit([BatchItem("q", ["late"])])
     backend.gate.set()

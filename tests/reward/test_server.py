@@ -10,6 +10,7 @@ import time
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from support import eventually
 
 from cerm import Judge
 from cerm.backends.fake import CANNED_CRITERIA, FakeBackend, canned_evaluation, default_script, hash_score
@@ -265,24 +266,29 @@ def test_get_reward_empty_batch_and_any_labels():
 
 
 def test_backend_timeout_is_504_and_server_recovers():
+    release, done = threading.Event(), threading.Event()
+
     def script(messages, params):
         if len(messages) == 1 and "slow" in messages[0]["content"]:
-            time.sleep(1.0)  # the criteria turn of the slow query
+            release.wait(20)  # the criteria turn of the slow query, held past the timeout
+            done.set()
         return default_script(messages, params)
 
-    client, _ = client_for(FakeBackend(script=script), timeout_s=0.2)
+    client, _ = client_for(FakeBackend(script=script), timeout_s=1.0)
     with client:
         r = client.post("/v1/score", json={"query": "slow query", "responses": ["a"]})
-        time.sleep(1.0)
+        release.set()
+        assert done.wait(10)
         fine = client.post("/v1/score", json={"query": "quick", "responses": ["a"]})
-    assert "within 0.2 s" in assert_json_error(r, 504, "timeout")["detail"]
+    assert "within 1 s" in assert_json_error(r, 504, "timeout")["detail"]
     assert fine.status_code == 200
 
 
 def test_queue_full_is_429_with_retry_after(serve_app):
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
 
     def script(messages, params):
+        entered.set()
         gate.wait(10)
         return default_script(messages, params)
 
@@ -293,9 +299,10 @@ def test_queue_full_is_429_with_retry_after(serve_app):
         threads = [threading.Thread(target=lambda i=i: results.append(
             httpx.post(f"{srv.url}/v1/score", json={"query": f"q{i}", "responses": ["a"]}, timeout=20)))
             for i in range(2)]
-        for t in threads:  # the first is being judged (blocked), the second fills the queue
-            t.start()
-            time.sleep(0.3)
+        threads[0].start()  # the first is being judged (blocked) ...
+        assert entered.wait(10)
+        threads[1].start()  # ... the second fills the queue
+        eventually(lambda: httpx.get(f"{srv.url}/health").json()["queue_depth"] == 1, what="the second queued")
         refused = httpx.post(f"{srv.url}/v1/score", json={"query": "q", "responses": ["a"]}, timeout=5)
         gate.set()
         for t in threads:
@@ -334,10 +341,11 @@ def test_client_disconnect_mid_request_keeps_server_up(serve_app):
 
 
 def test_graceful_shutdown_drains_in_flight_requests(serve_app):
-    entered = threading.Event()
+    criteria_turns: list[int] = []  # one per request the judge has taken
 
     def script(messages, params):
-        entered.set()
+        if len(messages) == 1:
+            criteria_turns.append(1)
         time.sleep(0.3)
         return default_script(messages, params)
 
@@ -349,8 +357,9 @@ def test_graceful_shutdown_drains_in_flight_requests(serve_app):
             for i in range(3)]
         for t in threads:
             t.start()
-        assert entered.wait(5)
-        time.sleep(0.1)
+        # every request inside: taken by the judge or waiting in the batcher's queue
+        eventually(lambda: len(criteria_turns) + httpx.get(f"{srv.url}/health").json()["queue_depth"] >= 3,
+                   what="all three requests inside")
         srv.stop()  # what SIGTERM does: stop accepting, finish in-flight requests, then drain the batcher
         for t in threads:
             t.join(20)

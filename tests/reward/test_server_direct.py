@@ -11,6 +11,7 @@ import time
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from support import eventually
 
 from cerm import Judge, JudgeConfig
 from cerm.backends.fake import (
@@ -107,7 +108,7 @@ def test_back_pressure_timeout_and_the_work_of_a_timed_out_request_is_cached(ser
         t = threading.Thread(target=lambda: first.append(httpx.post(
             f"{srv.url}/v1/score", json={"query": "blocked", "responses": ["a"]}, timeout=10)))
         t.start()
-        time.sleep(0.2)
+        eventually(lambda: httpx.get(f"{srv.url}/health").json()["queue_depth"] == 1, what="the first request in")
         refused = httpx.post(f"{srv.url}/v1/score", json={"query": "other", "responses": ["b"]}, timeout=5)
         t.join(10)
         gate.set()
@@ -124,14 +125,21 @@ def test_back_pressure_timeout_and_the_work_of_a_timed_out_request_is_cached(ser
 
 
 def test_graceful_shutdown_finishes_running_requests(serve_app):
-    app = create_app(Judge(FakeStreamingBackend(latency_s=lambda m, p: 0.3)), ServerConfig(freeze_gc=False))
+    criteria_turns: list[int] = []  # one per request that reached the judge
+
+    def latency(messages, params):
+        if len(messages) == 1:
+            criteria_turns.append(1)
+        return 0.3
+
+    app = create_app(Judge(FakeStreamingBackend(latency_s=latency)), ServerConfig(freeze_gc=False))
     with serve_app(app) as srv:
         results: list[httpx.Response] = []
         threads = [threading.Thread(target=lambda i=i: results.append(httpx.post(
             f"{srv.url}/v1/score", json={"query": f"q{i}", "responses": ["a"]}, timeout=20))) for i in range(3)]
         for t in threads:
             t.start()
-        time.sleep(0.1)
+        eventually(lambda: len(criteria_turns) == 3, what="all three requests in the judge")
         srv.stop()
         for t in threads:
             t.join(20)

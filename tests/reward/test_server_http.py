@@ -25,10 +25,11 @@ def _app() -> FastAPI:
     return app
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _bound_socket() -> tuple[socket.socket, int]:
+    """A socket on a free port, bound now and handed to uvicorn: nothing can take the port in between."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock, sock.getsockname()[1]
 
 
 def _closed_within(sock: socket.socket, seconds: float) -> bool:
@@ -49,10 +50,10 @@ def test_slow_headers_are_cut_off_and_normal_requests_served(parser):
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
     else:
         from uvicorn.protocols.http.h11_impl import H11Protocol as base
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(_app(), host="127.0.0.1", port=port, log_level="warning",
-                                           http=with_header_timeout(base, 0.5), lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    listener, port = _bound_socket()
+    server = uvicorn.Server(uvicorn.Config(_app(), log_level="warning", http=with_header_timeout(base, 0.5),
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.01)
@@ -93,10 +94,10 @@ def test_what_uvicorns_parser_refuses_is_answered_in_json(parser):
         from uvicorn.protocols.http.h11_impl import H11Protocol as base
     import json as jsonlib
 
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(_app(), host="127.0.0.1", port=port, log_level="critical",
-                                           http=with_header_timeout(base, 5.0), lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    listener, port = _bound_socket()
+    server = uvicorn.Server(uvicorn.Config(_app(), log_level="critical", http=with_header_timeout(base, 5.0),
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.01)
