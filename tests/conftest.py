@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from redis_server import RedisServer, redis_required
 from support import DATA, MODEL_CACHE, smollm2_tokenizer_dir, tiny_qwen3_dir
 
@@ -19,6 +20,11 @@ REAL_CACHE_DIR = Path.home() / ".cache" / "cerm"
 _SESSION_CACHE = Path(tempfile.mkdtemp(prefix="cerm-test-cache-"))
 os.environ["CERM_CACHE"] = str(_SESSION_CACHE / "cache.sqlite")
 os.environ.setdefault("CERM_CACHE_DIR", str(MODEL_CACHE))
+
+# Hypothesis's default 200 ms deadline per example is a timing bound a busy CI machine crosses by chance
+# ("Unreliable test timings"); each example takes microseconds, and the parser's linear time has its own tests.
+settings.register_profile("cerm", deadline=None)
+settings.load_profile("cerm")
 
 
 def _real_cache_state() -> dict[str, float]:

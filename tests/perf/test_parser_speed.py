@@ -20,7 +20,7 @@ def test_old_scanner_kept_for_comparison_agrees_with_the_parser():
 
 def test_script_runs_small():
     out = subprocess.run([sys.executable, str(ROOT / "perf" / "parser_speed.py"), "--min-kb", "1", "--max-kb", "8",
-                          "--old-max-kb", "1", "--repeats", "1"], cwd=ROOT, capture_output=True, text=True,
+                          "--old-max-kb", "1", "--repeats", "3"], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "growth exponent" in out.stdout and "old/new" in out.stdout and "PASS" in out.stdout
