@@ -76,6 +76,14 @@ def _wait(driver):
     return WebDriverWait(driver, 10, ignored_exceptions=(StaleElementReferenceException,))
 
 
+def _open(driver, url: str) -> None:
+    """Load ``url`` as a new document. The tests share one browser: going from ``index.html#a`` to
+    ``index.html#b`` of the same site would only change the hash, and the view would still show the previous
+    test's state until the hashchange event re-renders it."""
+    driver.get("about:blank")
+    driver.get(url)
+
+
 def _shot(driver, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
@@ -87,7 +95,7 @@ def test_list_item_back_and_status_filter(browser, site):
 
     d = browser
     wait = _wait(d)
-    d.get((site / "index.html").as_uri())
+    _open(d, (site / "index.html").as_uri())
     assert d.find_element(By.ID, "view-summary").is_displayed()
     assert d.find_element(By.ID, "headline-value").text.strip() not in ("", "–")
     assert d.find_elements(By.CSS_SELECTOR, ".plots img")
@@ -145,7 +153,7 @@ def test_search_box_filters_by_query_text(browser, site):
     from selenium.webdriver.common.by import By
 
     d = browser
-    d.get((site / "index.html").as_uri() + "#items")
+    _open(d, (site / "index.html").as_uri() + "#items")
     _wait(d).until(lambda _: d.find_element(By.ID, "view-items").is_displayed())
     first_id = d.find_element(By.CSS_SELECTOR, "#item-list tbody tr td:nth-child(2)").text
     box = d.find_element(By.CSS_SELECTOR, "#filters [name=q]")
@@ -172,7 +180,7 @@ def test_expected_score_distribution_flags_and_hostile_text(browser, tmp_path):
     path.write_text(json.dumps(line) + "\n")
     build_site(load(path), tmp_path / "site")
     d = browser
-    d.get((tmp_path / "site" / "index.html").as_uri() + "#item/0")
+    _open(d, (tmp_path / "site" / "index.html").as_uri() + "#item/0")
     _wait(d).until(lambda _: d.find_elements(By.CSS_SELECTOR, "#view-item .card"))
     first = d.find_elements(By.CSS_SELECTOR, "#view-item .card")[0]
     assert len(first.find_elements(By.CSS_SELECTOR, ".dist .bar")) == 3
@@ -188,7 +196,7 @@ def test_compare_view_lists_changed_verdicts_and_shows_run_b_under_the_item(brow
 
     d = browser
     wait = _wait(d)
-    d.get((compare_site / "index.html").as_uri())
+    _open(d, (compare_site / "index.html").as_uri())
     d.find_element(By.ID, "nav-compare").click()
     wait.until(lambda _: d.find_element(By.ID, "view-compare").is_displayed())
     rows = d.find_elements(By.CSS_SELECTOR, "#compare-list tbody tr")
@@ -216,7 +224,7 @@ def test_pages_of_a_long_list_and_gap_filter(browser, tmp_path):
     build_site(load(path), tmp_path / "site", chunk_size=7)
     d = browser
     wait = _wait(d)
-    d.get((tmp_path / "site" / "index.html").as_uri() + "#items")
+    _open(d, (tmp_path / "site" / "index.html").as_uri() + "#items")
     wait.until(lambda _: d.find_element(By.ID, "page-info").text == "page 1 of 3")
     assert len(d.find_elements(By.CSS_SELECTOR, "#item-list tbody tr")) == 50
     d.find_element(By.ID, "next-page").click()
@@ -238,7 +246,7 @@ def test_next_and_previous_walk_the_filtered_list(browser, site):
 
     d = browser
     wait = _wait(d)
-    d.get((site / "index.html").as_uri() + "#items?verdict=correct")
+    _open(d, (site / "index.html").as_uri() + "#items?verdict=correct")
     wait.until(lambda _: d.find_element(By.ID, "view-items").is_displayed())
     ids = [r.text for r in d.find_elements(By.CSS_SELECTOR, "#item-list tbody tr td:nth-child(2)")]
     assert len(ids) >= 2
