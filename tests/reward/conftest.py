@@ -27,17 +27,17 @@ class LiveServer:
 
 
 @contextmanager
-def live_server(app, *, graceful_timeout_s: float = 10.0) -> Iterator[LiveServer]:
-    """uvicorn serving ``app`` on 127.0.0.1:<free port>; stopped (gracefully) on exit.
+def live_server(app, *, graceful_timeout_s: float = 10.0, **config: object) -> Iterator[LiveServer]:
+    """uvicorn serving ``app`` on 127.0.0.1:<free port>; stopped (gracefully) on exit. ``config``: more
+    ``uvicorn.Config`` options (``http=`` a protocol class, ``lifespan=``, ``log_level=``).
 
     The socket is bound here and handed to uvicorn, so no other process can take the port in between.
     """
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=graceful_timeout_s, lifespan="on")
-    server = uvicorn.Server(config)
+    options: dict = {"log_level": "warning", "access_log": False, "lifespan": "on", **config}
+    server = uvicorn.Server(uvicorn.Config(app, timeout_graceful_shutdown=graceful_timeout_s, **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -112,10 +112,8 @@ def test_back_pressure_timeout_and_the_work_of_a_timed_out_request_is_cached(ser
         refused = httpx.post(f"{srv.url}/v1/score", json={"query": "other", "responses": ["b"]}, timeout=5)
         t.join(10)
         gate.set()
-        deadline = time.monotonic() + 10
-        while httpx.get(f"{srv.url}/health").json()["queue_depth"]:  # the timed-out request still finishes
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        eventually(lambda: httpx.get(f"{srv.url}/health").json()["queue_depth"] == 0,  # the timed-out one finishes
+                   what="the timed-out request finished")
         calls = len(backend.calls)
         retry = httpx.post(f"{srv.url}/v1/score", json={"query": "blocked", "responses": ["a"]}, timeout=5)
     assert refused.status_code == 429 and refused.headers["retry-after"] == "2"
@@ -198,10 +196,7 @@ def test_criteria_sent_ahead_are_generated_once_and_reused(streaming):
     client = TestClient(create_app(Judge(backend), ServerConfig(freeze_gc=False)))
     with client:
         accepted = client.post("/v1/criteria", json={"prompts": ["q1", [{"role": "user", "content": "q2"}]]})
-        deadline = time.monotonic() + 10
-        while criteria_calls(backend) < 2:
-            assert time.monotonic() < deadline, "the criteria were never generated"
-            time.sleep(0.01)
+        eventually(lambda: criteria_calls(backend) >= 2, what="the criteria generated")
         time.sleep(0.05)
         scored = client.post("/v1/score", json={"query": "q1", "responses": ["a"]})
         metrics = client.get("/metrics").text

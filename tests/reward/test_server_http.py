@@ -4,12 +4,10 @@ served (with both of uvicorn's HTTP parsers)."""
 from __future__ import annotations
 
 import socket
-import threading
 import time
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from cerm.reward.server.http import with_header_timeout
@@ -25,13 +23,6 @@ def _app() -> FastAPI:
     return app
 
 
-def _bound_socket() -> tuple[socket.socket, int]:
-    """A socket on a free port, bound now and handed to uvicorn: nothing can take the port in between."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    return sock, sock.getsockname()[1]
-
-
 def _closed_within(sock: socket.socket, seconds: float) -> bool:
     sock.settimeout(seconds)
     try:
@@ -44,20 +35,14 @@ def _closed_within(sock: socket.socket, seconds: float) -> bool:
 
 @pytest.mark.slow  # starts a server
 @pytest.mark.parametrize("parser", ["h11", "httptools"])
-def test_slow_headers_are_cut_off_and_normal_requests_served(parser):
+def test_slow_headers_are_cut_off_and_normal_requests_served(parser, serve_app):
     if parser == "httptools":
         pytest.importorskip("httptools")
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
     else:
         from uvicorn.protocols.http.h11_impl import H11Protocol as base
-    listener, port = _bound_socket()
-    server = uvicorn.Server(uvicorn.Config(_app(), log_level="warning", http=with_header_timeout(base, 0.5),
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
+    with serve_app(_app(), http=with_header_timeout(base, 0.5), lifespan="off") as srv:
+        port = srv.port
         slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
         for s in slow[:3]:
             s.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n")  # a head that never ends
@@ -70,9 +55,6 @@ def test_slow_headers_are_cut_off_and_normal_requests_served(parser):
         assert time.monotonic() - silent_start < 5.0
         for s in slow:
             s.close()
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_timeout_must_be_positive():
@@ -84,7 +66,7 @@ def test_timeout_must_be_positive():
 
 @pytest.mark.slow  # starts a server
 @pytest.mark.parametrize("parser", ["h11", "httptools"])
-def test_what_uvicorns_parser_refuses_is_answered_in_json(parser):
+def test_what_uvicorns_parser_refuses_is_answered_in_json(parser, serve_app):
     """issue 28 item 5: both Content-Length and Transfer-Encoding got uvicorn's plain-text 400 (httptools refuses
     that request; h11 accepts it, so a header line without a colon stands in for it there)."""
     if parser == "httptools":
@@ -94,15 +76,8 @@ def test_what_uvicorns_parser_refuses_is_answered_in_json(parser):
         from uvicorn.protocols.http.h11_impl import H11Protocol as base
     import json as jsonlib
 
-    listener, port = _bound_socket()
-    server = uvicorn.Server(uvicorn.Config(_app(), log_level="critical", http=with_header_timeout(base, 5.0),
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        sock = socket.create_connection(("127.0.0.1", port))
+    with serve_app(_app(), http=with_header_timeout(base, 5.0), lifespan="off", log_level="critical") as srv:
+        sock = socket.create_connection(("127.0.0.1", srv.port))
         if parser == "httptools":
             sock.sendall(b"POST /ping HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n"
                          b"\r\n4\r\nabcd\r\n0\r\n\r\n")
@@ -112,9 +87,6 @@ def test_what_uvicorns_parser_refuses_is_answered_in_json(parser):
         while chunk := sock.recv(65536):
             reply += chunk
         sock.close()
-    finally:
-        server.should_exit = True
-        thread.join(10)
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head.lower(), reply[:300]
     assert jsonlib.loads(body)["error"] == "bad_request"
